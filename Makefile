@@ -1,0 +1,45 @@
+# The two Quickstart commands and what they stand on.
+#   make up    set up .venv and run the product on its embedded defaults (asrgw up)
+#   make test  set up .venv (and the speech tools the tests use) and run the whole test suite
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint setup system-deps clean
+
+up: setup
+	$(BIN)/asrgw up
+
+test: setup system-deps
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+setup: $(STAMP)
+
+# torch 2.13.0 goes in first, on its own, so the `node` extra's torch range is already met.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[node,dev]'
+	touch $(STAMP)
+
+# espeak-ng speaks the test sentences and sox edits audio; apt-get installs them when missing.
+TEST_TOOLS := espeak-ng sox
+system-deps:
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "please install:$$missing" >&2; exit 1; }; \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing$$missing ..." >&2; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
