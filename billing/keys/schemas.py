@@ -1,0 +1,45 @@
+"""What authenticating a key yields: who is calling and how they are billed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from billing.tokens import TokenUnit
+
+
+class PlanTerms(BaseModel):
+    """The plan's price terms at the moment of the request; copied onto the ledger row."""
+
+    name: str
+    price_per_1k_tokens_micros: int
+    token_unit: TokenUnit
+    currency: str
+
+
+class AuthenticatedKey(BaseModel):
+    key_id: int
+    key_prefix: str
+    tenant_id: int
+    tenant_name: str
+    plan: PlanTerms
+
+
+class ApiKeyPublic(BaseModel):
+    """A key as listed: never its secret."""
+
+    id: int
+    tenant: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class CreatedApiKey(BaseModel):
+    """A new key. ``secret`` is shown this once and never stored."""
+
+    key: ApiKeyPublic
+    secret: str

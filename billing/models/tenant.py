@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Integer, String
+from sqlmodel import Field, SQLModel
+
+from billing.models.types import UTCDateTime, utcnow
+
+
+class Tenant(SQLModel, table=True):
+    """A customer account: owns API keys, is billed on one plan."""
+
+    __tablename__ = "tenants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(128), nullable=False, unique=True))
+    plan_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("plans.id", ondelete="RESTRICT"), nullable=False)
+    )
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )

@@ -1,0 +1,1 @@
+"""Alembic migration history of the ledger database (one history for the whole product)."""
