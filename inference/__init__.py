@@ -1,0 +1,4 @@
+"""The inference node: audio decoding, FunASR and PocketSphinx engines, the node HTTP service.
+
+``inference.protocol`` is the only module the gateway imports; it needs pydantic alone.
+"""

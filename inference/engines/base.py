@@ -1,0 +1,63 @@
+"""The interface every engine implements.
+
+An engine instance is owned by exactly one inference thread (see ``inference.host``): FunASR's
+``generate()`` and PocketSphinx's decoder are not thread-safe, so nothing here locks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.audio import SAMPLE_RATE, AudioArray
+from inference.errors import UnsupportedLanguage
+from inference.protocol import ModelInfo, Segment, TranscribeParams
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    text: str
+    language: str
+    segments: list[Segment]
+
+
+class Engine(ABC):
+    """One loaded model."""
+
+    engine_name: str = ""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """What the model can do (languages, timestamps, hotwords)."""
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; raise ``ModelLoadError`` with an actionable message on failure."""
+
+    @abstractmethod
+    def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
+        """Recognize 16 kHz mono float32 audio."""
+
+    def warm_up(self) -> None:
+        """Run one short inference so the first customer request pays no lazy set-up."""
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
+        self.transcribe(noise, TranscribeParams(model=self.model_id))
+
+    def resolve_language(self, requested: str | None) -> str:
+        """The language to decode in; 'auto' picks the model's own choice."""
+        languages = self.info().languages
+        if not requested or requested == "auto":
+            return languages[0] if len(languages) == 1 else "auto"
+        base = requested.lower().split("-")[0].split("_")[0]
+        if "auto" in languages or base in languages:
+            return base
+        raise UnsupportedLanguage(
+            f"Model '{self.model_id}' does not support language '{requested}'; "
+            f"it supports: {', '.join(languages)}."
+        )

@@ -1,0 +1,166 @@
+"""FunASR: any ``AutoModel`` model (Paraformer, SenseVoice, Whisper, …) by hub name or directory.
+
+A local directory holds ``config.yaml``, ``model.pt`` and ``tokens.json`` (or ``tokens.txt``),
+as FunASR exports it. A hub name (``paraformer-zh``) is downloaded by FunASR on first load; a
+host that cannot reach the hub gets a message naming the model and how to give a directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from inference.audio import AudioArray, duration_seconds
+from inference.engines.base import Engine, EngineOutput
+from inference.errors import ModelLoadError
+from inference.protocol import ModelInfo, Segment, TranscribeParams, Word
+
+logger = logging.getLogger(__name__)
+
+# Capabilities of the well-known hub models; anything else is assumed multilingual ("auto").
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "paraformer-zh": {"languages": ["zh"], "hotwords": True, "timestamps": True},
+    "paraformer-en": {"languages": ["en"], "hotwords": False, "timestamps": True},
+    "SenseVoiceSmall": {
+        "languages": ["auto", "zh", "en", "yue", "ja", "ko"],
+        "hotwords": False,
+        "timestamps": False,
+    },
+}
+
+
+def looks_like_directory(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or (os.sep in source and Path(source).exists())
+
+
+class FunASREngine(Engine):
+    engine_name = "funasr"
+
+    def __init__(
+        self,
+        model_id: str,
+        source: str | None = None,
+        *,
+        device: str = "auto",
+        hub: str = "ms",
+    ) -> None:
+        super().__init__(model_id)
+        self.source = source or model_id
+        self.device = device
+        self.hub = hub
+        self._model: Any = None
+        self._capabilities = KNOWN_MODELS.get(
+            model_id, {"languages": ["auto"], "hotwords": True, "timestamps": True}
+        )
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            id=self.model_id,
+            engine=self.engine_name,
+            languages=list(self._capabilities["languages"]),
+            timestamps=bool(self._capabilities["timestamps"]),
+            word_timestamps=bool(self._capabilities["timestamps"]),
+            hotwords=bool(self._capabilities["hotwords"]),
+            loaded=self._model is not None,
+        )
+
+    def _resolve_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> None:
+        try:
+            from funasr import AutoModel
+        except ImportError as error:
+            raise ModelLoadError(
+                f"Model '{self.model_id}' needs FunASR and torch: install the node extra "
+                "(pip install 'asr-billing-gateway[node]')."
+            ) from error
+        is_directory = looks_like_directory(self.source)
+        if is_directory:
+            directory = Path(self.source).expanduser()
+            if not (directory / "config.yaml").is_file() or not (directory / "model.pt").is_file():
+                raise ModelLoadError(
+                    f"FunASR model directory '{directory}' for model '{self.model_id}' must "
+                    "contain config.yaml and model.pt (and tokens.json or tokens.txt)."
+                )
+            source = str(directory)
+        else:
+            source = self.source
+        started = time.perf_counter()
+        try:
+            self._model = AutoModel(
+                model=source,
+                device=self._resolve_device(),
+                hub=self.hub,
+                disable_update=True,
+                disable_pbar=True,
+                disable_log=True,
+            )
+        except Exception as error:
+            if is_directory:
+                raise ModelLoadError(
+                    f"FunASR could not load model '{self.model_id}' from '{source}': {error}"
+                ) from error
+            # FunASR logs the download failure and goes on to fail on the missing config; the
+            # first line of what it raises is enough, the rest is its registry dump.
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ModelLoadError(
+                f"FunASR could not load model '{self.model_id}' from the model hub "
+                f"('{source}' on hub '{self.hub}'): the download failed or the name is unknown "
+                f"({reason}). If this host cannot reach the hub, download the model where it "
+                "can and point the node at the directory: "
+                f"INFERENCE_MODELS={self.model_id}=/path/to/model-dir"
+            ) from error
+        logger.info("loaded FunASR model %s in %.1fs", self.model_id, time.perf_counter() - started)
+
+    def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
+        if self._model is None:
+            raise ModelLoadError(f"Model '{self.model_id}' is not loaded.")
+        language = self.resolve_language(params.language)
+        options: dict[str, Any] = {"batch_size": 1, "disable_pbar": True, "use_itn": params.itn}
+        if params.hotwords and self._capabilities["hotwords"]:
+            options["hotword"] = params.hotwords
+        if language != "auto":
+            options["language"] = language
+        results = self._model.generate(input=audio, **options)
+        result = results[0] if results else {"text": ""}
+        duration = duration_seconds(audio)
+        text = str(result.get("text", "")).strip()
+        segments = segments_from_result(result, text, duration, params.word_timestamps)
+        detected = str(result.get("language") or language)
+        return EngineOutput(text=text, language=detected, segments=segments)
+
+
+def segments_from_result(
+    result: dict[str, Any], text: str, duration: float, keep_words: bool
+) -> list[Segment]:
+    """Canonical segments from a FunASR result: sentences when VAD/punctuation gave them,
+    token timestamps as words when present, else one segment spanning the audio."""
+    sentences = result.get("sentence_info")
+    if sentences:
+        return [
+            Segment(
+                start=round(sentence["start"] / 1000, 3),
+                end=round(sentence["end"] / 1000, 3),
+                text=str(sentence.get("text", "")).strip(),
+            )
+            for sentence in sentences
+        ]
+    if not text:
+        return []
+    words: list[Word] | None = None
+    timestamps = result.get("timestamp")
+    tokens = text.split() if " " in text else list(text)
+    if keep_words and timestamps and len(timestamps) == len(tokens):
+        words = [
+            Word(word=token, start=round(start / 1000, 3), end=round(end / 1000, 3))
+            for token, (start, end) in zip(tokens, timestamps, strict=True)
+        ]
+    return [Segment(start=0.0, end=duration, text=text, words=words)]

@@ -1,0 +1,67 @@
+"""Errors of the node, each with its HTTP status and stable code.
+
+```
+InferenceError                 500 internal_error
+├── InvalidAudio               400 invalid_audio
+├── FileTooLarge               413 file_too_large
+├── ModelNotFound              404 model_not_found
+├── UnsupportedLanguage        400 unsupported_language
+├── Unauthorized               401 unauthorized
+├── NotReady                   503 node_not_ready
+└── ModelLoadError             (start-up only: the node refuses to turn ready)
+```
+"""
+
+from __future__ import annotations
+
+from inference.protocol import ErrorCode
+
+
+class InferenceError(Exception):
+    status_code = 500
+    code = ErrorCode.internal_error
+    error_type = "server_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidAudio(InferenceError):
+    status_code = 400
+    code = ErrorCode.invalid_audio
+    error_type = "invalid_request_error"
+
+
+class FileTooLarge(InferenceError):
+    status_code = 413
+    code = ErrorCode.file_too_large
+    error_type = "invalid_request_error"
+
+
+class ModelNotFound(InferenceError):
+    status_code = 404
+    code = ErrorCode.model_not_found
+    error_type = "invalid_request_error"
+
+
+class UnsupportedLanguage(InferenceError):
+    status_code = 400
+    code = ErrorCode.unsupported_language
+    error_type = "invalid_request_error"
+
+
+class Unauthorized(InferenceError):
+    status_code = 401
+    code = ErrorCode.unauthorized
+    error_type = "authentication_error"
+
+
+class NotReady(InferenceError):
+    status_code = 503
+    code = ErrorCode.not_ready
+    error_type = "server_error"
+
+
+class ModelLoadError(InferenceError):
+    """A model could not be loaded; the message says which and what to do."""

@@ -1,0 +1,86 @@
+"""Wire format between the gateway and inference nodes (pydantic only: no torch here).
+
+``POST /v1/transcribe`` takes multipart form data: the audio as ``file`` plus the fields of
+``TranscribeParams``; it answers a ``TranscriptionResult``, the canonical shape every response
+format of the gateway is rendered from. Times are seconds. Errors come as
+``{"error": {"message", "type", "code"}}`` with one of the ``ErrorCode`` values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+TRANSCRIBE_PATH = "/v1/transcribe"
+MODELS_PATH = "/v1/models"
+READY_PATH = "/health/ready"
+LIVE_PATH = "/health/live"
+
+
+class ErrorCode(StrEnum):
+    invalid_audio = "invalid_audio"
+    model_not_found = "model_not_found"
+    unsupported_language = "unsupported_language"
+    invalid_request = "invalid_request"
+    unauthorized = "unauthorized"
+    not_ready = "node_not_ready"
+    file_too_large = "file_too_large"
+    internal_error = "internal_error"
+
+
+class TranscribeParams(BaseModel):
+    """Per-request parameters; every one of them may change the transcript."""
+
+    model: str | None = Field(default=None, description="model id; the node default when empty")
+    language: str = Field(default="auto", description="ISO 639-1 code or 'auto'")
+    hotwords: str | None = Field(default=None, description="biasing words (OpenAI `prompt`)")
+    word_timestamps: bool = False
+    itn: bool = True
+
+
+class Word(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class Segment(BaseModel):
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+
+
+class TranscriptionResult(BaseModel):
+    text: str
+    language: str
+    duration: float = Field(ge=0, description="audio length in seconds")
+    segments: list[Segment]
+    model: str
+    processing_ms: int = Field(ge=0)
+
+
+class ModelInfo(BaseModel):
+    id: str
+    engine: str
+    languages: list[str]
+    timestamps: bool
+    word_timestamps: bool
+    hotwords: bool
+    loaded: bool = False
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelInfo]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorDetail
