@@ -1,0 +1,114 @@
+"""``create_app(settings)``: the gateway's FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billing.config import BillingSettings
+from billing.db import Database
+from billing.migrate import upgrade_to_head
+from gateway import system
+from gateway.config import GatewaySettings
+from gateway.context import RequestContextMiddleware
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.nodes import NodeClient
+from gateway.transcriptions import endpoints as transcriptions
+from gateway.upload_limit import UploadLimitMiddleware
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    billing_settings: BillingSettings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the gateway. ``transport`` replaces the network to the nodes (tests only)."""
+    settings = settings or GatewaySettings()
+    billing_settings = billing_settings or BillingSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await anyio.to_thread.run_sync(upgrade_to_head, billing_settings.database_url)
+        database = Database(billing_settings.database_url, echo=billing_settings.echo_sql)
+        timeout = httpx.Timeout(
+            settings.node_timeout_seconds, connect=settings.node_connect_timeout_seconds
+        )
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+            app.state.database = database
+            app.state.nodes = NodeClient(settings.node_urls, client, secret=settings.node_secret)
+            try:
+                yield
+            finally:
+                database.dispose()
+
+    app = FastAPI(
+        title="asr-billing-gateway",
+        description="Metered speech recognition: OpenAI-compatible, billed per output token.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.billing_settings = billing_settings
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(transcriptions.router)
+    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's envelope with a stable code."""
+
+    @app.exception_handler(GatewayError)
+    async def handle_gateway_error(_request: Request, error: GatewayError) -> JSONResponse:
+        return JSONResponse(
+            error.envelope(), status_code=error.status_code, headers=error.headers()
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation_error(
+        _request: Request, error: RequestValidationError
+    ) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+        param = location[0].removesuffix("[]") if location else None
+        if first.get("type") == "missing":
+            invalid = InvalidRequest(
+                f"Missing required parameter: '{param}'.",
+                param=param,
+                code="missing_required_parameter",
+            )
+        else:
+            invalid = InvalidRequest(
+                f"Invalid value for '{param}': {first.get('msg', 'invalid')}.",
+                param=param,
+                code="invalid_value",
+            )
+        return JSONResponse(invalid.envelope(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        body = {
+            "error": {
+                "message": str(error.detail),
+                "type": "invalid_request_error",
+                "param": None,
+                "code": codes.get(error.status_code, "http_error"),
+            }
+        }
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)

@@ -1,0 +1,88 @@
+"""Errors of the customer API, rendered in OpenAI's envelope
+``{"error": {"message", "type", "param", "code"}}``.
+
+```
+GatewayError                    500 internal_error
+├── InvalidRequest              400 invalid_request_error (code per case)
+│   ├── InvalidAudio            400 invalid_audio
+│   ├── UnsupportedLanguage     400 unsupported_language
+│   └── ModelNotFound           404 model_not_found
+├── AuthError                   401 invalid_api_key
+├── FileTooLarge                413 file_too_large
+└── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status_code = 500
+    code = "internal_error"
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    code = "invalid_request"
+    error_type = "invalid_request_error"
+
+
+class InvalidAudio(InvalidRequest):
+    code = "invalid_audio"
+
+
+class UnsupportedLanguage(InvalidRequest):
+    code = "unsupported_language"
+
+
+class ModelNotFound(InvalidRequest):
+    status_code = 404
+    code = "model_not_found"
+
+
+class AuthError(GatewayError):
+    status_code = 401
+    code = "invalid_api_key"
+    error_type = "invalid_request_error"
+
+
+class FileTooLarge(GatewayError):
+    status_code = 413
+    code = "file_too_large"
+    error_type = "invalid_request_error"
+
+
+class UpstreamUnavailable(GatewayError):
+    status_code = 503
+    code = "upstream_unavailable"
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}

@@ -1,0 +1,69 @@
+"""Health and model listing."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from billing.db import Database
+from gateway.deps import DatabaseDep, NodesDep, SettingsDep, TenantKey
+
+router = APIRouter()
+STARTED_AT = int(time.time())
+
+
+def _database_ok(database: Database) -> bool:
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False
+
+
+@router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/health/ready")
+async def ready(database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
+    """The ledger database answers and at least one inference node is ready."""
+    database_ok = await anyio.to_thread.run_sync(_database_ok, database)
+    node_ok = await nodes.any_ready()
+    status_code = 200 if database_ok and node_ok else 503
+    return JSONResponse(
+        status_code=status_code,
+        content={
+            "status": "ready" if status_code == 200 else "not_ready",
+            "database": database_ok,
+            "nodes": node_ok,
+        },
+    )
+
+
+@router.get("/v1/models")
+async def list_models(
+    _caller: TenantKey, nodes: NodesDep, settings: SettingsDep
+) -> dict[str, object]:
+    """Models the node pool serves (OpenAI list shape)."""
+    models = await nodes.list_models()
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": model.id,
+                "object": "model",
+                "created": STARTED_AT,
+                "owned_by": "asr-billing-gateway",
+                "default": model.id == settings.default_model,
+                "languages": model.languages,
+            }
+            for model in models
+        ],
+    }

@@ -1,0 +1,28 @@
+"""What a transcription request carries through the service, and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing.usage.schemas import UsageCharge
+from gateway.formats import ResponseFormat, TimestampGranularity
+from inference.protocol import TranscriptionResult
+
+
+@dataclass(frozen=True)
+class TranscriptionInput:
+    audio: bytes
+    filename: str
+    content_type: str
+    model: str
+    language: str
+    prompt: str | None
+    response_format: ResponseFormat
+    granularities: frozenset[TimestampGranularity]
+
+
+@dataclass(frozen=True)
+class BilledTranscription:
+    result: TranscriptionResult
+    charge: UsageCharge
+    cached: bool = False
