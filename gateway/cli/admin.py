@@ -1,0 +1,217 @@
+"""``asrgw admin …``: tenants, plans, keys and usage, straight against the ledger database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TypeVar
+
+import click
+from sqlmodel import Session
+
+from billing.config import BillingSettings
+from billing.db import Database
+from billing.errors import BillingError
+from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
+from billing.migrate import upgrade_to_head
+from billing.money import format_micros
+from billing.plans import repository as plans_repository
+from billing.plans.service import create_plan
+from billing.tenants import repository as tenants_repository
+from billing.tenants.service import create_tenant
+from billing.tokens import TokenUnit
+from billing.usage.service import usage_per_key
+
+T = TypeVar("T")
+
+
+@contextmanager
+def ledger_session() -> Iterator[Session]:
+    """A committed unit of work on the configured ledger, migrated to head first."""
+    settings = BillingSettings()
+    upgrade_to_head(settings.database_url)
+    database = Database(settings.database_url)
+    try:
+        with database.transaction() as session:
+            yield session
+    finally:
+        database.dispose()
+
+
+def run(action: Callable[[Session], T]) -> T:
+    try:
+        with ledger_session() as session:
+            return action(session)
+    except BillingError as error:
+        raise click.ClickException(error.message) from None
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [
+        max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)
+    ]
+    line = "  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True))
+    click.echo(line)
+    click.echo("  ".join("-" * width for width in widths))
+    for row in rows:
+        click.echo(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        )
+
+
+@click.group()
+def admin() -> None:
+    """Administer tenants, plans, API keys and usage (uses BILLING_DATABASE_URL)."""
+
+
+@admin.group()
+def plan() -> None:
+    """Price plans."""
+
+
+@plan.command("create")
+@click.argument("name")
+@click.option(
+    "--price-per-1k-micros",
+    type=int,
+    required=True,
+    help="Price per 1,000 output tokens, in micro-units of the currency.",
+)
+@click.option("--unit", type=click.Choice([unit.value for unit in TokenUnit]), default="char")
+@click.option("--currency", default="USD", show_default=True)
+def plan_create(name: str, price_per_1k_micros: int, unit: str, currency: str) -> None:
+    """Create a plan."""
+    created = run(
+        lambda session: create_plan(
+            session,
+            name,
+            price_per_1k_tokens_micros=price_per_1k_micros,
+            token_unit=unit,
+            currency=currency,
+        )
+    )
+    click.echo(
+        f"plan {created.name}: "
+        f"{format_micros(created.price_per_1k_tokens_micros, created.currency)} "
+        f"per 1,000 {created.token_unit} tokens"
+    )
+
+
+@plan.command("list")
+def plan_list() -> None:
+    """List plans."""
+    plans = run(lambda session: list(plans_repository.list_plans(session)))
+    print_table(
+        ["name", "price per 1k tokens", "unit"],
+        [
+            [
+                item.name,
+                format_micros(item.price_per_1k_tokens_micros, item.currency),
+                item.token_unit,
+            ]
+            for item in plans
+        ],
+    )
+
+
+@admin.group()
+def tenant() -> None:
+    """Tenants (customer accounts)."""
+
+
+@tenant.command("create")
+@click.argument("name")
+@click.option("--plan", "plan_name", default=None, help="Plan name [default: standard].")
+def tenant_create(name: str, plan_name: str | None) -> None:
+    """Create a tenant."""
+    created = run(lambda session: create_tenant(session, name, plan_name=plan_name))
+    click.echo(f"tenant {created.name} created (id {created.id})")
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    """List tenants."""
+    tenants = run(lambda session: list(tenants_repository.list_tenants(session)))
+    print_table(
+        ["id", "name", "created"],
+        [
+            [str(item.id), item.name, item.created_at.isoformat(timespec="seconds")]
+            for item in tenants
+        ],
+    )
+
+
+@admin.group()
+def key() -> None:
+    """Customer API keys."""
+
+
+@key.command("create")
+@click.option("--tenant", "tenant_name", required=True, help="Tenant that owns the key.")
+@click.option("--name", default="default", show_default=True, help="A label for the key.")
+@click.option("--expires-in-days", type=int, default=None, help="Expire the key after N days.")
+def key_create(tenant_name: str, name: str, expires_in_days: int | None) -> None:
+    """Create a key. Its secret is printed once, on stdout, and never stored."""
+    expires_in = timedelta(days=expires_in_days) if expires_in_days is not None else None
+    created = run(
+        lambda session: create_api_key(session, tenant_name, name=name, expires_in=expires_in)
+    )
+    click.echo(
+        f"created key {created.key.prefix} ({created.key.name}) for tenant {created.key.tenant}; "
+        "the secret below is shown only now:",
+        err=True,
+    )
+    click.echo(created.secret)
+
+
+@key.command("revoke")
+@click.argument("prefix")
+def key_revoke(prefix: str) -> None:
+    """Revoke a key by its prefix (or the key itself)."""
+    revoked = run(lambda session: revoke_api_key(session, prefix))
+    click.echo(f"key {revoked.prefix} of tenant {revoked.tenant} revoked")
+
+
+@key.command("list")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant's keys.")
+def key_list(tenant_name: str | None) -> None:
+    """List keys (never their secrets)."""
+    keys = run(lambda session: list_api_keys(session, tenant_name))
+    print_table(
+        ["prefix", "tenant", "name", "created", "expires", "status"],
+        [
+            [
+                item.prefix,
+                item.tenant,
+                item.name,
+                item.created_at.isoformat(timespec="seconds"),
+                item.expires_at.isoformat(timespec="seconds") if item.expires_at else "-",
+                "revoked" if item.revoked_at else "active",
+            ]
+            for item in keys
+        ],
+    )
+
+
+@admin.command("usage")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant's keys.")
+def usage(tenant_name: str | None) -> None:
+    """Usage per API key: requests, audio seconds, tokens and cost."""
+    summaries = run(lambda session: usage_per_key(session, tenant_name))
+    print_table(
+        ["tenant", "key", "name", "requests", "audio_seconds", "tokens", "cost_micros", "cost"],
+        [
+            [
+                item.tenant,
+                item.key_prefix,
+                item.key_name,
+                str(item.requests),
+                f"{item.audio_ms / 1000:.3f}",
+                str(item.output_tokens),
+                str(item.cost_micros),
+                format_micros(item.cost_micros, item.currency) if item.currency else "-",
+            ]
+            for item in summaries
+        ],
+    )

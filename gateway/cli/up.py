@@ -1,0 +1,168 @@
+"""``asrgw up``: the whole product on one machine, on embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+import httpx
+
+from billing.config import BillingSettings
+from billing.db import Database
+from billing.errors import InvalidApiKey
+from billing.keys.service import authenticate, create_api_key
+from billing.migrate import upgrade_to_head
+from billing.tenants import repository as tenants_repository
+from billing.tenants.service import create_tenant
+
+DEMO_TENANT = "demo"
+DEMO_KEY_FILE = "demo-api-key"
+SAMPLE_AUDIO = Path(__file__).resolve().parents[2] / "docs" / "samples" / "weather.wav"
+
+
+def ensure_demo_key(database: Database, key_file: Path) -> str:
+    """The demo tenant's key: created once, kept (0600) in ``key_file`` so later runs reuse it."""
+    if key_file.exists():
+        saved = key_file.read_text().strip()
+        try:
+            with database.transaction() as session:
+                authenticate(session, saved)
+            return saved
+        except InvalidApiKey:
+            pass  # revoked or expired since: issue a new one below
+    with database.transaction() as session:
+        if tenants_repository.get_tenant_by_name(session, DEMO_TENANT) is None:
+            create_tenant(session, DEMO_TENANT)
+        created = create_api_key(session, DEMO_TENANT, name="demo")
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(created.secret + "\n")
+    return created.secret
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException(f"the {what} exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise click.ClickException(f"the {what} was not ready after {timeout:.0f}s ({url})")
+
+
+def banner(gateway_url: str, node_url: str, models: str, database_url: str, key: str) -> str:
+    sample = SAMPLE_AUDIO if SAMPLE_AUDIO.exists() else Path("speech.wav")
+    return f"""
+asr-billing-gateway is up.
+
+  gateway   {gateway_url}   (OpenAI-compatible: POST /v1/audio/transcriptions)
+  node      {node_url}   models: {models}
+  ledger    {database_url}
+  demo key  {key}
+
+Transcribe with curl:
+
+  curl {gateway_url}/v1/audio/transcriptions -H "Authorization: Bearer {key}" \\
+       -F file=@{sample} -F model=whisper-1
+
+or with the OpenAI Python SDK:
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{gateway_url}/v1", api_key="{key}")
+  result = client.audio.transcriptions.create(model="whisper-1", file=open("{sample}", "rb"))
+  print(result.text)
+
+See what it cost:  asrgw admin usage
+Stop:              Ctrl-C
+"""
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Gateway bind address.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Gateway port.")
+@click.option("--node-port", type=int, default=8001, show_default=True, help="Node port.")
+@click.option(
+    "--models",
+    default=None,
+    help="Models for the local node [default: INFERENCE_MODELS or pocketsphinx-en].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var"),
+    show_default=True,
+    help="Where the demo key file is kept (the ledger is BILLING_DATABASE_URL).",
+)
+@click.option("--ready-timeout", type=float, default=600, show_default=True)
+def up(
+    host: str, port: int, node_port: int, models: str | None, data_dir: Path, ready_timeout: float
+) -> None:
+    """Start a local inference node and the gateway, with a demo tenant and key."""
+    billing_settings = BillingSettings()
+    upgrade_to_head(billing_settings.database_url)
+    database = Database(billing_settings.database_url)
+    try:
+        key = ensure_demo_key(database, data_dir / DEMO_KEY_FILE)
+    finally:
+        database.dispose()
+
+    node_url = f"http://127.0.0.1:{node_port}"
+    gateway_url = f"http://{host}:{port}"
+    models = models or os.environ.get("INFERENCE_MODELS", "pocketsphinx-en")
+    node_secret = os.environ.get("INFERENCE_NODE_SECRET") or secrets.token_urlsafe(24)
+    environment = {
+        **os.environ,
+        "INFERENCE_NODE_SECRET": node_secret,
+        "INFERENCE_MODELS": models,
+        "GATEWAY_NODES": node_url,
+        "GATEWAY_NODE_SECRET": node_secret,
+        "GATEWAY_DEFAULT_MODEL": os.environ.get(
+            "GATEWAY_DEFAULT_MODEL", models.split(",")[0].split("=")[0].strip()
+        ),
+    }
+    command = [sys.executable, "-m", "gateway.cli.main"]
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        node = subprocess.Popen(
+            [*command, "node", "--host", "127.0.0.1", "--port", str(node_port)], env=environment
+        )
+        processes.append(node)
+        click.echo(f"starting the inference node on {node_url} (models: {models}) …", err=True)
+        wait_ready(f"{node_url}/health/ready", node, "inference node", ready_timeout)
+        gateway = subprocess.Popen(
+            [*command, "gateway", "--host", host, "--port", str(port)], env=environment
+        )
+        processes.append(gateway)
+        wait_ready(f"{gateway_url}/health/ready", gateway, "gateway", ready_timeout)
+        click.echo(banner(gateway_url, node_url, models, billing_settings.database_url, key))
+        sys.stdout.flush()
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        raise click.ClickException("a component exited; stopping")
+    except KeyboardInterrupt:
+        click.echo("stopping …", err=True)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
