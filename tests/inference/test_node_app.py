@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from inference.app import create_app
+from inference.config import InferenceSettings
+from tests.fixtures.audio import PNG_IMAGE
+
+SECRET = "node-secret"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+def wait_ready(client: TestClient, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise TimeoutError("node not ready")
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[TestClient]:
+    app = create_app(InferenceSettings(models="pocketsphinx-en", node_secret=SECRET))
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield client
+
+
+class TestHealthAndModels:
+    def test_live_and_ready(self, node: TestClient) -> None:
+        assert node.get("/health/live").json() == {"status": "ok"}
+        ready = node.get("/health/ready").json()
+        assert ready["status"] == "ready"
+        assert ready["models"][0]["loaded"] is True
+
+    def test_models_list_capabilities(self, node: TestClient) -> None:
+        (model,) = node.get("/v1/models", headers=AUTH).json()["data"]
+        assert model["id"] == "pocketsphinx-en"
+        assert model["languages"] == ["en"]
+        assert model["word_timestamps"] is True
+
+    def test_not_ready_while_a_model_fails_to_load(self, tmp_path: Path) -> None:
+        settings = InferenceSettings(models=f"broken={tmp_path / 'missing'}")
+        with TestClient(create_app(settings)) as client:
+            app_pool = client.app.state.pool  # type: ignore[attr-defined]
+            app_pool.wait_loaded(30)
+            response = client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["status"] == "failed"
+        assert "broken" in response.json()["error"]
+
+
+class TestTranscribe:
+    def test_canonical_result(self, node: TestClient, weather_wav: Path) -> None:
+        response = node.post(
+            "/v1/transcribe",
+            headers=AUTH,
+            files={"file": ("weather.wav", weather_wav.read_bytes(), "audio/wav")},
+            data={"word_timestamps": "true"},
+        )
+        assert response.status_code == 200
+        result = response.json()
+        assert "weather" in result["text"]
+        assert result["language"] == "en"
+        assert result["model"] == "pocketsphinx-en"
+        assert 1.0 < result["duration"] < 3.0
+        assert result["processing_ms"] >= 0
+        segment = result["segments"][0]
+        assert 0 <= segment["start"] < segment["end"] <= result["duration"]
+        words = [word["word"] for word in segment["words"]]
+        assert "weather" in words
+
+    def test_requires_the_node_secret(self, node: TestClient) -> None:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            response = node.post("/v1/transcribe", headers=headers, files={"file": ("a.wav", b"x")})
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
+
+    @pytest.mark.parametrize(
+        ("data", "message"),
+        [(b"", "empty"), (PNG_IMAGE, "no audio stream"), (b"%PDF-1.7 not audio", "recognized")],
+    )
+    def test_invalid_audio(self, node: TestClient, data: bytes, message: str) -> None:
+        response = node.post("/v1/transcribe", headers=AUTH, files={"file": ("a.wav", data)})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_audio"
+        assert message in response.json()["error"]["message"]
+
+    def test_unknown_model_and_language(self, node: TestClient, weather_wav: Path) -> None:
+        files = {"file": ("a.wav", weather_wav.read_bytes())}
+        unknown = node.post("/v1/transcribe", headers=AUTH, files=files, data={"model": "nope"})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "model_not_found"
+        french = node.post("/v1/transcribe", headers=AUTH, files=files, data={"language": "fr"})
+        assert french.status_code == 400
+        assert french.json()["error"]["code"] == "unsupported_language"
+
+    def test_missing_file_field(self, node: TestClient) -> None:
+        response = node.post("/v1/transcribe", headers=AUTH, data={"model": "pocketsphinx-en"})
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_request"
