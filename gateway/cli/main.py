@@ -20,6 +20,9 @@ def cli(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # Migration chatter on every admin command hides the output people came for.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @cli.command()
@@ -54,8 +57,14 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
     """Run an inference node (needs the `node` extra)."""
     import uvicorn
 
-    from inference.app import create_app
-    from inference.config import InferenceSettings
+    try:
+        from inference.app import create_app
+        from inference.config import InferenceSettings
+    except ImportError as error:
+        raise click.ClickException(
+            f"the inference node needs the `node` extra ({error.name} is missing): "
+            "pip install 'asr-billing-gateway[node]'"
+        ) from None
 
     settings = InferenceSettings()
     if models:
