@@ -1,8 +1,9 @@
 """Talking to inference nodes over one shared ``httpx.AsyncClient``.
 
-Nodes are tried in rotation. A node that cannot be reached, or answers 502/503/504 (loading,
-overloaded, a proxy in front of it failing), is skipped for the next one; a node that accepted
-the request and then timed out is not retried, since it may still be working on it.
+Nodes are tried in rotation. A node that cannot be reached, answers 502/503/504 (loading,
+overloaded, a proxy in front of it failing) or does not serve the model is skipped for the next
+one; a node that accepted the request and then timed out is not retried, since it may still be
+working on it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class NodeClient:
         if params.hotwords:
             form["hotwords"] = params.hotwords
         failures: list[str] = []
+        model_missing: GatewayError | None = None
         for url in self._order():
             try:
                 response = await self.client.post(
@@ -85,7 +87,14 @@ class NodeClient:
                 continue
             if response.is_success:
                 return TranscriptionResult.model_validate_json(response.content)
-            raise node_error(url, response)
+            refusal = node_error(url, response)
+            if isinstance(refusal, ModelNotFound):
+                # Pools may be heterogeneous: another node may serve the model.
+                model_missing = refusal
+                continue
+            raise refusal
+        if model_missing is not None and not failures:
+            raise model_missing
         logger.warning("no inference node could serve the request: %s", "; ".join(failures))
         raise UpstreamUnavailable(
             "No inference node is available to serve the request; nothing was billed. Retry later."

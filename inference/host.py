@@ -80,14 +80,18 @@ class ModelPool:
         return self._loaded.wait(timeout)
 
     def host_for(self, model_id: str | None) -> ModelHost:
+        # The node serves nothing until every configured model is loaded: a half-loaded node is
+        # misconfigured or still starting, and /health/ready says so too.
+        if self.error is not None:
+            raise NotReady(f"This node failed to load its models: {self.error}")
         host = self.hosts.get(model_id or self.default_model)
         if host is None:
             raise ModelNotFound(
                 f"The model '{model_id}' does not exist on this node; "
                 f"available: {', '.join(self.hosts)}."
             )
-        if not host.ready:
-            raise NotReady(f"Model '{host.engine.model_id}' is still loading.")
+        if not self.ready:
+            raise NotReady("This node is still loading its models.")
         return host
 
     def models(self) -> list[ModelInfo]:

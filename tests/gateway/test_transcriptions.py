@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -11,9 +12,10 @@ from billing.config import BillingSettings
 from billing.db import Database
 from billing.keys.service import revoke_api_key, split_key
 from gateway.app import create_app
+from tests.conftest import NODE_SECRET
 from tests.fixtures.audio import PNG_IMAGE
 from tests.fixtures.factories import create_tenant_with_key, usage_rows
-from tests.fixtures.processes import free_port
+from tests.fixtures.processes import free_port, running
 from tests.gateway.conftest import MAX_UPLOAD_BYTES, Gateway, gateway_settings
 
 SRT_CUE = re.compile(
@@ -250,6 +252,51 @@ class TestUpstream:
                 for _ in range(2)
             ]
         assert statuses == [200, 200]
+        assert len(usage_rows(database)) == 2
+
+
+@pytest.fixture(scope="module")
+def never_ready_node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real node whose model cannot load: alive, never ready, answers 503 node_not_ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("broken-node") / "node.log"
+    environment = {
+        "INFERENCE_NODE_SECRET": NODE_SECRET,
+        "INFERENCE_MODELS": "pocketsphinx-en,broken=/nonexistent/model-dir",
+    }
+    with running(["node", "--port", str(port)], environment, f"{url}/health/live", log):
+        yield url
+
+
+class TestNodeNotReady:
+    def post(self, nodes: str, database: Database, audio: bytes) -> list[httpx.Response]:
+        key = create_tenant_with_key(database, "acme")
+        app = create_app(gateway_settings(nodes), BillingSettings(database_url=database.url))
+        with TestClient(app) as client:
+            return [
+                client.post(
+                    "/v1/audio/transcriptions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    files={"file": ("a.wav", audio)},
+                    data={"model": "whisper-1"},
+                )
+                for _ in range(2)
+            ]
+
+    def test_only_a_loading_node_is_503(
+        self, never_ready_node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        for response in self.post(never_ready_node_url, database, weather_wav.read_bytes()):
+            assert_error(response, 503, "upstream_unavailable")
+        assert usage_rows(database) == []
+
+    def test_a_loading_node_is_skipped_for_a_ready_one(
+        self, never_ready_node_url: str, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        nodes = f"{never_ready_node_url},{node_url}"
+        responses = self.post(nodes, database, weather_wav.read_bytes())
+        assert [response.status_code for response in responses] == [200, 200]
         assert len(usage_rows(database)) == 2
 
 
