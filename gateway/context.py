@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.asgi import send_error
+from gateway.errors import GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +53,5 @@ class RequestContextMiddleware:
 
 
 async def _send_internal_error(send: Send, request_id: str) -> None:
-    body: dict[str, Any] = {
-        "error": {
-            "message": f"The server had an error processing request {request_id}.",
-            "type": "server_error",
-            "param": None,
-            "code": "internal_error",
-        }
-    }
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (REQUEST_ID_HEADER.encode(), request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    error = GatewayError(f"The server had an error processing request {request_id}.")
+    await send_error(send, error, [(REQUEST_ID_HEADER.encode(), request_id.encode())])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.asgi import send_error
+from gateway.errors import FileTooLarge
 
 # Room for the multipart boundaries and the small form fields around the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -25,27 +26,8 @@ class UploadLimitMiddleware:
         await self.app(scope, receive, send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            {
-                "error": {
-                    "message": (
-                        f"The uploaded file exceeds the limit of {self.max_upload_bytes} bytes."
-                    ),
-                    "type": "invalid_request_error",
-                    "param": "file",
-                    "code": "file_too_large",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        error = FileTooLarge(
+            f"The uploaded file exceeds the limit of {self.max_upload_bytes} bytes.", param="file"
         )
-        await send({"type": "http.response.body", "body": payload})
+        # The body is left unread, so the connection cannot be reused.
+        await send_error(send, error, [(b"connection", b"close")])
