@@ -51,13 +51,15 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     widths = [
         max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)
     ]
-    line = "  ".join(header.ljust(width) for header, width in zip(headers, widths, strict=True))
-    click.echo(line)
-    click.echo("  ".join("-" * width for width in widths))
+
+    def line(cells: list[str]) -> str:
+        padded = (str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+        return "  ".join(padded).rstrip()
+
+    click.echo(line(headers))
+    click.echo(line(["-" * width for width in widths]))
     for row in rows:
-        click.echo(
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-        )
+        click.echo(line(row))
 
 
 @click.group()

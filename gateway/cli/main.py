@@ -21,8 +21,9 @@ def cli(log_level: str) -> None:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if logging.getLogger().level > logging.DEBUG:
-        # Migration chatter on every admin command hides the output people came for.
+        # Migration and per-request client chatter hides the output people came for.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @cli.command()

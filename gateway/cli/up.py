@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: f
     raise click.ClickException(f"the {what} was not ready after {timeout:.0f}s ({url})")
 
 
+def asrgw_command() -> str:
+    """How to call this CLI again: ``asrgw`` when on PATH, else its virtualenv path."""
+    if shutil.which("asrgw"):
+        return "asrgw"
+    return str(Path(sys.executable).parent / "asrgw")
+
+
 def banner(gateway_url: str, node_url: str, models: str, database_url: str, key: str) -> str:
     sample = SAMPLE_AUDIO if SAMPLE_AUDIO.exists() else Path("speech.wav")
     return f"""
@@ -83,7 +91,7 @@ or with the OpenAI Python SDK:
   result = client.audio.transcriptions.create(model="whisper-1", file=open("{sample}", "rb"))
   print(result.text)
 
-See what it cost:  asrgw admin usage
+See what it cost:  {asrgw_command()} admin usage
 Stop:              Ctrl-C
 """
 
@@ -136,7 +144,9 @@ def up(
         ),
     }
     command = [sys.executable, "-m", "gateway.cli.main"]
+    # Both stop everything; SIGINT explicitly, since a background launch starts with it ignored.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         node = subprocess.Popen(
