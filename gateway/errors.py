@@ -9,6 +9,7 @@ GatewayError                    500 internal_error
 │   └── ModelNotFound           404 model_not_found
 ├── AuthError                   401 invalid_api_key
 ├── FileTooLarge                413 file_too_large
+│   └── AudioTooLong            413 audio_too_long
 └── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
 ```
 """
@@ -73,6 +74,10 @@ class FileTooLarge(GatewayError):
     status_code = 413
     code = "file_too_large"
     error_type = "invalid_request_error"
+
+
+class AudioTooLong(FileTooLarge):
+    code = "audio_too_long"
 
 
 class UpstreamUnavailable(GatewayError):

@@ -14,6 +14,7 @@ import logging
 import httpx
 
 from gateway.errors import (
+    AudioTooLong,
     FileTooLarge,
     GatewayError,
     InvalidAudio,
@@ -138,6 +139,8 @@ def node_error(url: str, response: httpx.Response) -> GatewayError:
         return ModelNotFound(message, param="model")
     if code == ErrorCode.file_too_large:
         return FileTooLarge(message, param="file")
+    if code == ErrorCode.audio_too_long:
+        return AudioTooLong(message, param="file")
     if response.status_code == 401:
         logger.error("node %s refused the gateway's node secret", url)
         return UpstreamUnavailable("The inference node refused the gateway; nothing was billed.")

@@ -2,41 +2,67 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inference.audio import decode_audio, duration_seconds
+from inference import metrics
+from inference.audio import SAMPLE_RATE, AudioArray, decode_audio, duration_seconds
 from inference.config import InferenceSettings
-from inference.engines.base import Engine
+from inference.engines.base import Engine, EngineOutput
 from inference.engines.registry import build_engine, parse_model_specs
-from inference.errors import FileTooLarge, InferenceError, Unauthorized
-from inference.host import ModelPool
+from inference.errors import (
+    AudioTooLong,
+    ClientGone,
+    DetectionUnsupported,
+    FileTooLarge,
+    InferenceError,
+    InvalidAudio,
+    Unauthorized,
+)
+from inference.host import BatchingSettings, ModelHost, ModelPool
+from inference.memory import MemoryGuard
 from inference.protocol import (
+    DETECT_LANGUAGE_PATH,
     LIVE_PATH,
     MODELS_PATH,
     READY_PATH,
     TRANSCRIBE_PATH,
     ErrorCode,
+    LanguageDetection,
     ModelList,
+    Segment,
     TranscribeParams,
     TranscriptionResult,
+    Word,
 )
+from inference.vad import Span, VadSegmenter
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+DISCONNECT_POLL_SECONDS = 0.05
+LANGUAGE_DETECTION_SECONDS = 30
+# Scripts written without spaces: segment texts are joined without one.
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "yue"})
+T = TypeVar("T")
 
 
-def error_response(status_code: int, code: str, message: str, error_type: str) -> JSONResponse:
+def error_response(
+    status_code: int, code: str, message: str, error_type: str, retry_after: int | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status_code,
         content={"error": {"message": message, "type": error_type, "code": code}},
+        headers={"Retry-After": str(retry_after)} if retry_after else None,
     )
 
 
@@ -47,12 +73,22 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
             build_engine(spec, device=settings.device, hub=settings.hub)
             for spec in parse_model_specs(settings.models)
         ]
-    pool = ModelPool(engines)
+    batching = BatchingSettings(
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+    )
+    memory = MemoryGuard(settings.empty_cache_after_audio_seconds)
+    pool = ModelPool(engines, batching, memory)
+    vad = VadSegmenter(settings.max_segment_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Load in the background: /health/live answers at once, /health/ready once warmed.
-        pool.start_loading()
+        # Load on each model's own thread: /health/live answers at once, /health/ready once
+        # every model is loaded and warmed.
+        pool.start()
+        vad_loader = threading.Thread(target=vad.load_or_record, name="vad-loader", daemon=True)
+        vad_loader.start()
         try:
             yield
         finally:
@@ -64,7 +100,13 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
 
     @app.exception_handler(InferenceError)
     async def handle_inference_error(_request: Request, error: InferenceError) -> JSONResponse:
-        return error_response(error.status_code, error.code, error.message, error.error_type)
+        return error_response(
+            error.status_code,
+            error.code,
+            error.message,
+            error.error_type,
+            error.retry_after_seconds,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(
@@ -86,6 +128,25 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         if not hmac.compare_digest(presented.encode(), settings.node_secret.encode()):
             raise Unauthorized("This node requires the shared node secret as a bearer token.")
 
+    async def decode(upload: UploadFile) -> AudioArray:
+        data = await read_capped(upload, settings.max_upload_bytes)
+        try:
+            audio = await anyio.to_thread.run_sync(decode_audio, data)
+        except InvalidAudio:
+            metrics.decode_failures.inc()
+            raise
+        if audio.size / SAMPLE_RATE > settings.max_audio_seconds:
+            raise AudioTooLong(
+                f"The audio is {audio.size / SAMPLE_RATE:.0f} s long; this node accepts at most "
+                f"{settings.max_audio_seconds:.0f} s."
+            )
+        return audio
+
+    async def speech_spans(audio: AudioArray) -> list[Span]:
+        if audio.size <= settings.max_segment_seconds * SAMPLE_RATE:
+            return [(0, int(audio.size))]
+        return await anyio.to_thread.run_sync(vad.split, audio)
+
     @app.get(LIVE_PATH)
     async def live() -> dict[str, str]:
         """The process is up."""
@@ -94,13 +155,21 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     @app.get(READY_PATH)
     async def ready() -> JSONResponse:
         """Every model is loaded and warmed."""
-        models = [model.model_dump() for model in pool.models()]
-        if pool.ready:
-            return JSONResponse({"status": "ready", "models": models})
-        status = "failed" if pool.error else "loading"
-        return JSONResponse(
-            status_code=503, content={"status": status, "error": pool.error, "models": models}
-        )
+        body: dict[str, object] = {
+            "models": [model.model_dump() for model in pool.models()],
+            "gpu_memory": memory.report(),
+        }
+        if pool.ready and vad.ready:
+            return JSONResponse({"status": "ready", **body})
+        error = "; ".join(filter(None, [pool.error, vad.error])) or None
+        status = "failed" if error else "loading"
+        return JSONResponse(status_code=503, content={"status": status, "error": error, **body})
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus exposition of the node's metrics."""
+        memory.report()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(MODELS_PATH, dependencies=[Depends(require_node_secret)])
     async def list_models() -> ModelList:
@@ -109,6 +178,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
 
     @app.post(TRANSCRIBE_PATH, dependencies=[Depends(require_node_secret)])
     async def transcribe(
+        request: Request,
         file: Annotated[UploadFile, File()],
         model: Annotated[str | None, Form()] = None,
         language: Annotated[str, Form()] = "auto",
@@ -116,7 +186,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         word_timestamps: Annotated[bool, Form()] = False,
         itn: Annotated[bool, Form()] = True,
     ) -> TranscriptionResult:
-        """Transcribe one audio file into the canonical result."""
+        """Transcribe one audio file into the canonical result (long audio is cut by VAD)."""
         params = TranscribeParams(
             model=model or None,
             language=language or "auto",
@@ -125,20 +195,110 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
             itn=itn,
         )
         host = pool.host_for(params.model)
+        host.engine.resolve_language(params.language)  # refuse before any work is queued
         started = time.perf_counter()
-        data = await read_capped(file, settings.max_upload_bytes)
-        audio = await anyio.to_thread.run_sync(decode_audio, data)
-        output = await host.transcribe(audio, params)
-        return TranscriptionResult(
-            text=output.text,
-            language=output.language,
-            duration=duration_seconds(audio),
-            segments=output.segments,
-            model=host.engine.model_id,
-            processing_ms=int((time.perf_counter() - started) * 1000),
+        with host.admission():
+            audio = await decode(file)
+            spans = await speech_spans(audio)
+            pieces = [audio[start:end] for start, end in spans]
+            outputs = await unless_disconnected(request, host.transcribe_many(pieces, params))
+        return assemble(host, params, audio, spans, outputs, started)
+
+    @app.post(DETECT_LANGUAGE_PATH, dependencies=[Depends(require_node_secret)])
+    async def detect_language(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+    ) -> LanguageDetection:
+        """The spoken language of the first 30 seconds of the audio."""
+        host = pool.host_for(model or None)
+        with host.admission():
+            audio = await decode(file)
+            clip = audio[: LANGUAGE_DETECTION_SECONDS * SAMPLE_RATE]
+            languages = host.engine.info().languages
+            if len(languages) == 1 and languages[0] != "auto":
+                language = languages[0]
+            else:
+                params = TranscribeParams(model=host.model_id, language="auto")
+                (output,) = await unless_disconnected(request, host.transcribe_many([clip], params))
+                language = output.language
+                if language == "auto":
+                    raise DetectionUnsupported(
+                        f"Model '{host.model_id}' does not identify languages; use a model "
+                        "that does (SenseVoice, Whisper) or one with a single language."
+                    )
+        return LanguageDetection(
+            language=language, model=host.model_id, duration=duration_seconds(clip)
         )
 
     return app
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client goes away first, cancel it so its queued items are dropped
+    before they reach the model."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ClientGone("The client closed the connection; the work was dropped.")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def assemble(
+    host: ModelHost,
+    params: TranscribeParams,
+    audio: AudioArray,
+    spans: list[Span],
+    outputs: list[EngineOutput],
+    started: float,
+) -> TranscriptionResult:
+    """One canonical result from per-span outputs, with times shifted to the whole file."""
+    segments: list[Segment] = []
+    for (start, _end), output in zip(spans, outputs, strict=True):
+        offset = start / SAMPLE_RATE
+        for segment in output.segments:
+            words = (
+                [
+                    Word(
+                        word=word.word,
+                        start=round(word.start + offset, 3),
+                        end=round(word.end + offset, 3),
+                    )
+                    for word in segment.words
+                ]
+                if segment.words is not None
+                else None
+            )
+            segments.append(
+                Segment(
+                    start=round(segment.start + offset, 3),
+                    end=round(segment.end + offset, 3),
+                    text=segment.text,
+                    words=words,
+                )
+            )
+    languages = host.engine.info().languages
+    separator = "" if languages and languages[0] in UNSPACED_LANGUAGES else " "
+    text = separator.join(output.text for output in outputs if output.text)
+    language = next(
+        (output.language for output in outputs if output.text),
+        host.engine.resolve_language(params.language),
+    )
+    return TranscriptionResult(
+        text=text,
+        language=language,
+        duration=duration_seconds(audio),
+        segments=segments,
+        model=host.model_id,
+        processing_ms=int((time.perf_counter() - started) * 1000),
+    )
 
 
 async def read_capped(upload: UploadFile, max_bytes: int) -> bytes:

@@ -26,7 +26,8 @@ def decode_audio(data: bytes) -> AudioArray:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError, UnicodeDecodeError) as error:
         raise InvalidAudio(
-            f"The file is not a recognized audio or video container ({error.__class__.__name__})."
+            "The file is not a recognized audio or video container, or it is truncated or "
+            f"corrupt ({error.__class__.__name__})."
         ) from None
     with container:
         if not container.streams.audio:
@@ -59,5 +60,5 @@ def duration_seconds(samples: AudioArray) -> float:
 
 
 def to_pcm16(samples: AudioArray) -> bytes:
-    clipped = np.clip(samples, -1.0, 1.0)
+    clipped = np.clip(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     return (clipped * 32767.0).astype("<i2").tobytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODELS = "pocketsphinx-en"
@@ -20,4 +21,16 @@ class InferenceSettings(BaseSettings):
     hub: str = "ms"
     # Bearer secret the gateway must present; empty accepts any caller (loopback development).
     node_secret: str = ""
-    max_upload_bytes: int = 100 * 1024 * 1024
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # Micro-batching: concurrent compatible items are grouped into one engine call, up to
+    # max_batch items or max_wait_ms after the first one arrived.
+    max_batch: int = Field(default=16, ge=1, le=256)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    # Requests admitted per model (queued or running); the next one gets 503 node_overloaded.
+    max_queue: int = Field(default=64, ge=1)
+    # Audio longer than this is refused with 413 audio_too_long.
+    max_audio_seconds: float = Field(default=4 * 3600, gt=0)
+    # Audio longer than this is cut by voice activity detection into spans of at most as long.
+    max_segment_seconds: float = Field(default=20.0, gt=1)
+    # On CUDA, return cached blocks to the driver after a batch covering this much audio.
+    empty_cache_after_audio_seconds: float = 120.0

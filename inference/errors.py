@@ -4,10 +4,14 @@
 InferenceError                 500 internal_error
 ├── InvalidAudio               400 invalid_audio
 ├── FileTooLarge               413 file_too_large
+├── AudioTooLong               413 audio_too_long
 ├── ModelNotFound              404 model_not_found
 ├── UnsupportedLanguage        400 unsupported_language
+├── DetectionUnsupported       400 language_detection_unsupported
 ├── Unauthorized               401 unauthorized
-├── NotReady                   503 node_not_ready
+├── NotReady                   503 node_not_ready (+ Retry-After)
+├── NodeOverloaded             503 node_overloaded (+ Retry-After)
+├── ClientGone                 499 client_closed_request (nobody is listening)
 └── ModelLoadError             (start-up only: the node refuses to turn ready)
 ```
 """
@@ -21,6 +25,8 @@ class InferenceError(Exception):
     status_code = 500
     code = ErrorCode.internal_error
     error_type = "server_error"
+
+    retry_after_seconds: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -39,6 +45,12 @@ class FileTooLarge(InferenceError):
     error_type = "invalid_request_error"
 
 
+class AudioTooLong(InferenceError):
+    status_code = 413
+    code = ErrorCode.audio_too_long
+    error_type = "invalid_request_error"
+
+
 class ModelNotFound(InferenceError):
     status_code = 404
     code = ErrorCode.model_not_found
@@ -48,6 +60,12 @@ class ModelNotFound(InferenceError):
 class UnsupportedLanguage(InferenceError):
     status_code = 400
     code = ErrorCode.unsupported_language
+    error_type = "invalid_request_error"
+
+
+class DetectionUnsupported(InferenceError):
+    status_code = 400
+    code = ErrorCode.language_detection_unsupported
     error_type = "invalid_request_error"
 
 
@@ -61,6 +79,20 @@ class NotReady(InferenceError):
     status_code = 503
     code = ErrorCode.not_ready
     error_type = "server_error"
+    retry_after_seconds = 5
+
+
+class NodeOverloaded(InferenceError):
+    status_code = 503
+    code = ErrorCode.node_overloaded
+    error_type = "server_error"
+    retry_after_seconds = 1
+
+
+class ClientGone(InferenceError):
+    status_code = 499
+    code = ErrorCode.client_closed_request
+    error_type = "invalid_request_error"
 
 
 class ModelLoadError(InferenceError):

@@ -1,8 +1,15 @@
-"""Model hosting: each engine is owned by one inference thread.
+"""Model hosting: one inference thread per model, micro-batching, bounded admission.
 
-FunASR's ``generate()`` is not thread-safe, and a GPU gains nothing from two threads fighting
-over it, so every model gets a single-thread executor; requests queue to it and the event loop
-never blocks on inference.
+```
+handler ──admit()──▶ ModelHost ──deque──▶ inference thread ──▶ engine.transcribe_batch()
+   ▲    (503 node_overloaded                (groups compatible items: up to max_batch,
+   └──── when max_queue requests             or max_wait_ms after the first one; skips
+         are already admitted)               items whose caller has gone away)
+```
+
+FunASR's ``generate()`` is not thread-safe and a GPU gains nothing from two threads fighting
+over it, so the thread that loads a model is the only one that ever touches it. Handlers await
+futures and never block the event loop.
 """
 
 from __future__ import annotations
@@ -10,74 +17,256 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from inference.audio import AudioArray
+from inference import metrics
+from inference.audio import SAMPLE_RATE, AudioArray
 from inference.engines.base import Engine, EngineOutput
-from inference.errors import InferenceError, ModelNotFound, NotReady
+from inference.errors import InferenceError, ModelNotFound, NodeOverloaded, NotReady
+from inference.memory import MemoryGuard
 from inference.protocol import ModelInfo, TranscribeParams
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class BatchingSettings:
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 64
+
+
+@dataclass(eq=False)
+class WorkItem:
+    audio: AudioArray
+    params: TranscribeParams
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[EngineOutput]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def batch_key(self) -> tuple[object, ...]:
+        """Items batch together only when every transcript-changing parameter agrees."""
+        params = self.params
+        return (params.language, params.hotwords, params.itn, params.word_timestamps)
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.cancelled()
+
+
+def _deliver(future: asyncio.Future[EngineOutput], outcome: EngineOutput | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class ModelHost:
-    """One engine and the thread that owns it."""
+    """One engine, the thread that owns it, and the queue in front of it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, batching: BatchingSettings, memory: MemoryGuard | None = None
+    ) -> None:
         self.engine = engine
-        self.executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"infer-{engine.model_id}"
+        self.batching = batching
+        self.memory = memory or MemoryGuard()
+        self.model_id = engine.model_id
+        self.error: str | None = None
+        self.loaded = threading.Event()  # set when loading ended, either way
+        self._ready = False
+        self._pending: deque[WorkItem] = deque()
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._admitted = 0
+        self._thread = threading.Thread(
+            target=self._serve, name=f"infer-{engine.model_id}", daemon=True
         )
-        self.ready = False
 
-    def load_and_warm(self) -> None:
-        """Runs on the model's own thread."""
-        self.engine.load()
-        self.engine.warm_up()
-        self.ready = True
+    @property
+    def ready(self) -> bool:
+        return self._ready
 
-    async def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking work; the thread finishes its current batch and closes the engine."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        if self._thread.is_alive() and self.loaded.is_set():
+            self._thread.join(timeout)
+
+    # -- event-loop side -------------------------------------------------------------------
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one of ``max_queue`` request slots, or fail fast with node_overloaded."""
+        with self._condition:
+            if self._admitted >= self.batching.max_queue:
+                metrics.overloaded.labels(self.model_id).inc()
+                raise NodeOverloaded(
+                    f"Model '{self.model_id}' has {self._admitted} requests queued or running; "
+                    "retry shortly."
+                )
+            self._admitted += 1
+            metrics.requests_in_flight.labels(self.model_id).set(self._admitted)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._admitted -= 1
+                metrics.requests_in_flight.labels(self.model_id).set(self._admitted)
+
+    async def transcribe_many(
+        self, audios: list[AudioArray], params: TranscribeParams
+    ) -> list[EngineOutput]:
+        """Outputs for ``audios`` in order. One request's items enter the queue at most
+        ``max_batch`` at a time, so a long file never floods the queue for everyone else."""
+        outputs: list[EngineOutput] = []
+        window = self.batching.max_batch
+        for start in range(0, len(audios), window):
+            futures = [self._submit(audio, params) for audio in audios[start : start + window]]
+            outputs.extend(await asyncio.gather(*futures))
+        return outputs
+
+    def _submit(self, audio: AudioArray, params: TranscribeParams) -> asyncio.Future[EngineOutput]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.engine.transcribe, audio, params)
+        item = WorkItem(audio=audio, params=params, loop=loop, future=loop.create_future())
+        with self._condition:
+            self._pending.append(item)
+            metrics.queue_depth.labels(self.model_id).set(len(self._pending))
+            self._condition.notify()
+        return item.future
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    # -- inference thread --------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            self.engine.load()
+            self.engine.warm_up()
+            self._ready = True
+            metrics.model_ready.labels(self.model_id).set(1)
+            logger.info("model %s is loaded and warmed", self.model_id)
+        except InferenceError as error:
+            self.error = error.message
+            logger.error("model %s failed to load: %s", self.model_id, error.message)
+        except Exception as error:
+            self.error = f"{error.__class__.__name__}: {error}"
+            logger.exception("model %s failed to load", self.model_id)
+        finally:
+            self.loaded.set()
+        try:
+            while self._ready:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if batch:
+                    self._run(batch)
+        finally:
+            self.engine.close()
+
+    def _next_batch(self) -> list[WorkItem] | None:
+        """Up to ``max_batch`` compatible, live items; None once stopping."""
+        max_batch = self.batching.max_batch
+        wait_seconds = self.batching.max_wait_ms / 1000
+        with self._condition:
+            while not self._pending and not self._stopping:
+                self._condition.wait()
+            if self._stopping:
+                return None
+            batch: list[WorkItem] = []
+            key: tuple[object, ...] | None = None
+            deadline = time.perf_counter() + wait_seconds
+            while True:
+                kept: deque[WorkItem] = deque()
+                while self._pending:
+                    item = self._pending.popleft()
+                    if item.abandoned:
+                        metrics.dropped.labels(self.model_id, "client_gone").inc()
+                        continue
+                    if len(batch) < max_batch and (key is None or item.batch_key == key):
+                        key = item.batch_key
+                        batch.append(item)
+                    else:
+                        kept.append(item)
+                self._pending = kept
+                remaining = deadline - time.perf_counter()
+                if len(batch) >= max_batch or remaining <= 0 or self._stopping:
+                    break
+                self._condition.wait(remaining)
+            metrics.queue_depth.labels(self.model_id).set(len(self._pending))
+            return batch
+
+    def _run(self, batch: list[WorkItem]) -> None:
+        model = self.model_id
+        audio_total = sum(item.audio.size for item in batch) / SAMPLE_RATE
+        started = time.perf_counter()
+        metrics.items_in_progress.labels(model).set(len(batch))
+        try:
+            outcomes = self.engine.transcribe_batch([item.audio for item in batch], batch[0].params)
+        except Exception as error:  # the engine failed as a whole: every item fails
+            logger.exception("engine %s failed on a batch of %d", model, len(batch))
+            outcomes = [error] * len(batch)
+        elapsed = time.perf_counter() - started
+        metrics.items_in_progress.labels(model).set(0)
+        metrics.engine_calls.labels(model).inc()
+        metrics.batch_size.labels(model).observe(len(batch))
+        metrics.inference_seconds.labels(model).observe(elapsed)
+        metrics.audio_seconds.labels(model).inc(audio_total)
+        if audio_total > 0:
+            metrics.real_time_factor.labels(model).observe(elapsed / audio_total)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            failed = isinstance(outcome, BaseException)
+            metrics.items.labels(model, "error" if failed else "ok").inc()
+            item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
+        self.memory.after_batch(audio_total)
+
+    def info(self) -> ModelInfo:
+        return self.engine.info().model_copy(update={"loaded": self._ready})
 
 
 class ModelPool:
     """All models of the node; ready once every one is loaded and warmed."""
 
-    def __init__(self, engines: list[Engine]) -> None:
-        self.hosts = {engine.model_id: ModelHost(engine) for engine in engines}
+    def __init__(
+        self,
+        engines: list[Engine],
+        batching: BatchingSettings | None = None,
+        memory: MemoryGuard | None = None,
+    ) -> None:
+        batching = batching or BatchingSettings()
+        memory = memory or MemoryGuard()
+        self.hosts = {engine.model_id: ModelHost(engine, batching, memory) for engine in engines}
         self.default_model = engines[0].model_id
-        self.error: str | None = None
-        self._loaded = threading.Event()
+
+    @property
+    def error(self) -> str | None:
+        errors = [f"{host.model_id}: {host.error}" for host in self.hosts.values() if host.error]
+        return "; ".join(errors) or None
 
     @property
     def ready(self) -> bool:
-        return self._loaded.is_set() and self.error is None
+        return all(host.ready for host in self.hosts.values())
 
-    def start_loading(self) -> threading.Thread:
-        thread = threading.Thread(target=self._load_all, name="model-loader", daemon=True)
-        thread.start()
-        return thread
-
-    def _load_all(self) -> None:
-        try:
-            for host in self.hosts.values():
-                host.executor.submit(host.load_and_warm).result()
-                logger.info("model %s is loaded and warmed", host.engine.model_id)
-        except InferenceError as error:
-            self.error = error.message
-            logger.error("model loading failed: %s", error.message)
-        except Exception as error:
-            self.error = f"{error.__class__.__name__}: {error}"
-            logger.exception("model loading failed")
-        finally:
-            self._loaded.set()
+    def start(self) -> None:
+        for host in self.hosts.values():
+            host.start()
 
     def wait_loaded(self, timeout: float | None = None) -> bool:
-        return self._loaded.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for host in self.hosts.values():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not host.loaded.wait(remaining):
+                return False
+        return True
 
     def host_for(self, model_id: str | None) -> ModelHost:
         # The node serves nothing until every configured model is loaded: a half-loaded node is
@@ -95,8 +284,8 @@ class ModelPool:
         return host
 
     def models(self) -> list[ModelInfo]:
-        return [host.engine.info() for host in self.hosts.values()]
+        return [host.info() for host in self.hosts.values()]
 
     def close(self) -> None:
         for host in self.hosts.values():
-            host.close()
+            host.stop()

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 TRANSCRIBE_PATH = "/v1/transcribe"
+DETECT_LANGUAGE_PATH = "/v1/detect-language"
 MODELS_PATH = "/v1/models"
 READY_PATH = "/health/ready"
 LIVE_PATH = "/health/live"
@@ -22,10 +23,14 @@ class ErrorCode(StrEnum):
     invalid_audio = "invalid_audio"
     model_not_found = "model_not_found"
     unsupported_language = "unsupported_language"
+    language_detection_unsupported = "language_detection_unsupported"
     invalid_request = "invalid_request"
     unauthorized = "unauthorized"
     not_ready = "node_not_ready"
     file_too_large = "file_too_large"
+    audio_too_long = "audio_too_long"
+    node_overloaded = "node_overloaded"
+    client_closed_request = "client_closed_request"
     internal_error = "internal_error"
 
 
@@ -59,6 +64,12 @@ class TranscriptionResult(BaseModel):
     segments: list[Segment]
     model: str
     processing_ms: int = Field(ge=0)
+
+
+class LanguageDetection(BaseModel):
+    language: str
+    model: str
+    duration: float = Field(ge=0, description="seconds of audio examined")
 
 
 class ModelInfo(BaseModel):

@@ -39,15 +39,36 @@ class Engine(ABC):
     def load(self) -> None:
         """Load weights; raise ``ModelLoadError`` with an actionable message on failure."""
 
+    def close(self) -> None:  # noqa: B027  (a hook: most engines hold nothing to release)
+        """Release what ``load`` acquired (worker processes, GPU memory)."""
+
     @abstractmethod
     def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
         """Recognize 16 kHz mono float32 audio."""
 
+    def transcribe_batch(
+        self, audios: list[AudioArray], params: TranscribeParams
+    ) -> list[EngineOutput | Exception]:
+        """Outputs in input order; a failing item yields its exception and fails alone.
+        Engines that can batch override this; the default runs the items one by one."""
+        outcomes: list[EngineOutput | Exception] = []
+        for audio in audios:
+            try:
+                outcomes.append(self.transcribe(audio, params))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
     def warm_up(self) -> None:
-        """Run one short inference so the first customer request pays no lazy set-up."""
+        """Run a short single and a padded batch inference, so the first customer request pays
+        no lazy set-up (kernel selection, allocator growth)."""
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
-        self.transcribe(noise, TranscribeParams(model=self.model_id))
+        params = TranscribeParams(model=self.model_id)
+        self.transcribe(noise, params)
+        for outcome in self.transcribe_batch([noise, noise[: SAMPLE_RATE // 2]], params):
+            if isinstance(outcome, Exception):
+                raise outcome
 
     def resolve_language(self, requested: str | None) -> str:
         """The language to decode in; 'auto' picks the model's own choice."""

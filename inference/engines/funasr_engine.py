@@ -15,7 +15,8 @@ from typing import Any
 
 from inference.audio import AudioArray, duration_seconds
 from inference.engines.base import Engine, EngineOutput
-from inference.errors import ModelLoadError
+from inference.errors import InferenceError, ModelLoadError
+from inference.memory import free_cuda_cache, is_cuda_oom
 from inference.protocol import ModelInfo, Segment, TranscribeParams, Word
 
 logger = logging.getLogger(__name__)
@@ -121,21 +122,63 @@ class FunASREngine(Engine):
         logger.info("loaded FunASR model %s in %.1fs", self.model_id, time.perf_counter() - started)
 
     def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
+        outcome = self.transcribe_batch([audio], params)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def transcribe_batch(
+        self, audios: list[AudioArray], params: TranscribeParams
+    ) -> list[EngineOutput | Exception]:
+        """One ``generate()`` call for the whole batch. FunASR forces ``batch_size=1`` on CPU
+        unless it is passed per call, so it is. If the batched call fails, the items are retried
+        one by one so that only the bad one fails; on CUDA out-of-memory the batch is halved."""
         if self._model is None:
             raise ModelLoadError(f"Model '{self.model_id}' is not loaded.")
         language = self.resolve_language(params.language)
-        options: dict[str, Any] = {"batch_size": 1, "disable_pbar": True, "use_itn": params.itn}
+        try:
+            results = self._generate(audios, params, language)
+        except Exception as error:
+            if len(audios) == 1:
+                if is_cuda_oom(error):
+                    free_cuda_cache()
+                    return [InferenceError("The GPU ran out of memory on this audio.")]
+                return [error]
+            if is_cuda_oom(error):
+                free_cuda_cache()
+            logger.warning("batched generate() of %d failed (%r); splitting", len(audios), error)
+            middle = len(audios) // 2
+            return self.transcribe_batch(audios[:middle], params) + self.transcribe_batch(
+                audios[middle:], params
+            )
+        outcomes: list[EngineOutput | Exception] = []
+        for audio, result in zip(audios, results, strict=True):
+            text = str(result.get("text", "")).strip()
+            segments = segments_from_result(
+                result, text, duration_seconds(audio), params.word_timestamps
+            )
+            detected = str(result.get("language") or language)
+            outcomes.append(EngineOutput(text=text, language=detected, segments=segments))
+        return outcomes
+
+    def _generate(
+        self, audios: list[AudioArray], params: TranscribeParams, language: str
+    ) -> list[dict[str, Any]]:
+        options: dict[str, Any] = {
+            "batch_size": len(audios),
+            "disable_pbar": True,
+            "use_itn": params.itn,
+        }
         if params.hotwords and self._capabilities["hotwords"]:
             options["hotword"] = params.hotwords
         if language != "auto":
             options["language"] = language
-        results = self._model.generate(input=audio, **options)
-        result = results[0] if results else {"text": ""}
-        duration = duration_seconds(audio)
-        text = str(result.get("text", "")).strip()
-        segments = segments_from_result(result, text, duration, params.word_timestamps)
-        detected = str(result.get("language") or language)
-        return EngineOutput(text=text, language=detected, segments=segments)
+        results = self._model.generate(input=list(audios), **options)
+        if len(results) != len(audios):
+            raise InferenceError(
+                f"generate() returned {len(results)} results for {len(audios)} inputs"
+            )
+        return list(results)
 
 
 def segments_from_result(

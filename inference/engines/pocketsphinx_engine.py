@@ -6,17 +6,26 @@ with no GPU and no model hub.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import multiprocessing
 import re
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from inference.audio import AudioArray, duration_seconds, to_pcm16
+from inference.engines import pocketsphinx_worker
 from inference.engines.base import Engine, EngineOutput
-from inference.errors import ModelLoadError
+from inference.errors import InferenceError, ModelLoadError
 from inference.protocol import ModelInfo, Segment, TranscribeParams, Word
+
+logger = logging.getLogger(__name__)
 
 # A pause this long between two words starts a new segment (subtitle cue).
 SEGMENT_PAUSE_SECONDS = 0.5
 SEGMENT_MAX_SECONDS = 10.0
+# Less than one 10 ms frame holds no speech; the decoder rejects it.
+MIN_SAMPLES = 160
 _ALTERNATE_PRONUNCIATION = re.compile(r"\(\d+\)$")
 
 
@@ -25,7 +34,7 @@ class PocketSphinxEngine(Engine):
 
     def __init__(self, model_id: str) -> None:
         super().__init__(model_id)
-        self._decoder: Any = None
+        self._worker: ProcessPoolExecutor | None = None
         self._frame_rate = 100
 
     def info(self) -> ModelInfo:
@@ -36,42 +45,59 @@ class PocketSphinxEngine(Engine):
             timestamps=True,
             word_timestamps=True,
             hotwords=False,
-            loaded=self._decoder is not None,
+            loaded=self._worker is not None,
         )
 
+    def _start_worker(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the node is multi-threaded, and a forked copy of its locks is unsafe.
+        worker = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=pocketsphinx_worker.initialize,
+        )
+        self._frame_rate = worker.submit(pocketsphinx_worker.frame_rate).result(timeout=120)
+        return worker
+
     def load(self) -> None:
-        try:
-            from pocketsphinx import Decoder
-        except ImportError as error:
+        if importlib.util.find_spec("pocketsphinx") is None:
             raise ModelLoadError(
                 f"Model '{self.model_id}' needs the pocketsphinx package: "
                 "install the node extra (pip install 'asr-billing-gateway[node]')."
-            ) from error
+            )
         try:
-            # The default acoustic model, language model and dictionary ship in the wheel.
-            self._decoder = Decoder(samprate=16000, loglevel="FATAL")
-        except (RuntimeError, ValueError) as error:
+            self._worker = self._start_worker()
+        except (BrokenProcessPool, RuntimeError, ValueError, TimeoutError) as error:
             raise ModelLoadError(
-                f"Could not load PocketSphinx model '{self.model_id}' ({error})."
+                f"Could not load PocketSphinx model '{self.model_id}' ({error!r})."
             ) from error
-        self._frame_rate = int(self._decoder.config["frate"])
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=False, cancel_futures=True)
+            self._worker = None
 
     def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
-        decoder = self._decoder
-        if decoder is None:
+        if self._worker is None:
             raise ModelLoadError(f"Model '{self.model_id}' is not loaded.")
         language = self.resolve_language(params.language)
-        decoder.start_utt()
-        decoder.process_raw(to_pcm16(audio), no_search=False, full_utt=True)
-        decoder.end_utt()
+        if audio.size < MIN_SAMPLES:
+            return EngineOutput(text="", language=language, segments=[])
+        try:
+            frames = self._worker.submit(pocketsphinx_worker.decode, to_pcm16(audio)).result()
+        except BrokenProcessPool:
+            # The decoder process died (killed, out of memory): start a new one for the next
+            # request; this one fails.
+            logger.error("the PocketSphinx worker of %s died; restarting it", self.model_id)
+            self._worker = self._start_worker()
+            raise InferenceError("The speech decoder crashed on this audio.") from None
         words = [
             Word(
-                word=_ALTERNATE_PRONUNCIATION.sub("", segment.word),
-                start=round(segment.start_frame / self._frame_rate, 3),
-                end=round((segment.end_frame + 1) / self._frame_rate, 3),
+                word=_ALTERNATE_PRONUNCIATION.sub("", word),
+                start=round(first / self._frame_rate, 3),
+                end=round((last + 1) / self._frame_rate, 3),
             )
-            for segment in decoder.seg()
-            if not _is_filler(segment.word)
+            for word, first, last in frames
+            if not _is_filler(word)
         ]
         segments = group_words(words, duration_seconds(audio), params.word_timestamps)
         text = " ".join(word.word for word in words)

@@ -317,3 +317,27 @@ class TestEveryResponse:
         body = gateway.client.get("/v1/models", headers=gateway.auth()).json()
         assert body["object"] == "list"
         assert [model["id"] for model in body["data"]] == ["pocketsphinx-en"]
+
+
+class TestNodeErrorMapping:
+    @pytest.mark.parametrize(
+        ("status", "code", "expected_status", "expected_code"),
+        [
+            (413, "audio_too_long", 413, "audio_too_long"),
+            (413, "file_too_large", 413, "file_too_large"),
+            (400, "invalid_audio", 400, "invalid_audio"),
+            (400, "unsupported_language", 400, "unsupported_language"),
+            (500, "internal_error", 503, "upstream_unavailable"),
+            (401, "unauthorized", 503, "upstream_unavailable"),
+        ],
+    )
+    def test_node_codes_become_customer_codes(
+        self, status: int, code: str, expected_status: int, expected_code: str
+    ) -> None:
+        from gateway.nodes import node_error
+
+        response = httpx.Response(
+            status, json={"error": {"message": "m", "type": "t", "code": code}}
+        )
+        error = node_error("http://node", response)
+        assert (error.status_code, error.code) == (expected_status, expected_code)

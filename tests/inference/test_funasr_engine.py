@@ -15,13 +15,7 @@ from inference.audio import decode_audio
 from inference.config import InferenceSettings
 from inference.engines.funasr_engine import FunASREngine
 from inference.errors import ModelLoadError
-from inference.modelgen import build_random_paraformer
 from inference.protocol import TranscribeParams, TranscriptionResult
-
-
-@pytest.fixture(scope="module")
-def paraformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_random_paraformer(tmp_path_factory.mktemp("models") / "tiny-paraformer")
 
 
 class TestFunASREngine:
