@@ -70,13 +70,15 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     """The node app; ``engines`` overrides what ``settings.models`` would build."""
     if engines is None:
         engines = [
-            build_engine(spec, device=settings.device, hub=settings.hub)
+            build_engine(spec, device=settings.device, hub=settings.hub, threads=settings.threads)
             for spec in parse_model_specs(settings.models)
         ]
     batching = BatchingSettings(
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
+        max_batch_audio_seconds=settings.max_batch_audio_seconds,
+        min_fill=settings.min_batch_fill,
     )
     memory = MemoryGuard(settings.empty_cache_after_audio_seconds)
     pool = ModelPool(engines, batching, memory)

@@ -18,6 +18,8 @@ class InferenceSettings(BaseSettings):
     # directory) defaults to NAME. The first entry is the default model.
     models: str = DEFAULT_MODELS
     device: str = "auto"
+    # CPU threads for torch (FunASR's ncpu); 0 means one per core.
+    threads: int = Field(default=0, ge=0)
     hub: str = "ms"
     # Bearer secret the gateway must present; empty accepts any caller (loopback development).
     node_secret: str = ""
@@ -26,6 +28,10 @@ class InferenceSettings(BaseSettings):
     # max_batch items or max_wait_ms after the first one arrived.
     max_batch: int = Field(default=16, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    # A batch is padded to its longest item: at most this many padded seconds per engine call,
+    # and only items at least min_batch_fill as long as the longest share a batch.
+    max_batch_audio_seconds: float = Field(default=120.0, gt=0)
+    min_batch_fill: float = Field(default=0.7, ge=0, le=1)
     # Requests admitted per model (queued or running); the next one gets 503 node_overloaded.
     max_queue: int = Field(default=64, ge=1)
     # Audio longer than this is refused with 413 audio_too_long.

@@ -38,6 +38,10 @@ class BatchingSettings:
     max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 64
+    # A batch is padded to its longest item: cap that padded length, and only batch items at
+    # least `min_fill` as long as the longest, so padding never costs more than batching saves.
+    max_batch_audio_seconds: float = 120.0
+    min_fill: float = 0.7
 
 
 @dataclass(eq=False)
@@ -174,36 +178,57 @@ class ModelHost:
             self.engine.close()
 
     def _next_batch(self) -> list[WorkItem] | None:
-        """Up to ``max_batch`` compatible, live items; None once stopping."""
-        max_batch = self.batching.max_batch
+        """The oldest live item plus compatible items of similar length; None once stopping.
+
+        Waits up to ``max_wait_ms`` after the oldest item for company, never longer.
+        """
         wait_seconds = self.batching.max_wait_ms / 1000
         with self._condition:
             while not self._pending and not self._stopping:
                 self._condition.wait()
             if self._stopping:
                 return None
-            batch: list[WorkItem] = []
-            key: tuple[object, ...] | None = None
             deadline = time.perf_counter() + wait_seconds
             while True:
-                kept: deque[WorkItem] = deque()
-                while self._pending:
-                    item = self._pending.popleft()
-                    if item.abandoned:
-                        metrics.dropped.labels(self.model_id, "client_gone").inc()
-                        continue
-                    if len(batch) < max_batch and (key is None or item.batch_key == key):
-                        key = item.batch_key
-                        batch.append(item)
-                    else:
-                        kept.append(item)
-                self._pending = kept
+                self._drop_abandoned()
+                batch = self._choose_batch()
                 remaining = deadline - time.perf_counter()
-                if len(batch) >= max_batch or remaining <= 0 or self._stopping:
+                full = len(batch) >= self.batching.max_batch
+                if not batch or full or remaining <= 0 or self._stopping:
                     break
                 self._condition.wait(remaining)
+            for item in batch:
+                self._pending.remove(item)
             metrics.queue_depth.labels(self.model_id).set(len(self._pending))
             return batch
+
+    def _drop_abandoned(self) -> None:
+        live = deque(item for item in self._pending if not item.abandoned)
+        for _ in range(len(self._pending) - len(live)):
+            metrics.dropped.labels(self.model_id, "client_gone").inc()
+        self._pending = live
+
+    def _choose_batch(self) -> list[WorkItem]:
+        """Oldest first (no one starves), then the closest in length that keep padding cheap."""
+        if not self._pending:
+            return []
+        first = self._pending[0]
+        limit = self.batching.max_batch_audio_seconds * SAMPLE_RATE
+        candidates = sorted(
+            (item for item in list(self._pending)[1:] if item.batch_key == first.batch_key),
+            key=lambda item: abs(item.audio.size - first.audio.size),
+        )
+        batch = [first]
+        shortest = longest = first.audio.size
+        for item in candidates:
+            if len(batch) >= self.batching.max_batch:
+                break
+            low, high = min(shortest, item.audio.size), max(longest, item.audio.size)
+            if high * (len(batch) + 1) > limit or low < self.batching.min_fill * high:
+                continue
+            batch.append(item)
+            shortest, longest = low, high
+        return batch
 
     def _run(self, batch: list[WorkItem]) -> None:
         model = self.model_id

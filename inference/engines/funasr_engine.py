@@ -47,11 +47,14 @@ class FunASREngine(Engine):
         *,
         device: str = "auto",
         hub: str = "ms",
+        threads: int = 0,
     ) -> None:
         super().__init__(model_id)
         self.source = source or model_id
         self.device = device
         self.hub = hub
+        # FunASR's default of 4 threads oversubscribes small machines; one per core by default.
+        self.threads = threads or os.cpu_count() or 1
         self._model: Any = None
         self._capabilities = KNOWN_MODELS.get(
             model_id, {"languages": ["auto"], "hotwords": True, "timestamps": True}
@@ -103,6 +106,7 @@ class FunASREngine(Engine):
                 disable_update=True,
                 disable_pbar=True,
                 disable_log=True,
+                ncpu=self.threads,
             )
         except Exception as error:
             if is_directory:

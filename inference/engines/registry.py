@@ -34,11 +34,13 @@ def parse_model_specs(specification: str) -> list[ModelSpec]:
     return specs
 
 
-def build_engine(spec: ModelSpec, *, device: str = "auto", hub: str = "ms") -> Engine:
+def build_engine(
+    spec: ModelSpec, *, device: str = "auto", hub: str = "ms", threads: int = 0
+) -> Engine:
     if spec.engine == "pocketsphinx":
         from inference.engines.pocketsphinx_engine import PocketSphinxEngine
 
         return PocketSphinxEngine(spec.model_id)
     from inference.engines.funasr_engine import FunASREngine
 
-    return FunASREngine(spec.model_id, spec.source, device=device, hub=hub)
+    return FunASREngine(spec.model_id, spec.source, device=device, hub=hub, threads=threads)

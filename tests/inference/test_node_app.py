@@ -83,10 +83,25 @@ class TestTranscribe:
             assert response.json()["error"]["code"] == "unauthorized"
 
     @pytest.mark.parametrize(
-        ("data", "message"),
-        [(b"", "empty"), (PNG_IMAGE, "no audio stream"), (b"%PDF-1.7 not audio", "recognized")],
+        ("kind", "message"),
+        [
+            ("empty", "empty"),
+            ("image", "no audio stream"),
+            ("document", "not a recognized"),
+            ("header-only wav", "zero duration"),
+            ("truncated wav header", "not a recognized"),
+        ],
     )
-    def test_invalid_audio(self, node: TestClient, data: bytes, message: str) -> None:
+    def test_invalid_audio(
+        self, node: TestClient, weather_wav: Path, kind: str, message: str
+    ) -> None:
+        data = {
+            "empty": b"",
+            "image": PNG_IMAGE,
+            "document": b"%PDF-1.7 not audio",
+            "header-only wav": weather_wav.read_bytes()[:44],
+            "truncated wav header": weather_wav.read_bytes()[:20],
+        }[kind]
         response = node.post("/v1/transcribe", headers=AUTH, files={"file": ("a.wav", data)})
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_audio"

@@ -1,0 +1,326 @@
+"""Node throughput: one-at-a-time versus micro-batched, on a paraformer-large-shaped model.
+
+Builds a random-weight Paraformer with FunASR's own classes (encoder SANM 50 x 512, decoder 16
+blocks, vocab 8404 for ``--shape large``; random weights cost the same FLOPs as trained ones),
+starts a real node process per mode, and drives it with N concurrent closed-loop clients sending
+5-20 s clips. Prints a table and appends it, with the device, to docs/benchmarks.md.
+
+    python bench/node_throughput.py                      # large model, N = 1, 4, 16
+    python bench/node_throughput.py --shape tiny --clients 1,4 --requests 8 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import wave
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from inference.modelgen import build_random_paraformer  # noqa: E402
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+from tests.fixtures.processes import free_port, wait_until_ready  # noqa: E402
+
+SAMPLE_RATE = 16_000
+MODES = {
+    # max_batch 1: the engine sees one item at a time, exactly what a model lock gives.
+    "one-at-a-time": {"INFERENCE_MAX_BATCH": "1"},
+    "micro-batched": {"INFERENCE_MAX_BATCH": "32", "INFERENCE_MAX_WAIT_MS": "5"},
+}
+
+
+@dataclass
+class RunResult:
+    mode: str
+    clients: int
+    requests: int
+    audio_seconds: float
+    wall_seconds: float
+    latencies: list[float]
+    engine_calls: float
+    peak_rss_bytes: int
+    gpu_peak_bytes: int | None
+
+    @property
+    def realtime(self) -> float:
+        return self.audio_seconds / self.wall_seconds
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def speechlike_clip(seconds: float, seed: int) -> bytes:
+    """Syllable-rate modulated noise with pauses: the model is random, only shape and length
+    matter, and this needs no speech synthesizer on the benchmark host."""
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * SAMPLE_RATE)
+    t = np.arange(samples) / SAMPLE_RATE
+    envelope = np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6)), 0, None)
+    envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.6).astype(np.float32)
+    signal = rng.standard_normal(samples) * envelope * 0.2
+    pcm = (np.clip(signal, -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as output:
+        output.setnchannels(1)
+        output.setsampwidth(2)
+        output.setframerate(SAMPLE_RATE)
+        output.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def clips(count: int) -> list[tuple[bytes, float]]:
+    lengths = np.linspace(5, 20, count)
+    return [
+        (speechlike_clip(float(length), seed), float(length)) for seed, length in enumerate(lengths)
+    ]
+
+
+def metric_value(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def drive(
+    url: str, clip_set: list[tuple[bytes, float]], clients: int, total: int
+) -> tuple[float, float, list[float]]:
+    """``clients`` closed-loop callers share ``total`` requests; returns audio s, wall s,
+    latencies."""
+    next_index = 0
+    audio = 0.0
+    latencies: list[float] = []
+
+    async def caller(client: httpx.AsyncClient) -> None:
+        nonlocal next_index, audio
+        while next_index < total:
+            data, seconds = clip_set[next_index % len(clip_set)]
+            next_index += 1
+            started = time.perf_counter()
+            response = await client.post("/v1/transcribe", files={"file": ("clip.wav", data)})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - started)
+            audio += seconds
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(caller(client) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return audio, wall, latencies
+
+
+def run_mode(
+    mode: str,
+    model_dir: Path,
+    device: str,
+    clip_set: list[tuple[bytes, float]],
+    client_counts: list[int],
+    requests_per_client: int,
+    log_dir: Path,
+) -> list[RunResult]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    environment = {
+        **os.environ,
+        "INFERENCE_MODELS": f"bench-paraformer={model_dir}",
+        "INFERENCE_DEVICE": device,
+        "INFERENCE_MAX_QUEUE": "256",
+        **MODES[mode],
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"node-{mode}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "node", "--port", str(port)],
+            env=environment,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_until_ready(f"{url}/health/ready", process, timeout=1800)
+            asyncio.run(drive(url, clip_set[:2], 1, 2))  # first-request effects stay out
+            results = []
+            for clients in client_counts:
+                calls_before = metric_value(url, "asrnode_engine_calls_total")
+                audio, wall, latencies = asyncio.run(
+                    drive(
+                        url,
+                        clip_set,
+                        clients,
+                        clients * requests_per_client
+                        if clients > 1
+                        else max(requests_per_client, 4),
+                    )
+                )
+                ready = httpx.get(f"{url}/health/ready", timeout=10).json()
+                gpu = (ready.get("gpu_memory") or {}).get("peak_allocated_bytes")
+                results.append(
+                    RunResult(
+                        mode=mode,
+                        clients=clients,
+                        requests=len(latencies),
+                        audio_seconds=audio,
+                        wall_seconds=wall,
+                        latencies=latencies,
+                        engine_calls=metric_value(url, "asrnode_engine_calls_total") - calls_before,
+                        peak_rss_bytes=peak_rss(process.pid),
+                        gpu_peak_bytes=gpu,
+                    )
+                )
+                print(
+                    f"  {mode:>14}  N={clients:<3} {results[-1].realtime:8.1f}x realtime",
+                    flush=True,
+                )
+            return results
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def engine_ceiling(model_dir: Path, device: str) -> str:
+    """What batching can gain at most on this device: equal-length clips (no padding), straight
+    into the engine (no HTTP, no queue), batch of k versus k single calls."""
+    from inference.engines.funasr_engine import FunASREngine
+    from inference.protocol import TranscribeParams
+
+    engine = FunASREngine("ceiling", str(model_dir), device=device)
+    engine.load()
+    rng = np.random.default_rng(1)
+    params = TranscribeParams()
+
+    def clip(seconds: int) -> np.ndarray:
+        return (rng.standard_normal(seconds * SAMPLE_RATE) * 0.1).astype(np.float32)
+
+    engine.transcribe_batch([clip(5), clip(5)], params)
+    lines = [
+        "| clip s | batch 1 ×realtime | batch 2 | batch 4 | batch 8 |",
+        "|---|---|---|---|---|",
+    ]
+    for seconds in (5, 10, 20):
+        speeds = []
+        for size in (1, 2, 4, 8):
+            batch = [clip(seconds) for _ in range(size)]
+            started = time.perf_counter()
+            engine.transcribe_batch(batch, params)
+            speeds.append(size * seconds / (time.perf_counter() - started))
+        cells = [f"{speeds[0]:.1f}"] + [f"{s:.1f} ({s / speeds[0]:.2f}×)" for s in speeds[1:]]
+        lines.append(f"| {seconds} | " + " | ".join(cells) + " |")
+    engine.close()
+    return "\n".join(lines)
+
+
+def describe_device(device: str) -> str:
+    import torch
+
+    cpu = platform.processor() or "cpu"
+    for line in (
+        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    ):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    parts = [f"{os.cpu_count()} x {cpu}", f"torch {torch.__version__}"]
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        parts.insert(0, torch.cuda.get_device_name(0))
+    return ", ".join(parts)
+
+
+def table(results: list[RunResult]) -> str:
+    lines = [
+        "| mode | N | requests | audio s | wall s | ×realtime | speed-up | engine calls "
+        "| p50 s | p95 s | peak RSS MiB | peak GPU MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    baseline = {r.clients: r.realtime for r in results if r.mode == "one-at-a-time"}
+    for r in results:
+        speedup = r.realtime / baseline[r.clients] if r.clients in baseline else float("nan")
+        gpu = f"{r.gpu_peak_bytes / 2**20:.0f}" if r.gpu_peak_bytes else "-"
+        lines.append(
+            f"| {r.mode} | {r.clients} | {r.requests} | {r.audio_seconds:.0f} "
+            f"| {r.wall_seconds:.1f} "
+            f"| {r.realtime:.1f} | {speedup:.2f}× | {r.engine_calls:.0f} | {r.percentile(0.5):.2f} "
+            f"| {r.percentile(0.95):.2f} | {r.peak_rss_bytes / 2**20:.0f} | {gpu} |"
+        )
+    return "\n".join(lines)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=["tiny", "large"], default="large")
+    parser.add_argument("--device", default="auto", help="cpu, cuda:0 or auto")
+    parser.add_argument("--clients", default="1,4,16", help="comma-separated N values")
+    parser.add_argument("--requests", type=int, default=2, help="requests per client (N > 1)")
+    parser.add_argument("--clips", type=int, default=10, help="distinct clips, 5-20 s long")
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    options = parser.parse_args()
+
+    model_dir = options.model_dir or ROOT / "var" / "bench" / f"paraformer-{options.shape}"
+    if not (model_dir / "model.pt").exists():
+        print(f"building a random {options.shape} Paraformer in {model_dir} …", flush=True)
+        build_random_paraformer(model_dir, options.shape)
+    client_counts = [int(value) for value in options.clients.split(",")]
+    clip_set = clips(options.clips)
+    results: list[RunResult] = []
+    for mode in MODES:
+        results += run_mode(
+            mode,
+            model_dir,
+            options.device,
+            clip_set,
+            client_counts,
+            options.requests,
+            ROOT / "var" / "bench",
+        )
+    device = describe_device(options.device)
+    ceiling = engine_ceiling(
+        model_dir, "cpu" if options.device == "auto" and not _has_cuda() else options.device
+    )
+    report = (
+        f"### {options.shape} Paraformer, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"Device: {device}. Command: `python bench/node_throughput.py "
+        f"{' '.join(sys.argv[1:])}`.\n\n"
+        f"Through a real node, N closed-loop clients, clips 5-20 s:\n\n{table(results)}\n\n"
+        f"Engine alone, equal-length clips (the most batching can gain here):\n\n{ceiling}\n"
+    )
+    print()
+    print(report)
+    if not options.no_write:
+        if not options.out.exists():
+            options.out.write_text("# Benchmarks\n\n")
+        with options.out.open("a") as output:
+            output.write("\n" + report)
+
+
+if __name__ == "__main__":
+    main()
