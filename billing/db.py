@@ -22,17 +22,26 @@ def create_db_engine(database_url: str, *, echo: bool = False) -> Engine:
             url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
         )
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN is replaced by _begin_immediate.
+    dbapi_connection.isolation_level = None
     # WAL lets the CLI read usage while the gateway writes; foreign keys are off by default.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # SQLite has no row locks: taking the write lock when the transaction starts serializes
+    # reservations (read balance, then write) the way FOR UPDATE does on PostgreSQL.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:

@@ -5,7 +5,9 @@ BillingError
 ├── InvalidApiKey      the presented key is missing, unknown, revoked or expired
 ├── NotFound           a tenant, plan or key that does not exist
 ├── AlreadyExists      a unique name taken
-└── InvalidValue       a value no plan or key may have
+├── InvalidValue       a value no plan or key may have
+├── InsufficientQuota  the request's worst-case cost exceeds the credit or quota left
+└── Conflict           an idempotency key reused for a different operation
 ```
 Callers map them onto their own transport (HTTP envelope, CLI exit code).
 """
@@ -35,3 +37,11 @@ class AlreadyExists(BillingError):
 
 class InvalidValue(BillingError):
     """A value outside what the ledger accepts."""
+
+
+class InsufficientQuota(BillingError):
+    """Not enough prepaid credit or monthly quota left for the worst case of this request."""
+
+
+class Conflict(BillingError):
+    """The same idempotency key was used before for something else."""

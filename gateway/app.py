@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from billing.config import BillingSettings
 from billing.db import Database
 from billing.migrate import upgrade_to_head
+from billing.reservations.sweeper import release_expired
 from gateway import system
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
@@ -23,6 +24,7 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.nodes import NodeClient
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
+from gateway.usage import endpoints as usage
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +47,17 @@ def create_app(
         timeout = httpx.Timeout(
             settings.node_timeout_seconds, connect=settings.node_connect_timeout_seconds
         )
-        async with httpx.AsyncClient(timeout=timeout, transport=transport) as client:
+        async with (
+            httpx.AsyncClient(timeout=timeout, transport=transport) as client,
+            anyio.create_task_group() as background,
+        ):
             app.state.database = database
             app.state.nodes = NodeClient(settings.node_urls, client, secret=settings.node_secret)
+            background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
             try:
                 yield
             finally:
+                background.cancel_scope.cancel()
                 database.dispose()
 
     app = FastAPI(
@@ -64,9 +71,23 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
+    app.include_router(usage.router)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+async def sweep_reservations(database: Database, interval_seconds: float) -> None:
+    """Release reservations whose gateway died before settling them. Any replica may do it:
+    each release locks its tenant's account and is a no-op once the reservation is closed."""
+    while True:
+        try:
+            released = await anyio.to_thread.run_sync(release_expired, database)
+            if released:
+                logger.warning("released %d expired reservations", released)
+        except Exception:
+            logger.exception("reservation sweep failed")
+        await anyio.sleep(interval_seconds)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -22,6 +22,10 @@ class GatewaySettings(BaseSettings):
     max_upload_bytes: int = 25 * 1024 * 1024
     node_connect_timeout_seconds: float = 5.0
     node_timeout_seconds: float = 600.0
+    # How long past the node timeout a reservation may stay open before the sweeper frees it,
+    # and how often the sweeper looks.
+    reservation_margin_seconds: float = 60.0
+    reservation_sweep_seconds: float = 30.0
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
 

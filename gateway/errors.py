@@ -8,6 +8,8 @@ GatewayError                    500 internal_error
 │   ├── UnsupportedLanguage     400 unsupported_language
 │   └── ModelNotFound           404 model_not_found
 ├── AuthError                   401 invalid_api_key
+├── QuotaExceeded               402 insufficient_quota (never 429: SDKs retry those)
+├── IdempotencyConflict         409 idempotency_key_reused
 ├── FileTooLarge                413 file_too_large
 │   └── AudioTooLong            413 audio_too_long
 └── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
@@ -67,6 +69,18 @@ class ModelNotFound(InvalidRequest):
 class AuthError(GatewayError):
     status_code = 401
     code = "invalid_api_key"
+    error_type = "invalid_request_error"
+
+
+class QuotaExceeded(GatewayError):
+    status_code = 402
+    code = "insufficient_quota"
+    error_type = "insufficient_quota"
+
+
+class IdempotencyConflict(GatewayError):
+    status_code = 409
+    code = "idempotency_key_reused"
     error_type = "invalid_request_error"
 
 

@@ -16,6 +16,11 @@ class PlanTerms(BaseModel):
     price_per_1k_tokens_micros: int
     token_unit: TokenUnit
     currency: str
+    max_tokens_per_audio_second: int = 50
+    monthly_token_quota: int | None = None
+    requests_per_minute: int | None = None
+    concurrency_limit: int | None = None
+    cache_hit_price_bp: int = 0
 
 
 class AuthenticatedKey(BaseModel):
@@ -23,6 +28,7 @@ class AuthenticatedKey(BaseModel):
     key_prefix: str
     tenant_id: int
     tenant_name: str
+    prepaid: bool = False
     plan: PlanTerms
 
 

@@ -107,11 +107,17 @@ def authenticate(
         key_prefix=key.prefix,
         tenant_id=tenant.id,
         tenant_name=tenant.name,
+        prepaid=tenant.prepaid,
         plan=PlanTerms(
             name=plan.name,
             price_per_1k_tokens_micros=plan.price_per_1k_tokens_micros,
             token_unit=TokenUnit(plan.token_unit),
             currency=plan.currency,
+            max_tokens_per_audio_second=plan.max_tokens_per_audio_second,
+            monthly_token_quota=plan.monthly_token_quota,
+            requests_per_minute=plan.requests_per_minute,
+            concurrency_limit=plan.concurrency_limit,
+            cache_hit_price_bp=plan.cache_hit_price_bp,
         ),
     )
 

@@ -1,8 +1,23 @@
 """Tables of the ledger database, one module per table."""
 
 from billing.models.api_key import ApiKey
+from billing.models.credit_entry import CreditEntry
+from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.plan import Plan
+from billing.models.reservation import Reservation
 from billing.models.tenant import Tenant
+from billing.models.tenant_account import TenantAccount
+from billing.models.tenant_period import TenantPeriod
 from billing.models.usage_event import UsageEvent
 
-__all__ = ["ApiKey", "Plan", "Tenant", "UsageEvent"]
+__all__ = [
+    "ApiKey",
+    "CreditEntry",
+    "IdempotencyRecord",
+    "Plan",
+    "Reservation",
+    "Tenant",
+    "TenantAccount",
+    "TenantPeriod",
+    "UsageEvent",
+]

@@ -27,7 +27,8 @@ class UsageEvent(SQLModel, table=True):
     __tablename__ = "usage_events"
     __table_args__ = (
         CheckConstraint(
-            "audio_ms >= 0 AND output_tokens >= 0 AND cost_micros >= 0", name="nonnegative"
+            "audio_ms >= 0 AND output_tokens >= 0 AND billed_tokens >= 0 AND cost_micros >= 0",
+            name="nonnegative",
         ),
     )
 
@@ -46,6 +47,8 @@ class UsageEvent(SQLModel, table=True):
     model: str = Field(sa_column=Column(String(128), nullable=False))
     audio_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
     output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # Tokens charged: output_tokens capped by the plan's bound for the audio's length.
+    billed_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     token_unit: str = Field(sa_column=Column(String(8), nullable=False))
     price_per_1k_tokens_micros: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(sa_column=Column(String(3), nullable=False))

@@ -21,9 +21,25 @@ def create_plan(
     price_per_1k_tokens_micros: int,
     token_unit: TokenUnit | str = TokenUnit.char,
     currency: str = "USD",
+    monthly_token_quota: int | None = None,
+    requests_per_minute: int | None = None,
+    concurrency_limit: int | None = None,
+    max_tokens_per_audio_second: int = 50,
+    cache_hit_price_bp: int = 0,
 ) -> Plan:
     if price_per_1k_tokens_micros < 0:
         raise InvalidValue("a price is never negative")
+    for label, limit in (
+        ("monthly token quota", monthly_token_quota),
+        ("requests per minute", requests_per_minute),
+        ("concurrency limit", concurrency_limit),
+    ):
+        if limit is not None and limit <= 0:
+            raise InvalidValue(f"the {label} must be positive (or unset for no limit)")
+    if max_tokens_per_audio_second <= 0:
+        raise InvalidValue("max tokens per audio second must be positive")
+    if not 0 <= cache_hit_price_bp <= 10_000:
+        raise InvalidValue("the cache-hit price is 0 to 10000 basis points of the price")
     if len(currency) != 3 or not currency.isalpha():
         raise InvalidValue(f"currency must be a 3-letter ISO 4217 code, not {currency!r}")
     try:
@@ -37,6 +53,11 @@ def create_plan(
         price_per_1k_tokens_micros=price_per_1k_tokens_micros,
         token_unit=unit.value,
         currency=currency.upper(),
+        monthly_token_quota=monthly_token_quota,
+        requests_per_minute=requests_per_minute,
+        concurrency_limit=concurrency_limit,
+        max_tokens_per_audio_second=max_tokens_per_audio_second,
+        cache_hit_price_bp=cache_hit_price_bp,
     )
     return repository.add_plan(session, plan)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, true
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
@@ -21,7 +22,9 @@ def get_usage_event(session: Session, request_id: str) -> UsageEvent | None:
     return session.exec(select(UsageEvent).where(UsageEvent.request_id == request_id)).first()
 
 
-def usage_by_key(session: Session, tenant_id: int | None = None) -> list[tuple[Any, ...]]:
+def usage_by_key(
+    session: Session, tenant_id: int | None = None, since: datetime | None = None
+) -> list[tuple[Any, ...]]:
     """One row per API key (keys without usage included), with sums over its events."""
     statement = (
         sql_select(
@@ -30,13 +33,19 @@ def usage_by_key(session: Session, tenant_id: int | None = None) -> list[tuple[A
             col(ApiKey.name),
             func.count(col(UsageEvent.id)),
             func.coalesce(func.sum(UsageEvent.audio_ms), 0),
-            func.coalesce(func.sum(UsageEvent.output_tokens), 0),
+            func.coalesce(func.sum(UsageEvent.billed_tokens), 0),
             func.coalesce(func.sum(UsageEvent.cost_micros), 0),
             func.max(UsageEvent.currency),
         )
         .select_from(ApiKey)
         .join(Tenant, col(Tenant.id) == col(ApiKey.tenant_id))
-        .outerjoin(UsageEvent, col(UsageEvent.api_key_id) == col(ApiKey.id))
+        .outerjoin(
+            UsageEvent,
+            and_(
+                col(UsageEvent.api_key_id) == col(ApiKey.id),
+                true() if since is None else col(UsageEvent.created_at) >= since,
+            ),
+        )
         .group_by(col(Tenant.name), col(ApiKey.id), col(ApiKey.prefix), col(ApiKey.name))
         .order_by(col(Tenant.name), col(ApiKey.id))
     )

@@ -23,6 +23,7 @@ class UsageCharge(BaseModel):
 
     request_id: str
     output_tokens: int
+    billed_tokens: int
     token_unit: str
     price_per_1k_tokens_micros: int
     cost_micros: int

@@ -10,16 +10,21 @@ from typing import TypeVar
 import click
 from sqlmodel import Session
 
+from billing.accounts import repository as accounts_repository
 from billing.config import BillingSettings
+from billing.credits.service import add_credit
 from billing.db import Database
 from billing.errors import BillingError
 from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
 from billing.migrate import upgrade_to_head
+from billing.models import Plan, Tenant, TenantAccount, TenantPeriod
+from billing.models.types import utcnow
 from billing.money import format_micros
 from billing.plans import repository as plans_repository
 from billing.plans.service import create_plan
+from billing.reservations.service import billing_period
 from billing.tenants import repository as tenants_repository
-from billing.tenants.service import create_tenant
+from billing.tenants.service import create_tenant, require_tenant
 from billing.tokens import TokenUnit
 from billing.usage.service import usage_per_key
 
@@ -82,7 +87,34 @@ def plan() -> None:
 )
 @click.option("--unit", type=click.Choice([unit.value for unit in TokenUnit]), default="char")
 @click.option("--currency", default="USD", show_default=True)
-def plan_create(name: str, price_per_1k_micros: int, unit: str, currency: str) -> None:
+@click.option("--monthly-token-quota", type=int, default=None, help="Tokens per UTC month.")
+@click.option("--requests-per-minute", type=int, default=None, help="Rate limit per key.")
+@click.option("--concurrency-limit", type=int, default=None, help="Requests in flight per key.")
+@click.option(
+    "--max-tokens-per-audio-second",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Reservation bound, and the most a request is billed per audio second.",
+)
+@click.option(
+    "--cache-hit-price-bp",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Price of a cache hit in basis points of the price (0 = free).",
+)
+def plan_create(
+    name: str,
+    price_per_1k_micros: int,
+    unit: str,
+    currency: str,
+    monthly_token_quota: int | None,
+    requests_per_minute: int | None,
+    concurrency_limit: int | None,
+    max_tokens_per_audio_second: int,
+    cache_hit_price_bp: int,
+) -> None:
     """Create a plan."""
     created = run(
         lambda session: create_plan(
@@ -91,6 +123,11 @@ def plan_create(name: str, price_per_1k_micros: int, unit: str, currency: str) -
             price_per_1k_tokens_micros=price_per_1k_micros,
             token_unit=unit,
             currency=currency,
+            monthly_token_quota=monthly_token_quota,
+            requests_per_minute=requests_per_minute,
+            concurrency_limit=concurrency_limit,
+            max_tokens_per_audio_second=max_tokens_per_audio_second,
+            cache_hit_price_bp=cache_hit_price_bp,
         )
     )
     click.echo(
@@ -125,10 +162,83 @@ def tenant() -> None:
 @tenant.command("create")
 @click.argument("name")
 @click.option("--plan", "plan_name", default=None, help="Plan name [default: standard].")
-def tenant_create(name: str, plan_name: str | None) -> None:
+@click.option("--prepaid", is_flag=True, help="Spend prepaid credit; 402 when it runs out.")
+def tenant_create(name: str, plan_name: str | None, prepaid: bool) -> None:
     """Create a tenant."""
-    created = run(lambda session: create_tenant(session, name, plan_name=plan_name))
-    click.echo(f"tenant {created.name} created (id {created.id})")
+    created = run(
+        lambda session: create_tenant(session, name, plan_name=plan_name, prepaid=prepaid)
+    )
+    kind = "prepaid" if created.prepaid else "postpaid"
+    click.echo(f"tenant {created.name} created (id {created.id}, {kind})")
+
+
+@tenant.command("show")
+@click.argument("name")
+def tenant_show(name: str) -> None:
+    """Credit, spend, open reservations and this month's tokens of a tenant."""
+
+    def load(session: Session) -> tuple[Tenant, TenantAccount, TenantPeriod | None, Plan]:
+        found = require_tenant(session, name)
+        assert found.id is not None
+        totals = accounts_repository.get_account(session, found.id)
+        assert totals is not None
+        period = session.get(TenantPeriod, (found.id, billing_period(utcnow())))
+        plan_row = session.get(Plan, found.plan_id)
+        assert plan_row is not None
+        return found, totals, period, plan_row
+
+    found, totals, period, plan_row = run(load)
+    currency = plan_row.currency
+    quota = plan_row.monthly_token_quota
+    used = period.tokens_used if period else 0
+    reserved = period.tokens_reserved if period else 0
+    print_table(
+        ["field", "value"],
+        [
+            ["tenant", found.name],
+            ["plan", plan_row.name],
+            ["billing", "prepaid" if found.prepaid else "postpaid"],
+            ["credit", format_micros(totals.credit_micros, currency)],
+            ["spent", format_micros(totals.spent_micros, currency)],
+            ["reserved", format_micros(totals.reserved_micros, currency)],
+            ["available", format_micros(totals.available_micros, currency)],
+            ["tokens this month", f"{used} used, {reserved} reserved"],
+            ["monthly quota", str(quota) if quota is not None else "unlimited"],
+        ],
+    )
+
+
+@admin.group()
+def credit() -> None:
+    """Prepaid credit."""
+
+
+@credit.command("add")
+@click.argument("tenant_name")
+@click.option("--amount-micros", type=int, required=True, help="Micro-units of the currency.")
+@click.option(
+    "--idempotency-key",
+    required=True,
+    help="A key of yours (an invoice or payment id): the same key is applied only once.",
+)
+@click.option("--adjustment", is_flag=True, help="An adjustment (may be negative), not a top-up.")
+@click.option("--note", default="", help="Why, for the record.")
+def credit_add(
+    tenant_name: str, amount_micros: int, idempotency_key: str, adjustment: bool, note: str
+) -> None:
+    """Add prepaid credit to a tenant, once per idempotency key."""
+    entry, created = run(
+        lambda session: add_credit(
+            session,
+            tenant_name,
+            amount_micros,
+            idempotency_key=idempotency_key,
+            kind="adjustment" if adjustment else "topup",
+            note=note,
+        )
+    )
+    verb = "applied" if created else "already applied earlier; nothing changed"
+    click.echo(f"{entry.kind} of {entry.amount_micros} micros for {tenant_name}: {verb}")
 
 
 @tenant.command("list")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from billing.usage.schemas import UsageCharge
 from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TenantKey
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
+from gateway.idempotency import fingerprint, run_once
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
 from gateway.transcriptions.service import read_upload, resolve_model, transcribe_and_bill
 
@@ -56,8 +57,8 @@ def usage_body(charge: UsageCharge) -> dict[str, Any]:
     return {
         "type": "tokens",
         "input_tokens": 0,
-        "output_tokens": charge.output_tokens,
-        "total_tokens": charge.output_tokens,
+        "output_tokens": charge.billed_tokens,
+        "total_tokens": charge.billed_tokens,
         "seconds": charge.audio_ms / 1000,
         "token_unit": charge.token_unit,
         "cost_micros": charge.cost_micros,
@@ -67,7 +68,7 @@ def usage_body(charge: UsageCharge) -> dict[str, Any]:
 
 def billing_headers(billed: BilledTranscription) -> dict[str, str]:
     return {
-        "x-billing-output-tokens": str(billed.charge.output_tokens),
+        "x-billing-output-tokens": str(billed.charge.billed_tokens),
         "x-billing-cost-micros": str(billed.charge.cost_micros),
         "x-billing-currency": billed.charge.currency,
         "x-cache": "hit" if billed.cached else "miss",
@@ -76,6 +77,7 @@ def billing_headers(billed: BilledTranscription) -> dict[str, str]:
 
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def create_transcription(
+    request: Request,
     caller: TenantKey,
     request_id: RequestId,
     settings: SettingsDep,
@@ -96,24 +98,48 @@ async def create_transcription(
     output_format = parse_response_format(response_format)
     granularities = parse_granularities(timestamp_granularities, output_format)
     audio = await read_upload(file, settings.max_upload_bytes)
-    billed = await transcribe_and_bill(
-        request_id,
-        caller,
-        TranscriptionInput(
-            audio=audio,
-            filename=file.filename or "audio",
-            content_type=file.content_type or "application/octet-stream",
-            model=resolve_model(model, settings),
-            language=language or "auto",
-            prompt=prompt,
-            response_format=output_format,
-            granularities=granularities,
-        ),
-        nodes=nodes,
-        database=database,
+    transcription = TranscriptionInput(
+        audio=audio,
+        filename=file.filename or "audio",
+        content_type=file.content_type or "application/octet-stream",
+        model=resolve_model(model, settings),
+        language=language or "auto",
+        prompt=prompt,
+        response_format=output_format,
+        granularities=granularities,
     )
-    body = render_body(billed.result, output_format, set(granularities), usage_body(billed.charge))
-    headers = billing_headers(billed)
-    if isinstance(body, dict):
-        return JSONResponse(body, headers=headers)
-    return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
+
+    async def work() -> Response:
+        billed = await transcribe_and_bill(
+            request_id, caller, transcription, nodes=nodes, database=database, settings=settings
+        )
+        body = render_body(
+            billed.result, output_format, set(granularities), usage_body(billed.charge)
+        )
+        headers = billing_headers(billed)
+        if isinstance(body, dict):
+            return JSONResponse(body, headers=headers)
+        return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
+
+    idempotency_key = request.headers.get("idempotency-key")
+    if not idempotency_key:
+        return await work()
+    request_fingerprint = fingerprint(
+        audio,
+        {
+            "model": transcription.model,
+            "language": transcription.language,
+            "prompt": prompt,
+            "response_format": output_format.value,
+            "granularities": sorted(granularities),
+        },
+    )
+    return await run_once(
+        database,
+        caller.tenant_id,
+        idempotency_key,
+        request_fingerprint,
+        request_id,
+        work,
+        wait_seconds=settings.node_timeout_seconds,
+    )

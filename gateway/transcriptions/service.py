@@ -1,17 +1,24 @@
-"""Transcribe on a node, bill the caller, in that order; nothing is billed unless a transcript
-came back, and the ledger row is committed before the response is sent."""
+"""Probe, reserve, transcribe, settle — in that order.
+
+Nothing is billed unless a transcript came back; the reservation is released on any failure
+before that; the usage row is committed before the response is sent.
+"""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import anyio
 from fastapi import UploadFile
 
 from billing.db import Database
+from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
+from billing.reservations import service as reservations
 from billing.usage.schemas import BillableTranscription, UsageCharge
-from billing.usage.service import record_transcription
+from gateway.audio_probe import probe_duration_ms
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
-from gateway.errors import FileTooLarge, InvalidAudio
+from gateway.errors import FileTooLarge, InvalidAudio, QuotaExceeded
 from gateway.formats import TimestampGranularity
 from gateway.nodes import NodeClient
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
@@ -42,9 +49,24 @@ def resolve_model(requested: str, settings: GatewaySettings) -> str:
     return requested
 
 
-def _record(database: Database, billable: BillableTranscription) -> UsageCharge:
+def _reserve(
+    database: Database, request_id: str, caller: AuthenticatedKey, audio_ms: int, ttl: timedelta
+) -> None:
+    try:
+        with database.transaction() as session:
+            reservations.reserve(session, request_id, caller, audio_ms, ttl=ttl)
+    except InsufficientQuota as error:
+        raise QuotaExceeded(error.message) from None
+
+
+def _release(database: Database, request_id: str) -> None:
     with database.transaction() as session:
-        return record_transcription(session, billable)
+        reservations.release(session, request_id)
+
+
+def _settle(database: Database, billable: BillableTranscription) -> UsageCharge:
+    with database.transaction() as session:
+        return reservations.settle(session, billable)
 
 
 async def transcribe_and_bill(
@@ -54,14 +76,26 @@ async def transcribe_and_bill(
     *,
     nodes: NodeClient,
     database: Database,
+    settings: GatewaySettings,
 ) -> BilledTranscription:
+    audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
+    # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
+    ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
+    await anyio.to_thread.run_sync(_reserve, database, request_id, caller, audio_ms, ttl)
     params = TranscribeParams(
         model=request.model,
         language=request.language or "auto",
         hotwords=request.prompt or None,
         word_timestamps=TimestampGranularity.word in request.granularities,
     )
-    result = await nodes.transcribe(request.audio, request.filename, request.content_type, params)
+    try:
+        result = await nodes.transcribe(
+            request.audio, request.filename, request.content_type, params
+        )
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_release, database, request_id)
+        raise
     billable = BillableTranscription(
         request_id=request_id,
         caller=caller,
@@ -69,5 +103,5 @@ async def transcribe_and_bill(
         audio_ms=round(result.duration * 1000),
         transcript=result.text,
     )
-    charge = await anyio.to_thread.run_sync(_record, database, billable)
+    charge = await anyio.to_thread.run_sync(_settle, database, billable)
     return BilledTranscription(result=result, charge=charge)

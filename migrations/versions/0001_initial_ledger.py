@@ -1,5 +1,8 @@
 """Initial ledger: plans, tenants, API keys, usage events.
 
+Check constraints are named by their short name; the metadata's naming convention makes
+``ck_<table>_<name>`` of it.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-21
@@ -30,8 +33,8 @@ def upgrade() -> None:
         sa.Column("token_unit", sa.String(8), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.UniqueConstraint("name", name="uq_plans_name"),
-        sa.CheckConstraint("price_per_1k_tokens_micros >= 0", name="ck_plans_price_nonnegative"),
-        sa.CheckConstraint("token_unit IN ('char', 'word')", name="ck_plans_token_unit"),
+        sa.CheckConstraint("price_per_1k_tokens_micros >= 0", name="price_nonnegative"),
+        sa.CheckConstraint("token_unit IN ('char', 'word')", name="token_unit"),
     )
     op.create_table(
         "tenants",
@@ -92,7 +95,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("request_id", name="uq_usage_events_request_id"),
         sa.CheckConstraint(
             "audio_ms >= 0 AND output_tokens >= 0 AND cost_micros >= 0",
-            name="ck_usage_events_nonnegative",
+            name="nonnegative",
         ),
     )
     op.create_index("ix_usage_events_tenant_id", "usage_events", ["tenant_id"])

@@ -1,0 +1,60 @@
+"""Prepaid credit: insert-only entries, idempotent on a client-supplied key."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from billing.accounts.repository import lock_account
+from billing.errors import Conflict, InvalidValue
+from billing.models import CreditEntry
+from billing.models.types import utcnow
+from billing.tenants.service import require_tenant
+
+KINDS = ("topup", "adjustment")
+
+
+def add_credit(
+    session: Session,
+    tenant_name: str,
+    amount_micros: int,
+    *,
+    idempotency_key: str,
+    kind: str = "topup",
+    note: str = "",
+) -> tuple[CreditEntry, bool]:
+    """Apply a credit entry once. Returns the entry and whether this call created it; the same
+    key again returns the first entry unchanged (a different amount or kind is a conflict)."""
+    if kind not in KINDS:
+        raise InvalidValue(f"credit kind must be one of {KINDS}")
+    if kind == "topup" and amount_micros <= 0:
+        raise InvalidValue("a top-up must be positive; use an adjustment to take credit away")
+    if not idempotency_key.strip():
+        raise InvalidValue("an idempotency key is required")
+    tenant = require_tenant(session, tenant_name)
+    assert tenant.id is not None
+    account = lock_account(session, tenant.id)
+    existing = session.exec(
+        select(CreditEntry).where(
+            CreditEntry.tenant_id == tenant.id, CreditEntry.idempotency_key == idempotency_key
+        )
+    ).first()
+    if existing is not None:
+        if (existing.amount_micros, existing.kind) != (amount_micros, kind):
+            raise Conflict(
+                f"idempotency key {idempotency_key!r} was used for a {existing.kind} of "
+                f"{existing.amount_micros} micros"
+            )
+        return existing, False
+    entry = CreditEntry(
+        tenant_id=tenant.id,
+        kind=kind,
+        amount_micros=amount_micros,
+        idempotency_key=idempotency_key,
+        note=note,
+    )
+    session.add(entry)
+    account.credit_micros += amount_micros
+    account.updated_at = utcnow()
+    session.add(account)
+    session.flush()
+    return entry, True

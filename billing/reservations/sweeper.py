@@ -1,0 +1,21 @@
+"""Releasing reservations left open by a gateway that crashed mid-request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from billing.db import Database
+from billing.models.types import utcnow
+from billing.reservations.service import expired_request_ids, release
+
+
+def release_expired(database: Database, now: datetime | None = None) -> int:
+    """Release every open reservation past its expiry, one short transaction each."""
+    now = now or utcnow()
+    with database.transaction() as session:
+        request_ids = expired_request_ids(session, now)
+    released = 0
+    for request_id in request_ids:
+        with database.transaction() as session:
+            released += release(session, request_id, now=now)
+    return released
