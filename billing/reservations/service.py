@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from billing.accounts.repository import lock_account, period_for_update
 from billing.errors import InsufficientQuota, NotFound
 from billing.keys.schemas import AuthenticatedKey
-from billing.models import Reservation, UsageEvent
+from billing.models import Reservation, TenantAccount, TenantPeriod, UsageEvent
 from billing.models.types import utcnow
 from billing.money import cost_micros, format_micros
 from billing.tokens import count_tokens
@@ -88,10 +88,15 @@ def reserve(
     return reservation
 
 
-def _close(session: Session, reservation: Reservation, state: str, now: datetime) -> None:
+def _close(
+    session: Session,
+    reservation: Reservation,
+    account: TenantAccount,
+    counters: TenantPeriod,
+    state: str,
+    now: datetime,
+) -> None:
     """Give back what an open reservation holds (the caller holds the account lock)."""
-    account = lock_account(session, reservation.tenant_id)
-    counters = period_for_update(session, reservation.tenant_id, reservation.period)
     if reservation.state == "open":
         account.reserved_micros -= reservation.amount_micros
         counters.tokens_reserved -= reservation.tokens
@@ -101,10 +106,8 @@ def _close(session: Session, reservation: Reservation, state: str, now: datetime
     session.add_all([account, counters, reservation])
 
 
-def _locked_reservation(session: Session, request_id: str) -> Reservation:
-    reservation = session.exec(
-        select(Reservation).where(Reservation.request_id == request_id).with_for_update()
-    ).first()
+def _reservation(session: Session, request_id: str) -> Reservation:
+    reservation = session.get(Reservation, request_id)
     if reservation is None:
         raise NotFound(f"no reservation for request {request_id}")
     return reservation
@@ -116,11 +119,12 @@ def settle(
     """Write the request's one usage row at its actual cost and close its reservation.
 
     Settling twice returns the first charge; settling a reservation the sweeper already
-    released still bills the finished transcript exactly once.
+    released still bills the finished transcript exactly once. The account lock, taken first,
+    serializes every transition of this tenant's reservations.
     """
     now = now or utcnow()
-    lock_account(session, billable.caller.tenant_id)
-    reservation = _locked_reservation(session, billable.request_id)
+    account = lock_account(session, billable.caller.tenant_id)
+    reservation = _reservation(session, billable.request_id)
     if reservation.state == "settled":
         existing = session.exec(
             select(UsageEvent).where(UsageEvent.request_id == billable.request_id)
@@ -148,27 +152,25 @@ def settle(
         created_at=now,
     )
     session.add(event)
-    account = lock_account(session, billable.caller.tenant_id)
     account.spent_micros += event.cost_micros
     counters = period_for_update(session, reservation.tenant_id, reservation.period)
     counters.tokens_used += billed_tokens
-    _close(session, reservation, "settled", now)
+    _close(session, reservation, account, counters, "settled", now)
     session.flush()
     return charge_for(event)
 
 
 def release(session: Session, request_id: str, *, now: datetime | None = None) -> bool:
     """Give a failed request's reservation back; False when it was no longer open."""
-    reservation = session.exec(
-        select(Reservation).where(Reservation.request_id == request_id)
-    ).first()
-    if reservation is None:
+    found = session.get(Reservation, request_id)
+    if found is None:
         return False
-    lock_account(session, reservation.tenant_id)
-    reservation = _locked_reservation(session, request_id)
-    if reservation.state != "open":
+    account = lock_account(session, found.tenant_id)
+    session.refresh(found)  # re-read under the lock: another replica may have closed it
+    if found.state != "open":
         return False
-    _close(session, reservation, "released", now or utcnow())
+    counters = period_for_update(session, found.tenant_id, found.period)
+    _close(session, found, account, counters, "released", now or utcnow())
     session.flush()
     return True
 
