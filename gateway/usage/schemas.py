@@ -39,5 +39,5 @@ class UsageView(BaseModel):
     token_unit: str
     cost_micros: int
     quota: QuotaView
-    credit: CreditView
+    credit: CreditView | None  # prepaid tenants only
     keys: list[KeyUsageView]

@@ -45,11 +45,13 @@ def usage_view(database: Database, caller: AuthenticatedKey) -> UsageView:
             remaining_tokens=None if quota is None else max(quota - used - reserved, 0),
         ),
         credit=CreditView(
-            granted_micros=totals.credit_micros if totals else 0,
-            spent_micros=totals.spent_micros if totals else 0,
-            reserved_micros=totals.reserved_micros if totals else 0,
-            available_micros=totals.available_micros if totals else 0,
-        ),
+            granted_micros=totals.credit_micros,
+            spent_micros=totals.spent_micros,
+            reserved_micros=totals.reserved_micros,
+            available_micros=totals.available_micros,
+        )
+        if caller.prepaid and totals is not None
+        else None,
         keys=[
             KeyUsageView(
                 key_prefix=key.key_prefix,

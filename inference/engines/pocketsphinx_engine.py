@@ -73,7 +73,9 @@ class PocketSphinxEngine(Engine):
 
     def close(self) -> None:
         if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
+            # Wait: the worker is idle (only the closing thread ever submits to it), and a node
+            # that exits without joining it leaves the decoder process orphaned.
+            self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None
 
     def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
