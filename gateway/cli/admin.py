@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -22,6 +24,7 @@ from billing.models.types import utcnow
 from billing.money import format_micros
 from billing.plans import repository as plans_repository
 from billing.plans.service import create_plan
+from billing.reports.service import parse_group_by, report_csv, usage_report
 from billing.reservations.service import billing_period
 from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant, require_tenant
@@ -327,3 +330,54 @@ def usage(tenant_name: str | None) -> None:
             for item in summaries
         ],
     )
+
+
+def parse_day(value: str) -> datetime:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date like 2026-11-01") from None
+
+
+@admin.command("report")
+@click.option("--from", "start", required=True, help="First day, UTC (2026-11-01).")
+@click.option("--to", "end", required=True, help="Day after the last, UTC (2026-12-01).")
+@click.option(
+    "--group-by",
+    default="tenant",
+    show_default=True,
+    help="Comma-separated: tenant, key, model, day, month.",
+)
+@click.option("--format", "output_format", type=click.Choice(["csv", "json"]), default="csv")
+@click.option("--tenant", "tenant_name", default=None, help="Only this tenant.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def report(
+    start: str,
+    end: str,
+    group_by: str,
+    output_format: str,
+    tenant_name: str | None,
+    output: Path | None,
+) -> None:
+    """Usage between two days, grouped, as CSV or JSON (integer micro-unit costs)."""
+    try:
+        groups = parse_group_by(group_by)
+    except BillingError as error:
+        raise click.BadParameter(error.message, param_hint="--group-by") from None
+    rows = run(
+        lambda session: usage_report(session, parse_day(start), parse_day(end), groups, tenant_name)
+    )
+    if output_format == "csv":
+        text = report_csv(rows, groups)
+    else:
+        text = json.dumps([row.model_dump() for row in rows], indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"{len(rows)} rows written to {output}", err=True)
