@@ -3,6 +3,7 @@
 from billing.models.api_key import ApiKey
 from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
+from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
 from billing.models.plan import Plan
 from billing.models.reservation import Reservation
 from billing.models.tenant import Tenant
@@ -14,6 +15,9 @@ __all__ = [
     "ApiKey",
     "CreditEntry",
     "IdempotencyRecord",
+    "Invoice",
+    "InvoiceItem",
+    "InvoiceLine",
     "Plan",
     "Reservation",
     "Tenant",

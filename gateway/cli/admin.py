@@ -17,6 +17,7 @@ from billing.config import BillingSettings
 from billing.credits.service import add_credit
 from billing.db import Database
 from billing.errors import BillingError
+from billing.invoices.service import build_draft, finalize, invoice_lines
 from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
 from billing.migrate import upgrade_to_head
 from billing.models import Plan, Tenant, TenantAccount, TenantPeriod
@@ -381,3 +382,56 @@ def report(
     else:
         output.write_text(text)
         click.echo(f"{len(rows)} rows written to {output}", err=True)
+
+
+@admin.group()
+def invoice() -> None:
+    """Monthly invoices (UTC calendar months)."""
+
+
+def _print_invoice(tenant_name: str, period: str) -> None:
+    found, lines = run(lambda session: invoice_lines(session, tenant_name, period))
+    click.echo(f"invoice {tenant_name} {found.period}: {found.state}")
+    print_table(
+        ["kind", "model", "key", "requests", "tokens", "amount_micros"],
+        [
+            [
+                line.kind,
+                line.model,
+                line.api_key_prefix,
+                str(line.requests),
+                str(line.billed_tokens),
+                str(line.amount_micros),
+            ]
+            for line in lines
+        ],
+    )
+    click.echo(
+        f"total: {found.total_micros} micros = {format_micros(found.total_micros, found.currency)}"
+    )
+
+
+@invoice.command("draft")
+@click.argument("tenant_name")
+@click.option("--period", required=True, help="Month, e.g. 2026-11.")
+def invoice_draft(tenant_name: str, period: str) -> None:
+    """Build (or rebuild) the month's draft from the ledger and show it."""
+    run(lambda session: build_draft(session, tenant_name, period))
+    _print_invoice(tenant_name, period)
+
+
+@invoice.command("finalize")
+@click.argument("tenant_name")
+@click.option("--period", required=True, help="Month, e.g. 2026-11.")
+def invoice_finalize(tenant_name: str, period: str) -> None:
+    """Rebuild the draft one last time and freeze it; it never changes afterwards."""
+    run(lambda session: finalize(session, tenant_name, period))
+    _print_invoice(tenant_name, period)
+
+
+@invoice.command("show")
+@click.argument("tenant_name")
+@click.option("--period", required=True, help="Month, e.g. 2026-11.")
+def invoice_show(tenant_name: str, period: str) -> None:
+    """Show an invoice as it stands."""
+    _print_invoice(tenant_name, period)
