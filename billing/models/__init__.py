@@ -6,6 +6,7 @@ from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
 from billing.models.plan import Plan
 from billing.models.reservation import Reservation
+from billing.models.returned_charge import ReturnedCharge
 from billing.models.tenant import Tenant
 from billing.models.tenant_account import TenantAccount
 from billing.models.tenant_period import TenantPeriod
@@ -20,6 +21,7 @@ __all__ = [
     "InvoiceLine",
     "Plan",
     "Reservation",
+    "ReturnedCharge",
     "Tenant",
     "TenantAccount",
     "TenantPeriod",

@@ -25,6 +25,7 @@ from billing.models.types import utcnow
 from billing.money import format_micros
 from billing.plans import repository as plans_repository
 from billing.plans.service import create_plan
+from billing.reconcile.service import reconcile
 from billing.reports.service import parse_group_by, report_csv, usage_report
 from billing.reservations.service import billing_period
 from billing.tenants import repository as tenants_repository
@@ -435,3 +436,32 @@ def invoice_finalize(tenant_name: str, period: str) -> None:
 def invoice_show(tenant_name: str, period: str) -> None:
     """Show an invoice as it stands."""
     _print_invoice(tenant_name, period)
+
+
+@admin.command("reconcile")
+@click.option("--period", required=True, help="Month to check, e.g. 2026-11.")
+def reconcile_command(period: str) -> None:
+    """Check that ledger rows, invoices, account totals and what clients were told all agree.
+    Exits 1 and lists the differences when they do not."""
+    findings = run(lambda session: reconcile(session, period))
+    print_table(
+        ["tenant", "check", "expected", "actual", "difference", "status", "detail"],
+        [
+            [
+                finding.tenant,
+                finding.check,
+                str(finding.expected),
+                str(finding.actual),
+                str(finding.actual - finding.expected),
+                "ok" if finding.ok else "MISMATCH",
+                finding.detail,
+            ]
+            for finding in findings
+        ],
+    )
+    bad = [finding for finding in findings if not finding.ok]
+    if bad:
+        raise click.ClickException(
+            f"{len(bad)} of {len(findings)} checks for {period} do not reconcile"
+        )
+    click.echo(f"{len(findings)} checks for {period}: all reconcile")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from billing.db import Database
 from billing.usage.schemas import UsageCharge
+from billing.usage.service import record_returned_charge
 from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TenantKey
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
@@ -16,6 +20,7 @@ from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInp
 from gateway.transcriptions.service import read_upload, resolve_model, transcribe_and_bill
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 
 
 def parse_response_format(value: str | None) -> ResponseFormat:
@@ -64,6 +69,20 @@ def usage_body(charge: UsageCharge) -> dict[str, Any]:
         "cost_micros": charge.cost_micros,
         "currency": charge.currency,
     }
+
+
+def _record_returned(database: Database, tenant_id: int, charge: UsageCharge) -> None:
+    with database.transaction() as session:
+        record_returned_charge(session, tenant_id, charge)
+
+
+async def log_returned_charge(database: Database, tenant_id: int, charge: UsageCharge) -> None:
+    """Record what this response tells the client, apart from the ledger row. A failure here
+    must not fail a request that is already billed: reconciliation will flag the gap."""
+    try:
+        await anyio.to_thread.run_sync(_record_returned, database, tenant_id, charge)
+    except Exception:
+        logger.exception("could not record the returned charge of %s", charge.request_id)
 
 
 def billing_headers(billed: BilledTranscription) -> dict[str, str]:
@@ -117,9 +136,13 @@ async def create_transcription(
             billed.result, output_format, set(granularities), usage_body(billed.charge)
         )
         headers = billing_headers(billed)
+        response: Response
         if isinstance(body, dict):
-            return JSONResponse(body, headers=headers)
-        return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
+            response = JSONResponse(body, headers=headers)
+        else:
+            response = Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
+        await log_returned_charge(database, caller.tenant_id, billed.charge)
+        return response
 
     idempotency_key = request.headers.get("idempotency-key")
     if not idempotency_key:

@@ -1,4 +1,5 @@
-"""Invoices: monthly drafts and finalized bills, their lines, and which usage row is on which.
+"""Invoices (monthly drafts and finalized bills, their lines, which usage row is on which) and
+the charges the gateway returned to clients, for reconciliation.
 
 Revision ID: 0003
 Revises: 0002
@@ -75,9 +76,25 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_invoice_items_invoice_id", "invoice_items", ["invoice_id"])
+    op.create_table(
+        "returned_charges",
+        sa.Column("request_id", sa.String(64), primary_key=True),
+        sa.Column(
+            "tenant_id",
+            sa.Integer(),
+            sa.ForeignKey("tenants.id", name="fk_returned_charges_tenant_id", ondelete="RESTRICT"),
+            nullable=False,
+        ),
+        sa.Column("billed_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_micros", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+    )
+    op.create_index("ix_returned_charges_tenant_id", "returned_charges", ["tenant_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_returned_charges_tenant_id", table_name="returned_charges")
+    op.drop_table("returned_charges")
     op.drop_index("ix_invoice_items_invoice_id", table_name="invoice_items")
     op.drop_table("invoice_items")
     op.drop_index("ix_invoice_lines_invoice_id", table_name="invoice_lines")
