@@ -14,31 +14,12 @@ from hypothesis import strategies as st
 from billing.db import Database
 from billing.errors import Conflict, InvalidValue
 from billing.invoices.service import build_draft, finalize, invoice_lines
-from billing.keys.service import authenticate, create_api_key
+from billing.keys.service import create_api_key
 from billing.migrate import upgrade_to_head
-from billing.reservations.service import reserve, settle
-from billing.usage.schemas import BillableTranscription
-from tests.fixtures.factories import create_tenant_with_key, usage_rows
+from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
 
 OCTOBER = datetime(2026, 10, 15, 12, tzinfo=UTC)
 NOVEMBER = datetime(2026, 11, 10, 12, tzinfo=UTC)
-
-
-def bill_at(
-    database: Database, secret: str, request_id: str, text: str, model: str, when: datetime
-) -> int:
-    with database.transaction() as session:
-        caller = authenticate(session, secret)
-        reserve(session, request_id, caller, 60_000, ttl=timedelta(minutes=5), now=when)
-    with database.transaction() as session:
-        charge = settle(
-            session,
-            BillableTranscription(
-                request_id=request_id, caller=caller, model=model, audio_ms=60_000, transcript=text
-            ),
-            now=when,
-        )
-    return charge.cost_micros
 
 
 class TestInvoices:

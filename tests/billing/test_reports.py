@@ -11,32 +11,13 @@ import pytest
 
 from billing.db import Database
 from billing.errors import InvalidValue
-from billing.keys.service import authenticate
 from billing.reports.schemas import GroupBy
 from billing.reports.service import parse_group_by, report_csv, usage_report
-from billing.reservations.service import reserve, settle
-from billing.usage.schemas import BillableTranscription
-from tests.fixtures.factories import create_tenant_with_key, usage_rows
+from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import asrgw
 
 NOVEMBER = datetime(2026, 11, 1, tzinfo=UTC)
 DECEMBER = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def bill_at(
-    database: Database, secret: str, request_id: str, text: str, model: str, when: datetime
-) -> None:
-    with database.transaction() as session:
-        caller = authenticate(session, secret)
-        reserve(session, request_id, caller, 3_000, ttl=timedelta(minutes=5), now=when)
-    with database.transaction() as session:
-        settle(
-            session,
-            BillableTranscription(
-                request_id=request_id, caller=caller, model=model, audio_ms=3_000, transcript=text
-            ),
-            now=when,
-        )
 
 
 @pytest.fixture
