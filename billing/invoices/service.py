@@ -11,7 +11,6 @@ rounded once when it was billed (billing.money): no rounding happens on the invo
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
@@ -19,24 +18,8 @@ from sqlmodel import Session, col, select
 from billing.errors import Conflict, InvalidValue, NotFound
 from billing.models import ApiKey, Invoice, InvoiceItem, InvoiceLine, Plan, UsageEvent
 from billing.models.types import utcnow
+from billing.periods import billing_period, period_bounds
 from billing.tenants.service import require_tenant
-
-
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    try:
-        start = datetime.strptime(period, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidValue(f"{period!r} is not a month like 2026-11") from None
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
-
-
-def _month(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def _adjusts_into(states: dict[str, str], month: str, period: str) -> bool:
@@ -95,7 +78,8 @@ def build_draft(session: Session, tenant_name: str, period: str) -> Invoice:
     rows = [
         (event, prefix)
         for event, prefix in candidates
-        if event.created_at >= start or _adjusts_into(states, _month(event.created_at), period)
+        if event.created_at >= start
+        or _adjusts_into(states, billing_period(event.created_at), period)
     ]
     lines: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for event, prefix in rows:

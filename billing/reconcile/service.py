@@ -19,7 +19,6 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
-from billing.invoices.service import period_bounds
 from billing.models import (
     CreditEntry,
     Invoice,
@@ -32,6 +31,7 @@ from billing.models import (
     TenantPeriod,
     UsageEvent,
 )
+from billing.periods import period_bounds
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,10 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.models import Reservation, TenantAccount, TenantPeriod, UsageEvent
 from billing.models.types import utcnow
 from billing.money import cost_micros, format_micros
+from billing.periods import billing_period
 from billing.tokens import count_tokens
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import charge_for
-
-
-def billing_period(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def token_bound(audio_ms: int, max_tokens_per_audio_second: int) -> int:

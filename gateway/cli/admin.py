@@ -23,11 +23,11 @@ from billing.migrate import upgrade_to_head
 from billing.models import Plan, Tenant, TenantAccount, TenantPeriod
 from billing.models.types import utcnow
 from billing.money import format_micros
+from billing.periods import billing_period
 from billing.plans import repository as plans_repository
 from billing.plans.service import create_plan
 from billing.reconcile.service import reconcile
 from billing.reports.service import parse_group_by, report_csv, usage_report
-from billing.reservations.service import billing_period
 from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant, require_tenant
 from billing.tokens import TokenUnit

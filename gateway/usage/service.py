@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from billing.accounts import repository as accounts
 from billing.db import Database
 from billing.keys.schemas import AuthenticatedKey
 from billing.models import TenantPeriod
 from billing.models.types import utcnow
-from billing.reservations.service import billing_period
+from billing.periods import billing_period, period_bounds
 from billing.usage.service import usage_per_key
 from gateway.usage.schemas import CreditView, KeyUsageView, QuotaView, UsageView
-
-
-def month_start(moment: datetime) -> datetime:
-    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
 
 
 def usage_view(database: Database, caller: AuthenticatedKey) -> UsageView:
@@ -25,7 +19,7 @@ def usage_view(database: Database, caller: AuthenticatedKey) -> UsageView:
     with database.transaction() as session:
         totals = accounts.get_account(session, caller.tenant_id)
         counters = session.get(TenantPeriod, (caller.tenant_id, period))
-        keys = usage_per_key(session, caller.tenant_name, since=month_start(now))
+        keys = usage_per_key(session, caller.tenant_name, since=period_bounds(period)[0])
     used = counters.tokens_used if counters else 0
     reserved = counters.tokens_reserved if counters else 0
     quota = plan.monthly_token_quota

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from billing.config import BillingSettings
 from billing.db import Database
 from billing.models.types import utcnow
-from billing.reservations.service import billing_period
+from billing.periods import billing_period
 from gateway.app import create_app
 from tests.fixtures.factories import create_tenant_with_key, usage_rows
 from tests.fixtures.processes import asrgw
