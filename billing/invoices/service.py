@@ -16,9 +16,10 @@ from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from billing.errors import Conflict, InvalidValue, NotFound
-from billing.models import ApiKey, Invoice, InvoiceItem, InvoiceLine, Plan, UsageEvent
+from billing.models import ApiKey, Invoice, InvoiceItem, InvoiceLine, UsageEvent
 from billing.models.types import utcnow
 from billing.periods import billing_period, period_bounds
+from billing.plans.repository import get_plan
 from billing.tenants.service import require_tenant
 
 
@@ -48,7 +49,7 @@ def build_draft(session: Session, tenant_name: str, period: str) -> Invoice:
     start, end = period_bounds(period)
     tenant = require_tenant(session, tenant_name)
     assert tenant.id is not None
-    plan = session.get(Plan, tenant.plan_id)
+    plan = get_plan(session, tenant.plan_id)
     assert plan is not None
     invoice = _lock_invoice(session, tenant.id, period, plan.currency)
     if invoice.state == "finalized":

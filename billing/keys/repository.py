@@ -9,10 +9,6 @@ from sqlmodel import Session, select
 from billing.models import ApiKey, Plan, Tenant
 
 
-def get_key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
-    return session.exec(select(ApiKey).where(ApiKey.prefix == prefix)).first()
-
-
 def get_key_with_tenant_and_plan(
     session: Session, prefix: str
 ) -> tuple[ApiKey, Tenant, Plan] | None:

@@ -11,7 +11,6 @@ Checks, per tenant:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sql_select
 from sqlmodel import Session, col, select
 
+from billing.accounts.repository import get_period
 from billing.models import (
     CreditEntry,
     Invoice,
@@ -28,7 +28,6 @@ from billing.models import (
     ReturnedCharge,
     Tenant,
     TenantAccount,
-    TenantPeriod,
     UsageEvent,
 )
 from billing.periods import period_bounds
@@ -135,7 +134,8 @@ def _account(session: Session, tenant: Tenant) -> list[Finding]:
 
 
 def _quota(session: Session, tenant: Tenant, period: str) -> list[Finding]:
-    counters = session.get(TenantPeriod, (tenant.id, period))
+    assert tenant.id is not None
+    counters = get_period(session, tenant.id, period)
     used = _sum(
         session,
         UsageEvent.billed_tokens,
@@ -158,10 +158,3 @@ def _quota(session: Session, tenant: Tenant, period: str) -> list[Finding]:
             tenant.name, "quota reserved", reserved, counters.tokens_reserved if counters else 0, ""
         ),
     ]
-
-
-def summarize(findings: list[Finding]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for finding in findings:
-        counts["ok" if finding.ok else "mismatch"] += 1
-    return dict(counts)

@@ -27,6 +27,7 @@ from billing.models.types import utcnow
 from billing.money import cost_micros, format_micros
 from billing.periods import billing_period
 from billing.tokens import count_tokens
+from billing.usage import repository as usage_repository
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import charge_for
 
@@ -123,9 +124,8 @@ def settle(
     account = lock_account(session, billable.caller.tenant_id)
     reservation = _reservation(session, billable.request_id)
     if reservation.state == "settled":
-        existing = session.exec(
-            select(UsageEvent).where(UsageEvent.request_id == billable.request_id)
-        ).one()
+        existing = usage_repository.get_usage_event(session, billable.request_id)
+        assert existing is not None  # a settled reservation always has its row
         return charge_for(existing)
     plan = billable.caller.plan
     output_tokens = count_tokens(billable.transcript, plan.token_unit)
@@ -148,7 +148,7 @@ def settle(
         cached=billable.cached,
         created_at=now,
     )
-    session.add(event)
+    usage_repository.insert_usage_event(session, event)
     account.spent_micros += event.cost_micros
     counters = period_for_update(session, reservation.tenant_id, reservation.period)
     counters.tokens_used += billed_tokens

@@ -37,6 +37,6 @@ class KeyUsageSummary(BaseModel):
     key_name: str
     requests: int
     audio_ms: int
-    output_tokens: int
+    billed_tokens: int
     cost_micros: int
     currency: str

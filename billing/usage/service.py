@@ -38,7 +38,7 @@ def usage_per_key(
             key_name=name,
             requests=int(requests),
             audio_ms=int(audio_ms),
-            output_tokens=int(tokens),
+            billed_tokens=int(tokens),
             cost_micros=int(cost),
             currency=currency or "",
         )

@@ -187,8 +187,8 @@ def tenant_show(name: str) -> None:
         assert found.id is not None
         totals = accounts_repository.get_account(session, found.id)
         assert totals is not None
-        period = session.get(TenantPeriod, (found.id, billing_period(utcnow())))
-        plan_row = session.get(Plan, found.plan_id)
+        period = accounts_repository.get_period(session, found.id, billing_period(utcnow()))
+        plan_row = plans_repository.get_plan(session, found.plan_id)
         assert plan_row is not None
         return found, totals, period, plan_row
 
@@ -325,7 +325,7 @@ def usage(tenant_name: str | None) -> None:
                 item.key_name,
                 str(item.requests),
                 f"{item.audio_ms / 1000:.3f}",
-                str(item.output_tokens),
+                str(item.billed_tokens),
                 str(item.cost_micros),
                 format_micros(item.cost_micros, item.currency) if item.currency else "-",
             ]

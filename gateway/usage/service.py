@@ -5,7 +5,6 @@ from __future__ import annotations
 from billing.accounts import repository as accounts
 from billing.db import Database
 from billing.keys.schemas import AuthenticatedKey
-from billing.models import TenantPeriod
 from billing.models.types import utcnow
 from billing.periods import billing_period, period_bounds
 from billing.usage.service import usage_per_key
@@ -18,7 +17,7 @@ def usage_view(database: Database, caller: AuthenticatedKey) -> UsageView:
     plan = caller.plan
     with database.transaction() as session:
         totals = accounts.get_account(session, caller.tenant_id)
-        counters = session.get(TenantPeriod, (caller.tenant_id, period))
+        counters = accounts.get_period(session, caller.tenant_id, period)
         keys = usage_per_key(session, caller.tenant_name, since=period_bounds(period)[0])
     used = counters.tokens_used if counters else 0
     reserved = counters.tokens_reserved if counters else 0
@@ -52,7 +51,7 @@ def usage_view(database: Database, caller: AuthenticatedKey) -> UsageView:
                 name=key.key_name,
                 requests=key.requests,
                 audio_seconds=key.audio_ms / 1000,
-                billed_tokens=key.output_tokens,
+                billed_tokens=key.billed_tokens,
                 cost_micros=key.cost_micros,
             )
             for key in keys

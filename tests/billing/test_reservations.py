@@ -197,7 +197,7 @@ def test_usage_per_key_sums_rows(database: Database) -> None:
     with database.transaction() as session:
         summaries = {summary.tenant: summary for summary in usage_per_key(session)}
     assert summaries["acme"].requests == 2
-    assert summaries["acme"].output_tokens == 5
+    assert summaries["acme"].billed_tokens == 5
     assert summaries["acme"].audio_ms == 2_000
     assert summaries["acme"].cost_micros == sum(row.cost_micros for row in usage_rows(database))
     assert (summaries["idle"].requests, summaries["idle"].cost_micros) == (0, 0)
