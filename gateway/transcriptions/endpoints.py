@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from billing.db import Database
 from billing.usage.schemas import UsageCharge
-from billing.usage.service import record_returned_charge
 from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TenantKey
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
 from gateway.idempotency import fingerprint, run_once
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
-from gateway.transcriptions.service import read_upload, resolve_model, transcribe_and_bill
+from gateway.transcriptions.service import (
+    log_returned_charge,
+    read_upload,
+    resolve_model,
+    transcribe_and_bill,
+)
 
 router = APIRouter()
-logger = logging.getLogger(__name__)
 
 
 def parse_response_format(value: str | None) -> ResponseFormat:
@@ -71,20 +71,6 @@ def usage_body(charge: UsageCharge) -> dict[str, Any]:
     }
 
 
-def _record_returned(database: Database, tenant_id: int, charge: UsageCharge) -> None:
-    with database.transaction() as session:
-        record_returned_charge(session, tenant_id, charge)
-
-
-async def log_returned_charge(database: Database, tenant_id: int, charge: UsageCharge) -> None:
-    """Record what this response tells the client, apart from the ledger row. A failure here
-    must not fail a request that is already billed: reconciliation will flag the gap."""
-    try:
-        await anyio.to_thread.run_sync(_record_returned, database, tenant_id, charge)
-    except Exception:
-        logger.exception("could not record the returned charge of %s", charge.request_id)
-
-
 def billing_headers(billed: BilledTranscription) -> dict[str, str]:
     return {
         "x-billing-output-tokens": str(billed.charge.billed_tokens),
@@ -124,7 +110,6 @@ async def create_transcription(
         model=resolve_model(model, settings),
         language=language or "auto",
         prompt=prompt,
-        response_format=output_format,
         granularities=granularities,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing.usage.schemas import UsageCharge
-from gateway.formats import ResponseFormat, TimestampGranularity
+from gateway.formats import TimestampGranularity
 from inference.protocol import TranscriptionResult
 
 
@@ -17,7 +17,6 @@ class TranscriptionInput:
     model: str
     language: str
     prompt: str | None
-    response_format: ResponseFormat
     granularities: frozenset[TimestampGranularity]
 
 

@@ -6,6 +6,7 @@ before that; the usage row is committed before the response is sent.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import anyio
@@ -16,6 +17,7 @@ from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
 from billing.reservations import service as reservations
 from billing.usage.schemas import BillableTranscription, UsageCharge
+from billing.usage.service import record_returned_charge
 from gateway.audio_probe import probe_duration_ms
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
 from gateway.errors import FileTooLarge, InvalidAudio, QuotaExceeded
@@ -25,6 +27,7 @@ from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInp
 from inference.protocol import TranscribeParams
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+logger = logging.getLogger(__name__)
 
 
 async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
@@ -67,6 +70,20 @@ def _release(database: Database, request_id: str) -> None:
 def _settle(database: Database, billable: BillableTranscription) -> UsageCharge:
     with database.transaction() as session:
         return reservations.settle(session, billable)
+
+
+def _record_returned(database: Database, tenant_id: int, charge: UsageCharge) -> None:
+    with database.transaction() as session:
+        record_returned_charge(session, tenant_id, charge)
+
+
+async def log_returned_charge(database: Database, tenant_id: int, charge: UsageCharge) -> None:
+    """Record what this response tells the client, apart from the ledger row. A failure here
+    must not fail a request that is already billed: reconciliation will flag the gap."""
+    try:
+        await anyio.to_thread.run_sync(_record_returned, database, tenant_id, charge)
+    except Exception:
+        logger.exception("could not record the returned charge of %s", charge.request_id)
 
 
 async def transcribe_and_bill(
