@@ -204,8 +204,9 @@ class ModelHost:
 
     def _drop_abandoned(self) -> None:
         live = deque(item for item in self._pending if not item.abandoned)
-        for _ in range(len(self._pending) - len(live)):
-            metrics.dropped.labels(self.model_id, "client_gone").inc()
+        abandoned = len(self._pending) - len(live)
+        if abandoned:
+            metrics.dropped.labels(self.model_id, "client_gone").inc(abandoned)
         self._pending = live
 
     def _choose_batch(self) -> list[WorkItem]:
