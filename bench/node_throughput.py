@@ -34,9 +34,11 @@ sys.path.insert(0, str(ROOT))
 from inference.modelgen import build_random_paraformer  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
+from tests.fixtures.nodes import metric  # noqa: E402
 from tests.fixtures.processes import free_port, wait_until_ready  # noqa: E402
 
 SAMPLE_RATE = 16_000
+MODEL_ID = "bench-paraformer"
 MODES = {
     # max_batch 1: the engine sees one item at a time, exactly what a model lock gives.
     "one-at-a-time": {"INFERENCE_MAX_BATCH": "1"},
@@ -91,13 +93,6 @@ def clips(count: int) -> list[tuple[bytes, float]]:
     ]
 
 
-def metric_value(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -145,7 +140,7 @@ def run_mode(
     url = f"http://127.0.0.1:{port}"
     environment = {
         **os.environ,
-        "INFERENCE_MODELS": f"bench-paraformer={model_dir}",
+        "INFERENCE_MODELS": f"{MODEL_ID}={model_dir}",
         "INFERENCE_DEVICE": device,
         "INFERENCE_MAX_QUEUE": "256",
         **MODES[mode],
@@ -164,7 +159,7 @@ def run_mode(
             asyncio.run(drive(url, clip_set[:2], 1, 2))  # first-request effects stay out
             results = []
             for clients in client_counts:
-                calls_before = metric_value(url, "asrnode_engine_calls_total")
+                calls_before = metric(url, "asrnode_engine_calls_total", model=MODEL_ID)
                 audio, wall, latencies = asyncio.run(
                     drive(
                         url,
@@ -185,7 +180,8 @@ def run_mode(
                         audio_seconds=audio,
                         wall_seconds=wall,
                         latencies=latencies,
-                        engine_calls=metric_value(url, "asrnode_engine_calls_total") - calls_before,
+                        engine_calls=metric(url, "asrnode_engine_calls_total", model=MODEL_ID)
+                        - calls_before,
                         peak_rss_bytes=peak_rss(process.pid),
                         gpu_peak_bytes=gpu,
                     )
