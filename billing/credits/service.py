@@ -5,6 +5,9 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from billing.accounts.repository import lock_account
+from billing.audit import service as audit
+from billing.audit.schemas import Actor
+from billing.credits.schemas import CreditEntryPublic
 from billing.errors import Conflict, InvalidValue
 from billing.models import CreditEntry
 from billing.models.types import utcnow
@@ -19,6 +22,7 @@ def add_credit(
     amount_micros: int,
     *,
     idempotency_key: str,
+    actor: Actor,
     kind: str = "topup",
     note: str = "",
 ) -> tuple[CreditEntry, bool]:
@@ -57,4 +61,12 @@ def add_credit(
     account.updated_at = utcnow()
     session.add(account)
     session.flush()
+    audit.record(
+        session,
+        actor,
+        "credit.add",
+        "tenant",
+        tenant.name,
+        after=CreditEntryPublic.of(entry, tenant.name),
+    )
     return entry, True

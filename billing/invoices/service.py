@@ -15,8 +15,11 @@ from collections import defaultdict
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from billing.audit import service as audit
+from billing.audit.schemas import Actor
 from billing.errors import Conflict, InvalidValue, NotFound
-from billing.models import ApiKey, Invoice, InvoiceItem, InvoiceLine, UsageEvent
+from billing.invoices.schemas import InvoicePublic, InvoiceSummary
+from billing.models import ApiKey, Invoice, InvoiceItem, InvoiceLine, Tenant, UsageEvent
 from billing.models.types import utcnow
 from billing.periods import billing_period, period_bounds
 from billing.plans.repository import get_plan
@@ -44,8 +47,31 @@ def _lock_invoice(session: Session, tenant_id: int, period: str, currency: str) 
     return invoice
 
 
-def build_draft(session: Session, tenant_name: str, period: str) -> Invoice:
+def _summary(invoice: Invoice, tenant_name: str) -> InvoiceSummary:
+    return InvoiceSummary(
+        tenant=tenant_name,
+        period=invoice.period,
+        state=invoice.state,
+        currency=invoice.currency,
+        total_micros=invoice.total_micros,
+    )
+
+
+def build_draft(session: Session, tenant_name: str, period: str, *, actor: Actor) -> Invoice:
     """The month's invoice, rebuilt from the ledger while it is a draft."""
+    invoice = _rebuild(session, tenant_name, period)
+    audit.record(
+        session,
+        actor,
+        "invoice.draft",
+        "invoice",
+        f"{tenant_name}/{period}",
+        after=_summary(invoice, tenant_name),
+    )
+    return invoice
+
+
+def _rebuild(session: Session, tenant_name: str, period: str) -> Invoice:
     start, end = period_bounds(period)
     tenant = require_tenant(session, tenant_name)
     assert tenant.id is not None
@@ -114,13 +140,23 @@ def build_draft(session: Session, tenant_name: str, period: str) -> Invoice:
     return invoice
 
 
-def finalize(session: Session, tenant_name: str, period: str) -> Invoice:
+def finalize(session: Session, tenant_name: str, period: str, *, actor: Actor) -> Invoice:
     """Rebuild the draft one last time and freeze it."""
-    invoice = build_draft(session, tenant_name, period)
+    invoice = _rebuild(session, tenant_name, period)
+    before = _summary(invoice, tenant_name)
     invoice.state = "finalized"
     invoice.finalized_at = utcnow()
     session.add(invoice)
     session.flush()
+    audit.record(
+        session,
+        actor,
+        "invoice.finalize",
+        "invoice",
+        f"{tenant_name}/{period}",
+        before=before,
+        after=_summary(invoice, tenant_name),
+    )
     return invoice
 
 
@@ -139,3 +175,20 @@ def invoice_lines(
         .order_by(col(InvoiceLine.kind), col(InvoiceLine.model), col(InvoiceLine.api_key_prefix))
     ).all()
     return invoice, list(lines)
+
+
+def show_invoice(session: Session, tenant_name: str, period: str) -> InvoicePublic:
+    invoice, lines = invoice_lines(session, tenant_name, period)
+    return InvoicePublic.of(invoice, tenant_name, lines)
+
+
+def list_invoices(
+    session: Session, tenant_name: str | None = None, period: str | None = None
+) -> list[InvoiceSummary]:
+    statement = select(Invoice, Tenant.name).join(Tenant, col(Tenant.id) == col(Invoice.tenant_id))
+    if tenant_name is not None:
+        statement = statement.where(Tenant.name == tenant_name)
+    if period is not None:
+        statement = statement.where(Invoice.period == period)
+    rows = session.exec(statement.order_by(col(Invoice.period), col(Tenant.name))).all()
+    return [_summary(invoice, name) for invoice, name in rows]

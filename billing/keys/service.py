@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from billing.audit import service as audit
+from billing.audit.schemas import Actor
 from billing.errors import InvalidApiKey, InvalidValue, NotFound
 from billing.keys import repository
 from billing.keys.schemas import ApiKeyPublic, AuthenticatedKey, CreatedApiKey, PlanTerms
@@ -59,6 +61,7 @@ def create_api_key(
     session: Session,
     tenant_name: str,
     *,
+    actor: Actor,
     name: str = "default",
     expires_in: timedelta | None = None,
 ) -> CreatedApiKey:
@@ -78,7 +81,9 @@ def create_api_key(
             expires_at=utcnow() + expires_in if expires_in is not None else None,
         ),
     )
-    return CreatedApiKey(key=_public(key, tenant), secret=secret)
+    public = _public(key, tenant)
+    audit.record(session, actor, "key.create", "api_key", public.prefix, after=public)
+    return CreatedApiKey(key=public, secret=secret)
 
 
 def authenticate(
@@ -122,7 +127,7 @@ def authenticate(
     )
 
 
-def revoke_api_key(session: Session, prefix: str) -> ApiKeyPublic:
+def revoke_api_key(session: Session, prefix: str, *, actor: Actor) -> ApiKeyPublic:
     """Revoke the key with this prefix (the key itself or its ``sk-asrgw-…`` form)."""
     prefix = split_key(prefix) or prefix
     found = repository.get_key_with_tenant_and_plan(session, prefix)
@@ -130,9 +135,18 @@ def revoke_api_key(session: Session, prefix: str) -> ApiKeyPublic:
         raise NotFound(f"no API key with prefix {prefix!r}")
     key, tenant, _plan = found
     if key.revoked_at is None:
+        before = _public(key, tenant)
         key.revoked_at = utcnow()
-        session.add(key)
-        session.flush()
+        repository.add_key(session, key)
+        audit.record(
+            session,
+            actor,
+            "key.revoke",
+            "api_key",
+            key.prefix,
+            before=before,
+            after=_public(key, tenant),
+        )
     return _public(key, tenant)
 
 

@@ -1,6 +1,7 @@
 """Tables of the ledger database, one module per table."""
 
 from billing.models.api_key import ApiKey
+from billing.models.audit_entry import AuditEntry
 from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
@@ -14,6 +15,7 @@ from billing.models.usage_event import UsageEvent
 
 __all__ = [
     "ApiKey",
+    "AuditEntry",
     "CreditEntry",
     "IdempotencyRecord",
     "Invoice",

@@ -13,6 +13,7 @@ import click
 from sqlmodel import Session
 
 from billing.accounts import repository as accounts_repository
+from billing.audit.service import cli_actor
 from billing.config import BillingSettings
 from billing.credits.service import add_credit
 from billing.db import Database
@@ -133,6 +134,7 @@ def plan_create(
             concurrency_limit=concurrency_limit,
             max_tokens_per_audio_second=max_tokens_per_audio_second,
             cache_hit_price_bp=cache_hit_price_bp,
+            actor=cli_actor(),
         )
     )
     click.echo(
@@ -171,7 +173,9 @@ def tenant() -> None:
 def tenant_create(name: str, plan_name: str | None, prepaid: bool) -> None:
     """Create a tenant."""
     created = run(
-        lambda session: create_tenant(session, name, plan_name=plan_name, prepaid=prepaid)
+        lambda session: create_tenant(
+            session, name, plan_name=plan_name, prepaid=prepaid, actor=cli_actor()
+        )
     )
     kind = "prepaid" if created.prepaid else "postpaid"
     click.echo(f"tenant {created.name} created (id {created.id}, {kind})")
@@ -240,6 +244,7 @@ def credit_add(
             idempotency_key=idempotency_key,
             kind="adjustment" if adjustment else "topup",
             note=note,
+            actor=cli_actor(),
         )
     )
     verb = "applied" if created else "already applied earlier; nothing changed"
@@ -272,7 +277,9 @@ def key_create(tenant_name: str, name: str, expires_in_days: int | None) -> None
     """Create a key. Its secret is printed once, on stdout, and never stored."""
     expires_in = timedelta(days=expires_in_days) if expires_in_days is not None else None
     created = run(
-        lambda session: create_api_key(session, tenant_name, name=name, expires_in=expires_in)
+        lambda session: create_api_key(
+            session, tenant_name, name=name, expires_in=expires_in, actor=cli_actor()
+        )
     )
     click.echo(
         f"created key {created.key.prefix} ({created.key.name}) for tenant {created.key.tenant}; "
@@ -286,7 +293,7 @@ def key_create(tenant_name: str, name: str, expires_in_days: int | None) -> None
 @click.argument("prefix")
 def key_revoke(prefix: str) -> None:
     """Revoke a key by its prefix (or the key itself)."""
-    revoked = run(lambda session: revoke_api_key(session, prefix))
+    revoked = run(lambda session: revoke_api_key(session, prefix, actor=cli_actor()))
     click.echo(f"key {revoked.prefix} of tenant {revoked.tenant} revoked")
 
 
@@ -417,7 +424,7 @@ def _print_invoice(tenant_name: str, period: str) -> None:
 @click.option("--period", required=True, help="Month, e.g. 2026-11.")
 def invoice_draft(tenant_name: str, period: str) -> None:
     """Build (or rebuild) the month's draft from the ledger and show it."""
-    run(lambda session: build_draft(session, tenant_name, period))
+    run(lambda session: build_draft(session, tenant_name, period, actor=cli_actor()))
     _print_invoice(tenant_name, period)
 
 
@@ -426,7 +433,7 @@ def invoice_draft(tenant_name: str, period: str) -> None:
 @click.option("--period", required=True, help="Month, e.g. 2026-11.")
 def invoice_finalize(tenant_name: str, period: str) -> None:
     """Rebuild the draft one last time and freeze it; it never changes afterwards."""
-    run(lambda session: finalize(session, tenant_name, period))
+    run(lambda session: finalize(session, tenant_name, period, actor=cli_actor()))
     _print_invoice(tenant_name, period)
 
 

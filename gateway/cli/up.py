@@ -15,6 +15,7 @@ from types import FrameType
 import click
 import httpx
 
+from billing.audit.service import cli_actor
 from billing.config import BillingSettings
 from billing.db import Database
 from billing.errors import InvalidApiKey
@@ -38,10 +39,11 @@ def ensure_demo_key(database: Database, key_file: Path) -> str:
             return saved
         except InvalidApiKey:
             pass  # revoked or expired since: issue a new one below
+    actor = cli_actor()
     with database.transaction() as session:
         if tenants_repository.get_tenant_by_name(session, DEMO_TENANT) is None:
-            create_tenant(session, DEMO_TENANT)
-        created = create_api_key(session, DEMO_TENANT, name="demo")
+            create_tenant(session, DEMO_TENANT, actor=actor)
+        created = create_api_key(session, DEMO_TENANT, name="demo", actor=actor)
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.touch(mode=0o600)
     key_file.write_text(created.secret + "\n")

@@ -16,7 +16,7 @@ from billing.errors import Conflict, InvalidValue
 from billing.invoices.service import build_draft, finalize, invoice_lines
 from billing.keys.service import create_api_key
 from billing.migrate import upgrade_to_head
-from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
+from tests.fixtures.factories import TEST_ACTOR, bill_at, create_tenant_with_key, usage_rows
 
 OCTOBER = datetime(2026, 10, 15, 12, tzinfo=UTC)
 NOVEMBER = datetime(2026, 11, 10, 12, tzinfo=UTC)
@@ -26,7 +26,7 @@ class TestInvoices:
     def test_draft_lines_by_model_and_key_sum_to_the_month(self, database: Database) -> None:
         first = create_tenant_with_key(database, "acme", price_per_1k_tokens_micros=12_345)
         with database.transaction() as session:
-            second = create_api_key(session, "acme", name="second").secret
+            second = create_api_key(session, "acme", name="second", actor=TEST_ACTOR).secret
         november = [
             bill_at(database, first, "n1", "a" * 31, "m1", NOVEMBER),
             bill_at(database, first, "n2", "b" * 17, "m1", NOVEMBER + timedelta(days=1)),
@@ -35,7 +35,7 @@ class TestInvoices:
         ]
         bill_at(database, first, "o1", "e" * 50, "m1", OCTOBER)
         with database.transaction() as session:
-            invoice = build_draft(session, "acme", "2026-11")
+            invoice = build_draft(session, "acme", "2026-11", actor=TEST_ACTOR)
         with database.transaction() as session:
             _same, lines = invoice_lines(session, "acme", "2026-11")
         assert invoice.state == "draft"
@@ -51,18 +51,18 @@ class TestInvoices:
         key = create_tenant_with_key(database, "acme")
         bill_at(database, key, "o1", "hello", "m1", OCTOBER)
         with database.transaction() as session:
-            frozen = finalize(session, "acme", "2026-10")
+            frozen = finalize(session, "acme", "2026-10", actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(Conflict, match="finalized"):
-            build_draft(session, "acme", "2026-10")
+            build_draft(session, "acme", "2026-10", actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(Conflict):
-            finalize(session, "acme", "2026-10")
+            finalize(session, "acme", "2026-10", actor=TEST_ACTOR)
         # A late row dated in October: October stays as it was; November takes it as an
         # adjustment.
         late = bill_at(database, key, "o2", "late transcript", "m1", OCTOBER + timedelta(days=1))
         on_time = bill_at(database, key, "n1", "november", "m1", NOVEMBER)
         with database.transaction() as session:
             october, _ = invoice_lines(session, "acme", "2026-10")
-            november = build_draft(session, "acme", "2026-11")
+            november = build_draft(session, "acme", "2026-11", actor=TEST_ACTOR)
         with database.transaction() as session:
             _, lines = invoice_lines(session, "acme", "2026-11")
         assert october.total_micros == frozen.total_micros
@@ -77,14 +77,14 @@ class TestInvoices:
         november = bill_at(database, key, "n1", "november", "m1", NOVEMBER)
         december = bill_at(database, key, "d1", "december", "m1", NOVEMBER + timedelta(days=30))
         with database.transaction() as session:
-            later = build_draft(session, "acme", "2026-12")
-            earlier = build_draft(session, "acme", "2026-11")
+            later = build_draft(session, "acme", "2026-12", actor=TEST_ACTOR)
+            earlier = build_draft(session, "acme", "2026-11", actor=TEST_ACTOR)
         assert (earlier.total_micros, later.total_micros) == (november, december)
 
     def test_bad_period(self, database: Database) -> None:
         create_tenant_with_key(database, "acme")
         with database.transaction() as session, pytest.raises(InvalidValue, match="month"):
-            build_draft(session, "acme", "November")
+            build_draft(session, "acme", "November", actor=TEST_ACTOR)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,7 +102,7 @@ def test_invoice_total_equals_its_lines_and_the_ledger(price: int, transcripts: 
             for length in transcripts:
                 bill_at(database, key, uuid.uuid4().hex, "x" * length, "m", NOVEMBER)
             with database.transaction() as session:
-                invoice = finalize(session, "t", "2026-11")
+                invoice = finalize(session, "t", "2026-11", actor=TEST_ACTOR)
             with database.transaction() as session:
                 _, lines = invoice_lines(session, "t", "2026-11")
             ledger_total = sum(row.cost_micros for row in usage_rows(database))

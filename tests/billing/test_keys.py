@@ -11,19 +11,20 @@ from billing.keys.service import authenticate, create_api_key, list_api_keys, re
 from billing.models import ApiKey
 from billing.models.types import utcnow
 from billing.tenants.service import create_tenant
+from tests.fixtures.factories import TEST_ACTOR
 
 
 @pytest.fixture
 def tenant(database: Database) -> str:
     with database.transaction() as session:
-        create_tenant(session, "acme")
+        create_tenant(session, "acme", actor=TEST_ACTOR)
     return "acme"
 
 
 class TestApiKeys:
     def test_secret_is_never_stored(self, database: Database, tenant: str) -> None:
         with database.transaction() as session:
-            created = create_api_key(session, tenant)
+            created = create_api_key(session, tenant, actor=TEST_ACTOR)
         with database.transaction() as session:
             row = session.exec(select(ApiKey)).one()
         assert created.secret.startswith("sk-asrgw-")
@@ -32,7 +33,7 @@ class TestApiKeys:
 
     def test_authenticates_to_tenant_and_plan(self, database: Database, tenant: str) -> None:
         with database.transaction() as session:
-            created = create_api_key(session, tenant)
+            created = create_api_key(session, tenant, actor=TEST_ACTOR)
         with database.transaction() as session:
             caller = authenticate(session, created.secret)
         assert caller.tenant_name == "acme"
@@ -50,22 +51,24 @@ class TestApiKeys:
     )
     def test_rejects_wrong_keys(self, database: Database, tenant: str, mangle) -> None:  # type: ignore[no-untyped-def]
         with database.transaction() as session:
-            created = create_api_key(session, tenant)
+            created = create_api_key(session, tenant, actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(InvalidApiKey):
             authenticate(session, mangle(created.secret))
 
     def test_revoked_key_stops_working(self, database: Database, tenant: str) -> None:
         with database.transaction() as session:
-            created = create_api_key(session, tenant)
+            created = create_api_key(session, tenant, actor=TEST_ACTOR)
         with database.transaction() as session:
-            revoked = revoke_api_key(session, created.key.prefix)
+            revoked = revoke_api_key(session, created.key.prefix, actor=TEST_ACTOR)
         assert revoked.revoked_at is not None
         with database.transaction() as session, pytest.raises(InvalidApiKey, match="revoked"):
             authenticate(session, created.secret)
 
     def test_expired_key_stops_working(self, database: Database, tenant: str) -> None:
         with database.transaction() as session:
-            created = create_api_key(session, tenant, expires_in=timedelta(days=1))
+            created = create_api_key(
+                session, tenant, expires_in=timedelta(days=1), actor=TEST_ACTOR
+            )
         with database.transaction() as session:
             authenticate(session, created.secret)
         with database.transaction() as session, pytest.raises(InvalidApiKey, match="expired"):
@@ -73,9 +76,9 @@ class TestApiKeys:
 
     def test_listing_shows_status_not_secret(self, database: Database, tenant: str) -> None:
         with database.transaction() as session:
-            first = create_api_key(session, tenant, name="ci")
-            create_api_key(session, tenant, name="prod")
-            revoke_api_key(session, first.secret)
+            first = create_api_key(session, tenant, name="ci", actor=TEST_ACTOR)
+            create_api_key(session, tenant, name="prod", actor=TEST_ACTOR)
+            revoke_api_key(session, first.secret, actor=TEST_ACTOR)
         with database.transaction() as session:
             keys = list_api_keys(session, tenant)
         assert [(key.name, key.revoked_at is not None) for key in keys] == [
@@ -85,6 +88,6 @@ class TestApiKeys:
 
     def test_unknown_tenant_and_duplicate_tenant(self, database: Database, tenant: str) -> None:
         with database.transaction() as session, pytest.raises(NotFound):
-            create_api_key(session, "nobody")
+            create_api_key(session, "nobody", actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(AlreadyExists):
-            create_tenant(session, tenant)
+            create_tenant(session, tenant, actor=TEST_ACTOR)

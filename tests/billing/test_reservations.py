@@ -19,7 +19,7 @@ from billing.reservations.service import release, reserve, settle, token_bound
 from billing.reservations.sweeper import release_expired
 from billing.usage.schemas import BillableTranscription
 from billing.usage.service import usage_per_key
-from tests.fixtures.factories import account, bill, create_tenant_with_key, usage_rows
+from tests.fixtures.factories import TEST_ACTOR, account, bill, create_tenant_with_key, usage_rows
 
 
 def caller_for(database: Database, secret: str) -> AuthenticatedKey:
@@ -113,15 +113,19 @@ class TestCredit:
     def test_top_up_is_applied_once_per_key(self, database: Database) -> None:
         create_tenant_with_key(database, "acme", prepaid=True)
         with database.transaction() as session:
-            _entry, created = add_credit(session, "acme", 1_000_000, idempotency_key="inv-7")
+            _entry, created = add_credit(
+                session, "acme", 1_000_000, idempotency_key="inv-7", actor=TEST_ACTOR
+            )
         with database.transaction() as session:
-            _again, created_again = add_credit(session, "acme", 1_000_000, idempotency_key="inv-7")
+            _again, created_again = add_credit(
+                session, "acme", 1_000_000, idempotency_key="inv-7", actor=TEST_ACTOR
+            )
         assert (created, created_again) == (True, False)
         assert account(database, "acme").credit_micros == 1_000_000
         with database.transaction() as session, pytest.raises(Conflict):
-            add_credit(session, "acme", 5, idempotency_key="inv-7")
+            add_credit(session, "acme", 5, idempotency_key="inv-7", actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(InvalidValue):
-            add_credit(session, "acme", -5, idempotency_key="neg")
+            add_credit(session, "acme", -5, idempotency_key="neg", actor=TEST_ACTOR)
 
     def test_concurrent_reservations_never_overdraw(self, database: Database) -> None:
         secret = create_tenant_with_key(database, "acme", prepaid=True, credit_micros=20_000)

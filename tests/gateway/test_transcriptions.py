@@ -14,7 +14,7 @@ from billing.keys.service import revoke_api_key, split_key
 from gateway.app import create_app
 from tests.conftest import NODE_SECRET
 from tests.fixtures.audio import PNG_IMAGE
-from tests.fixtures.factories import create_tenant_with_key, usage_rows
+from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port, running
 from tests.gateway.conftest import MAX_UPLOAD_BYTES, Gateway, gateway_settings
 
@@ -151,7 +151,7 @@ class TestBadInputIsNeverBilled:
     def test_revoked_key(self, gateway: Gateway, weather_wav: Path) -> None:
         assert transcribe(gateway, weather_wav.read_bytes()).status_code == 200
         with gateway.database.transaction() as session:
-            revoke_api_key(session, split_key(gateway.key) or "")
+            revoke_api_key(session, split_key(gateway.key) or "", actor=TEST_ACTOR)
         response = transcribe(gateway, weather_wav.read_bytes())
         error = assert_error(response, 401, "invalid_api_key")
         assert "revoked" in str(error["message"])
