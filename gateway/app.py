@@ -15,12 +15,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.config import BillingSettings
 from billing.db import Database
+from billing.errors import AlreadyExists, BillingError, InvalidValue, NotFound
+from billing.errors import Conflict as BillingConflict
 from billing.migrate import upgrade_to_head
 from billing.reservations.sweeper import release_expired
 from gateway import system
+from gateway.admin.auth import TokenVerifier
+from gateway.admin.router import router as admin_router
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
 from gateway.nodes import NodeClient
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
@@ -68,10 +72,12 @@ def create_app(
     )
     app.state.settings = settings
     app.state.billing_settings = billing_settings
+    app.state.token_verifier = TokenVerifier(settings)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(usage.router)
+    app.include_router(admin_router)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -98,6 +104,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error.envelope(), status_code=error.status_code, headers=error.headers()
         )
+
+    @app.exception_handler(BillingError)
+    async def handle_billing_error(request: Request, error: BillingError) -> JSONResponse:
+        return await handle_gateway_error(request, as_gateway_error(error))
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(
@@ -133,3 +143,16 @@ def install_error_handlers(app: FastAPI) -> None:
             }
         }
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def as_gateway_error(error: BillingError) -> GatewayError:
+    """A billing refusal that reached HTTP unhandled, in the envelope (admin API mostly)."""
+    if isinstance(error, NotFound):
+        return NotFoundError(error.message)
+    if isinstance(error, AlreadyExists):
+        return Conflict(error.message, code="already_exists")
+    if isinstance(error, BillingConflict):
+        return Conflict(error.message)
+    if isinstance(error, InvalidValue):
+        return InvalidRequest(error.message, code="invalid_value")
+    return GatewayError(error.message)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Admin tokens signed with this are accepted only in development.
+DEFAULT_ADMIN_JWT_SECRET = "asrgw-development-admin-secret-not-for-production"
+MIN_SECRET_LENGTH = 32
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
 
 # What the official SDKs send by default; served by the gateway's default model.
 OPENAI_MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
@@ -29,6 +36,17 @@ class GatewaySettings(BaseSettings):
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
 
+    # "development" (the embedded default) or "production": production refuses default secrets.
+    environment: Literal["development", "production"] = "development"
+    # Admin API (docs/admin.md): HS256 tokens signed with this secret ("" turns HS256 off) …
+    admin_jwt_secret: str = DEFAULT_ADMIN_JWT_SECRET
+    # … and/or RS256/ES256 tokens verified with an identity provider's JWKS.
+    admin_jwks_url: str = ""
+    admin_jwks_algorithms: str = "RS256,ES256"
+    admin_jwt_audience: str = "asrgw-admin"
+    admin_jwt_issuer: str = "asrgw"
+    admin_jwt_leeway_seconds: int = Field(default=30, ge=0)
+
     @field_validator("nodes")
     @classmethod
     def _nodes_are_urls(cls, value: str) -> str:
@@ -36,6 +54,38 @@ class GatewaySettings(BaseSettings):
             if url.strip() and not url.strip().startswith(("http://", "https://")):
                 raise ValueError(f"node URL {url!r} must start with http:// or https://")
         return value
+
+    @field_validator("admin_jwks_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: str) -> str:
+        for algorithm in value.split(","):
+            if algorithm.strip() not in ASYMMETRIC_ALGORITHMS:
+                raise ValueError(
+                    f"JWKS algorithm {algorithm.strip()!r} is not one of {ASYMMETRIC_ALGORITHMS}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> GatewaySettings:
+        if self.environment == "production":
+            if self.admin_jwt_secret == DEFAULT_ADMIN_JWT_SECRET:
+                raise ValueError(
+                    "GATEWAY_ADMIN_JWT_SECRET is the built-in default; set a secret of your own "
+                    "(or an empty one to accept only JWKS-signed tokens) in production"
+                )
+            if self.admin_jwt_secret and len(self.admin_jwt_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"GATEWAY_ADMIN_JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+                )
+        if not self.admin_jwt_secret and not self.admin_jwks_url:
+            raise ValueError(
+                "the admin API needs GATEWAY_ADMIN_JWT_SECRET or GATEWAY_ADMIN_JWKS_URL"
+            )
+        return self
+
+    @property
+    def admin_jwks_algorithm_list(self) -> list[str]:
+        return [algorithm.strip() for algorithm in self.admin_jwks_algorithms.split(",")]
 
     @property
     def node_urls(self) -> list[str]:

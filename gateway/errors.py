@@ -8,11 +8,16 @@ GatewayError                    500 internal_error
 │   ├── UnsupportedLanguage     400 unsupported_language
 │   └── ModelNotFound           404 model_not_found
 ├── AuthError                   401 invalid_api_key
+├── AdminAuthError              401 invalid_token (+ WWW-Authenticate)
+├── PermissionDenied            403 permission_denied
+├── NotFoundError               404 not_found
+├── Conflict                    409 conflict (already_exists, …)
 ├── QuotaExceeded               402 insufficient_quota (never 429: SDKs retry those)
 ├── IdempotencyConflict         409 idempotency_key_reused
 ├── FileTooLarge                413 file_too_large
 │   └── AudioTooLong            413 audio_too_long
-└── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
+├── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
+└── AuthUnavailable             503 auth_unavailable (the JWKS could not be fetched)
 ```
 """
 
@@ -72,6 +77,33 @@ class AuthError(GatewayError):
     error_type = "invalid_request_error"
 
 
+class AdminAuthError(GatewayError):
+    status_code = 401
+    code = "invalid_token"
+    error_type = "invalid_request_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    code = "permission_denied"
+    error_type = "invalid_request_error"
+
+
+class NotFoundError(GatewayError):
+    status_code = 404
+    code = "not_found"
+    error_type = "invalid_request_error"
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    code = "conflict"
+    error_type = "invalid_request_error"
+
+
 class QuotaExceeded(GatewayError):
     status_code = 402
     code = "insufficient_quota"
@@ -105,3 +137,12 @@ class UpstreamUnavailable(GatewayError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class AuthUnavailable(GatewayError):
+    status_code = 503
+    code = "auth_unavailable"
+    error_type = "server_error"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}

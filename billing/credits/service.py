@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from billing.accounts.repository import lock_account
 from billing.audit import service as audit
@@ -70,3 +70,11 @@ def add_credit(
         after=CreditEntryPublic.of(entry, tenant.name),
     )
     return entry, True
+
+
+def list_credit_entries(session: Session, tenant_name: str) -> list[CreditEntryPublic]:
+    tenant = require_tenant(session, tenant_name)
+    entries = session.exec(
+        select(CreditEntry).where(CreditEntry.tenant_id == tenant.id).order_by(col(CreditEntry.id))
+    ).all()
+    return [CreditEntryPublic.of(entry, tenant.name) for entry in entries]

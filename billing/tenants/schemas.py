@@ -34,6 +34,17 @@ class TenantBalance(BaseModel):
     available_micros: int
 
 
+class TenantDetail(BaseModel):
+    """A tenant with its money and this month's tokens against its quota."""
+
+    tenant: TenantPublic
+    balance: TenantBalance
+    period: str
+    tokens_used: int
+    tokens_reserved: int
+    monthly_token_quota: int | None
+
+
 def tenant_public(tenant: Tenant, plan: Plan) -> TenantPublic:
     assert tenant.id is not None
     return TenantPublic(

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from billing.accounts.repository import get_account, get_period
 from billing.audit import service as audit
 from billing.audit.schemas import Actor
 from billing.errors import AlreadyExists, InvalidValue, NotFound
 from billing.models import Tenant, TenantAccount
+from billing.models.types import utcnow
+from billing.periods import billing_period
 from billing.plans.repository import get_plan
 from billing.plans.service import ensure_default_plan, require_plan
 from billing.tenants import repository
-from billing.tenants.schemas import TenantPublic, TenantUpdate, tenant_public
+from billing.tenants.schemas import (
+    TenantDetail,
+    TenantPublic,
+    TenantUpdate,
+    tenant_balance,
+    tenant_public,
+)
 
 
 def create_tenant(
@@ -61,6 +70,25 @@ def describe_tenant(session: Session, tenant: Tenant) -> TenantPublic:
     plan = get_plan(session, tenant.plan_id)
     assert plan is not None
     return tenant_public(tenant, plan)
+
+
+def tenant_detail(session: Session, name: str) -> TenantDetail:
+    tenant = require_tenant(session, name)
+    assert tenant.id is not None
+    plan = get_plan(session, tenant.plan_id)
+    account = get_account(session, tenant.id)
+    assert plan is not None
+    assert account is not None
+    period = billing_period(utcnow())
+    counters = get_period(session, tenant.id, period)
+    return TenantDetail(
+        tenant=tenant_public(tenant, plan),
+        balance=tenant_balance(account, plan),
+        period=period,
+        tokens_used=counters.tokens_used if counters else 0,
+        tokens_reserved=counters.tokens_reserved if counters else 0,
+        monthly_token_quota=plan.monthly_token_quota,
+    )
 
 
 def require_tenant(session: Session, name: str) -> Tenant:

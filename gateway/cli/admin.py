@@ -12,8 +12,9 @@ from typing import TypeVar
 import click
 from sqlmodel import Session
 
-from billing.accounts import repository as accounts_repository
+from billing.audit.schemas import AuditQuery
 from billing.audit.service import cli_actor
+from billing.audit.service import find as find_audit_entries
 from billing.config import BillingSettings
 from billing.credits.service import add_credit
 from billing.db import Database
@@ -21,18 +22,19 @@ from billing.errors import BillingError
 from billing.invoices.service import build_draft, finalize, invoice_lines
 from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
 from billing.migrate import upgrade_to_head
-from billing.models import Plan, Tenant, TenantAccount, TenantPeriod
-from billing.models.types import utcnow
 from billing.money import format_micros
-from billing.periods import billing_period
 from billing.plans import repository as plans_repository
-from billing.plans.service import create_plan
+from billing.plans.schemas import PlanLimits, PlanPublic
+from billing.plans.service import create_plan, update_plan
 from billing.reconcile.service import reconcile
 from billing.reports.service import parse_group_by, report_csv, usage_report
 from billing.tenants import repository as tenants_repository
-from billing.tenants.service import create_tenant, require_tenant
+from billing.tenants.schemas import TenantUpdate
+from billing.tenants.service import create_tenant, tenant_detail, update_tenant
 from billing.tokens import TokenUnit
 from billing.usage.service import usage_per_key
+from gateway.admin.auth import Scope, mint_token
+from gateway.config import GatewaySettings
 
 T = TypeVar("T")
 
@@ -75,7 +77,8 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 @click.group()
 def admin() -> None:
-    """Administer tenants, plans, API keys and usage (uses BILLING_DATABASE_URL)."""
+    """Administer tenants, plans, API keys, credit, invoices and the audit log straight
+    against the ledger (BILLING_DATABASE_URL); `token` mints admin API tokens."""
 
 
 @admin.group()
@@ -144,6 +147,56 @@ def plan_create(
     )
 
 
+@plan.command("update")
+@click.argument("name")
+@click.option("--price-per-1k-micros", type=int, default=None, help="New price per 1,000 tokens.")
+@click.option("--unit", type=click.Choice([unit.value for unit in TokenUnit]), default=None)
+@click.option("--monthly-token-quota", type=int, default=None, help="Tokens per UTC month.")
+@click.option("--requests-per-minute", type=int, default=None, help="Rate limit per key.")
+@click.option("--concurrency-limit", type=int, default=None, help="Requests in flight per key.")
+@click.option("--max-tokens-per-audio-second", type=int, default=None, help="Reservation bound.")
+@click.option("--cache-hit-price-bp", type=int, default=None, help="Cache-hit price, basis points.")
+@click.option(
+    "--unlimited",
+    multiple=True,
+    type=click.Choice(["monthly-token-quota", "requests-per-minute", "concurrency-limit"]),
+    help="Lift this limit (repeatable).",
+)
+def plan_update(
+    name: str,
+    price_per_1k_micros: int | None,
+    unit: str | None,
+    monthly_token_quota: int | None,
+    requests_per_minute: int | None,
+    concurrency_limit: int | None,
+    max_tokens_per_audio_second: int | None,
+    cache_hit_price_bp: int | None,
+    unlimited: tuple[str, ...],
+) -> None:
+    """Change a plan's price or limits; past usage keeps the price it was billed at."""
+    given = {
+        "price_per_1k_tokens_micros": price_per_1k_micros,
+        "token_unit": unit,
+        "monthly_token_quota": monthly_token_quota,
+        "requests_per_minute": requests_per_minute,
+        "concurrency_limit": concurrency_limit,
+        "max_tokens_per_audio_second": max_tokens_per_audio_second,
+        "cache_hit_price_bp": cache_hit_price_bp,
+    }
+    changes: dict[str, int | str | None] = {
+        field: value for field, value in given.items() if value is not None
+    }
+    changes |= {option.replace("-", "_"): None for option in unlimited}
+    if not changes:
+        raise click.UsageError("nothing to change: give at least one option")
+    updated = run(
+        lambda session: update_plan(
+            session, name, PlanLimits.model_validate(changes), actor=cli_actor()
+        )
+    )
+    click.echo(json.dumps(PlanPublic.of(updated).model_dump(mode="json"), indent=2))
+
+
 @plan.command("list")
 def plan_list() -> None:
     """List plans."""
@@ -181,37 +234,40 @@ def tenant_create(name: str, plan_name: str | None, prepaid: bool) -> None:
     click.echo(f"tenant {created.name} created (id {created.id}, {kind})")
 
 
+@tenant.command("update")
+@click.argument("name")
+@click.option("--plan", "plan_name", default=None, help="Move the tenant to this plan.")
+@click.option("--prepaid/--postpaid", default=None, help="Spend prepaid credit, or bill later.")
+def tenant_update(name: str, plan_name: str | None, prepaid: bool | None) -> None:
+    """Move a tenant to another plan, or between prepaid and postpaid."""
+    if plan_name is None and prepaid is None:
+        raise click.UsageError("nothing to change: give --plan or --prepaid/--postpaid")
+    changes = TenantUpdate(plan=plan_name, prepaid=prepaid)
+    run(lambda session: update_tenant(session, name, changes, actor=cli_actor()))
+    click.echo(f"tenant {name} updated")
+
+
 @tenant.command("show")
 @click.argument("name")
 def tenant_show(name: str) -> None:
     """Credit, spend, open reservations and this month's tokens of a tenant."""
-
-    def load(session: Session) -> tuple[Tenant, TenantAccount, TenantPeriod | None, Plan]:
-        found = require_tenant(session, name)
-        assert found.id is not None
-        totals = accounts_repository.get_account(session, found.id)
-        assert totals is not None
-        period = accounts_repository.get_period(session, found.id, billing_period(utcnow()))
-        plan_row = plans_repository.get_plan(session, found.plan_id)
-        assert plan_row is not None
-        return found, totals, period, plan_row
-
-    found, totals, period, plan_row = run(load)
-    currency = plan_row.currency
-    quota = plan_row.monthly_token_quota
-    used = period.tokens_used if period else 0
-    reserved = period.tokens_reserved if period else 0
+    detail = run(lambda session: tenant_detail(session, name))
+    balance = detail.balance
+    quota = detail.monthly_token_quota
     print_table(
         ["field", "value"],
         [
-            ["tenant", found.name],
-            ["plan", plan_row.name],
-            ["billing", "prepaid" if found.prepaid else "postpaid"],
-            ["credit", format_micros(totals.credit_micros, currency)],
-            ["spent", format_micros(totals.spent_micros, currency)],
-            ["reserved", format_micros(totals.reserved_micros, currency)],
-            ["available", format_micros(totals.available_micros, currency)],
-            ["tokens this month", f"{used} used, {reserved} reserved"],
+            ["tenant", detail.tenant.name],
+            ["plan", detail.tenant.plan],
+            ["billing", "prepaid" if detail.tenant.prepaid else "postpaid"],
+            ["credit", format_micros(balance.credit_micros, balance.currency)],
+            ["spent", format_micros(balance.spent_micros, balance.currency)],
+            ["reserved", format_micros(balance.reserved_micros, balance.currency)],
+            ["available", format_micros(balance.available_micros, balance.currency)],
+            [
+                f"tokens in {detail.period}",
+                f"{detail.tokens_used} used, {detail.tokens_reserved} reserved",
+            ],
             ["monthly quota", str(quota) if quota is not None else "unlimited"],
         ],
     )
@@ -472,3 +528,74 @@ def reconcile_command(period: str) -> None:
             f"{len(bad)} of {len(findings)} checks for {period} do not reconcile"
         )
     click.echo(f"{len(findings)} checks for {period}: all reconcile")
+
+
+@admin.command("audit")
+@click.option("--actor", default=None, help="Only writes by this actor.")
+@click.option("--action", default=None, help="Only this action, e.g. key.revoke.")
+@click.option("--target-type", default=None, help="plan, tenant, api_key, invoice, node.")
+@click.option("--target-id", default=None, help="Name, prefix or tenant/period of the target.")
+@click.option("--since", type=click.DateTime(), default=None, help="From this UTC time.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Entries as JSON lines with before/after.")
+def audit_command(
+    actor: str | None,
+    action: str | None,
+    target_type: str | None,
+    target_id: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The audit log of admin writes, oldest first."""
+    query = AuditQuery(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        since=since,
+        limit=limit,
+    )
+    entries = run(lambda session: find_audit_entries(session, query))
+    if as_json:
+        for entry in entries:
+            click.echo(entry.model_dump_json())
+        return
+    print_table(
+        ["id", "when", "actor", "action", "target"],
+        [
+            [
+                str(entry.id),
+                entry.occurred_at.isoformat(timespec="seconds"),
+                entry.actor,
+                entry.action,
+                f"{entry.target_type}:{entry.target_id}",
+            ]
+            for entry in entries
+        ],
+    )
+
+
+@admin.command("token")
+@click.option("--subject", default=None, help="Who the token speaks for [default: cli:<user>].")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice([scope.value for scope in Scope]),
+    help="Grant this scope (repeatable) [default: every scope].",
+)
+@click.option(
+    "--expires-in", type=int, default=3600, show_default=True, help="Lifetime in seconds."
+)
+def token(subject: str | None, scopes: tuple[str, ...], expires_in: int) -> None:
+    """Mint an HS256 admin API token from GATEWAY_ADMIN_JWT_SECRET (printed on stdout)."""
+    if expires_in <= 0:
+        raise click.BadParameter("must be positive", param_hint="--expires-in")
+    settings = GatewaySettings()
+    granted = [Scope(scope) for scope in scopes] or list(Scope)
+    try:
+        minted = mint_token(settings, subject or cli_actor().name, granted, ttl_seconds=expires_in)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(minted)

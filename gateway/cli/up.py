@@ -23,8 +23,11 @@ from billing.keys.service import authenticate, create_api_key
 from billing.migrate import upgrade_to_head
 from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant
+from gateway.admin.auth import Scope, mint_token
+from gateway.config import GatewaySettings
 
 DEMO_TENANT = "demo"
+ADMIN_TOKEN_HOURS = 12
 DEMO_KEY_FILE = "demo-api-key"
 SAMPLE_AUDIO = Path(__file__).resolve().parents[2] / "docs" / "samples" / "weather.wav"
 
@@ -71,7 +74,9 @@ def asrgw_command() -> str:
     return str(Path(sys.executable).parent / "asrgw")
 
 
-def banner(gateway_url: str, node_url: str, models: str, database_url: str, key: str) -> str:
+def banner(
+    gateway_url: str, node_url: str, models: str, database_url: str, key: str, admin_token: str
+) -> str:
     sample = SAMPLE_AUDIO if SAMPLE_AUDIO.exists() else Path("speech.wav")
     return f"""
 asr-billing-gateway is up.
@@ -94,6 +99,10 @@ or with the OpenAI Python SDK:
   print(result.text)
 
 See what it cost:  {asrgw_command()} admin usage
+Admin API (every scope, valid {ADMIN_TOKEN_HOURS} h; `asrgw admin token` mints more):
+
+  curl {gateway_url}/admin/tenants -H "Authorization: Bearer {admin_token}"
+
 Stop:              Ctrl-C
 """
 
@@ -162,7 +171,15 @@ def up(
         )
         processes.append(gateway)
         wait_ready(f"{gateway_url}/health/ready", gateway, "gateway", ready_timeout)
-        click.echo(banner(gateway_url, node_url, models, billing_settings.database_url, key))
+        admin_token = mint_token(
+            GatewaySettings(),
+            cli_actor().name,
+            list(Scope),
+            ttl_seconds=ADMIN_TOKEN_HOURS * 3600,
+        )
+        click.echo(
+            banner(gateway_url, node_url, models, billing_settings.database_url, key, admin_token)
+        )
         sys.stdout.flush()
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 
@@ -166,3 +167,10 @@ class TestUp:
         assert demo.split()[3] == "1"
         assert (tmp_path / "var" / "demo-api-key").read_text().strip() == key.group(1)
         assert oct((tmp_path / "var" / "demo-api-key").stat().st_mode & 0o777) == "0o600"
+
+        # The printed admin call works as printed, and the demo tenant is there.
+        admin = re.search(r"curl (\S+/admin/tenants) -H \"Authorization: Bearer (\S+)\"", output)
+        assert admin is not None, output
+        tenants = httpx.get(admin.group(1), headers={"Authorization": f"Bearer {admin.group(2)}"})
+        assert tenants.status_code == 200
+        assert [tenant["name"] for tenant in tenants.json()] == ["demo"]

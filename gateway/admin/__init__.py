@@ -1,0 +1,1 @@
+"""The admin HTTP API: JWT-authenticated, scope-checked, every write audited."""

@@ -1,0 +1,194 @@
+"""Admin authentication: JWT bearer tokens with scopes.
+
+Two ways to sign, each pinned to its algorithms:
+- HS256 with ``GATEWAY_ADMIN_JWT_SECRET`` (the embedded default; ``asrgw admin token`` mints
+  tokens with it; set the secret empty to turn HS256 off);
+- RS256/ES256 with keys from ``GATEWAY_ADMIN_JWKS_URL`` (an SSO provider's JWKS), fetched and
+  cached by PyJWT's ``PyJWKClient``.
+
+A token's ``alg`` header picks the path, and only a configured path is open: ``none``, an HS256
+token where only JWKS is configured (the classic confusion of an RSA public key for an HMAC
+secret) or any other algorithm is refused. ``exp``, ``aud``, ``iss`` and ``sub`` are required
+and checked. Scopes come from the OAuth ``scope`` claim (space-separated) or a ``scp``/``scopes``
+list; unknown ones are ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Header, Request
+from pydantic import BaseModel
+
+from billing.audit.schemas import Actor
+from gateway.config import GatewaySettings
+from gateway.errors import AdminAuthError, AuthUnavailable, PermissionDenied
+
+HS256 = "HS256"
+REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
+
+
+class Scope(StrEnum):
+    tenants_read = "tenants:read"
+    tenants_write = "tenants:write"
+    plans_read = "plans:read"
+    plans_write = "plans:write"
+    keys_read = "keys:read"
+    keys_write = "keys:write"
+    billing_read = "billing:read"
+    billing_write = "billing:write"
+    nodes_read = "nodes:read"
+    nodes_write = "nodes:write"
+    audit_read = "audit:read"
+
+
+class AdminClaims(BaseModel):
+    subject: str
+    scopes: frozenset[Scope]
+    expires_at: datetime
+
+    def actor(self, request_id: str | None = None) -> Actor:
+        return Actor(name=self.subject, request_id=request_id)
+
+
+def parse_scopes(claims: dict[str, Any]) -> frozenset[Scope]:
+    raw: Iterable[Any]
+    if isinstance(claims.get("scope"), str):
+        raw = claims["scope"].split()
+    else:
+        listed = claims.get("scp", claims.get("scopes", []))
+        raw = listed if isinstance(listed, list) else []
+    known = {scope.value for scope in Scope}
+    return frozenset(Scope(item) for item in raw if isinstance(item, str) and item in known)
+
+
+class TokenVerifier:
+    """Verifies admin tokens against the configured secret and JWKS."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.secret = settings.admin_jwt_secret
+        self.audience = settings.admin_jwt_audience
+        self.issuer = settings.admin_jwt_issuer
+        self.leeway = settings.admin_jwt_leeway_seconds
+        self.jwks_algorithms = settings.admin_jwks_algorithm_list
+        self.jwks = (
+            jwt.PyJWKClient(settings.admin_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            if settings.admin_jwks_url
+            else None
+        )
+
+    def _key_for(self, token: str, algorithm: str) -> tuple[Any, list[str]]:
+        if algorithm == HS256 and self.secret:
+            return self.secret, [HS256]
+        if algorithm in self.jwks_algorithms and self.jwks is not None:
+            try:
+                return self.jwks.get_signing_key_from_jwt(token).key, self.jwks_algorithms
+            except jwt.PyJWKClientConnectionError as error:
+                raise AuthUnavailable(
+                    "The identity provider's signing keys could not be fetched; retry later."
+                ) from error
+            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
+                raise AdminAuthError(f"No signing key matches this token: {error}") from None
+        raise AdminAuthError(f"Tokens signed with {algorithm!r} are not accepted here.")
+
+    def verify(self, token: str) -> AdminClaims:
+        try:
+            algorithm = str(jwt.get_unverified_header(token).get("alg", ""))
+        except jwt.InvalidTokenError:
+            raise AdminAuthError("The admin token is malformed.") from None
+        key, algorithms = self._key_for(token, algorithm)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AdminAuthError("The admin token has expired.") from None
+        except jwt.InvalidAudienceError:
+            raise AdminAuthError(
+                f"The admin token is not meant for this service (audience {self.audience!r})."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AdminAuthError(f"The admin token was not issued by {self.issuer!r}.") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise AdminAuthError(f"The admin token lacks the {error.claim!r} claim.") from None
+        except jwt.InvalidTokenError as error:
+            raise AdminAuthError(f"The admin token is invalid: {error}.") from None
+        return AdminClaims(
+            subject=str(claims["sub"]),
+            scopes=parse_scopes(claims),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+        )
+
+
+def mint_token(
+    settings: GatewaySettings,
+    subject: str,
+    scopes: Iterable[Scope],
+    *,
+    ttl_seconds: int,
+    now: float | None = None,
+) -> str:
+    """An HS256 admin token signed with the configured secret."""
+    if not settings.admin_jwt_secret:
+        raise ValueError("GATEWAY_ADMIN_JWT_SECRET is empty: HS256 admin tokens are turned off")
+    issued_at = int(now if now is not None else time.time())
+    claims = {
+        "sub": subject,
+        "aud": settings.admin_jwt_audience,
+        "iss": settings.admin_jwt_issuer,
+        "iat": issued_at,
+        "exp": issued_at + ttl_seconds,
+        "scope": " ".join(sorted(scope.value for scope in scopes)),
+    }
+    return jwt.encode(claims, settings.admin_jwt_secret, algorithm=HS256)
+
+
+def bearer_token(authorization: str | None) -> str:
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise AdminAuthError(
+            "The admin API needs a bearer token: Authorization: Bearer <JWT> "
+            "(mint one with `asrgw admin token`)."
+        )
+    return credentials.strip()
+
+
+def require_scopes(*needed: Scope) -> Callable[..., AdminClaims]:
+    """A dependency that admits a valid admin token holding every scope in ``needed``. A plain
+    ``def``: a JWKS fetch blocks, so FastAPI runs it in a worker thread."""
+
+    def admit(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> AdminClaims:
+        verifier: TokenVerifier = request.app.state.token_verifier
+        claims = verifier.verify(bearer_token(authorization))
+        missing = sorted(scope.value for scope in needed if scope not in claims.scopes)
+        if missing:
+            raise PermissionDenied(f"This admin token lacks the scope {', '.join(missing)}.")
+        return claims
+
+    return admit
+
+
+TenantsRead = Annotated[AdminClaims, Depends(require_scopes(Scope.tenants_read))]
+TenantsWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.tenants_write))]
+PlansRead = Annotated[AdminClaims, Depends(require_scopes(Scope.plans_read))]
+PlansWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.plans_write))]
+KeysRead = Annotated[AdminClaims, Depends(require_scopes(Scope.keys_read))]
+KeysWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.keys_write))]
+BillingRead = Annotated[AdminClaims, Depends(require_scopes(Scope.billing_read))]
+BillingWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.billing_write))]
+NodesRead = Annotated[AdminClaims, Depends(require_scopes(Scope.nodes_read))]
+NodesWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.nodes_write))]
+AuditRead = Annotated[AdminClaims, Depends(require_scopes(Scope.audit_read))]

@@ -1,0 +1,48 @@
+"""Admin: customer API keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, status
+
+from billing.keys.schemas import ApiKeyPublic, CreatedApiKey
+from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
+from gateway.admin.auth import KeysRead, KeysWrite
+from gateway.admin.deps import in_transaction
+from gateway.admin.schemas import KeyCreate
+from gateway.deps import DatabaseDep, RequestId
+
+router = APIRouter(prefix="/admin/keys", tags=["admin: keys"])
+
+
+@router.get("")
+def list_keys(
+    database: DatabaseDep, _claims: KeysRead, tenant: str | None = None
+) -> list[ApiKeyPublic]:
+    """Keys (never their secrets), optionally of one tenant."""
+    return in_transaction(database, lambda session: list_api_keys(session, tenant))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create(
+    body: KeyCreate, database: DatabaseDep, claims: KeysWrite, request_id: RequestId
+) -> CreatedApiKey:
+    """Create a key. The secret is in this response only; the ledger keeps a hash."""
+    actor = claims.actor(request_id)
+    expires_in = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    return in_transaction(
+        database,
+        lambda session: create_api_key(
+            session, body.tenant, name=body.name, expires_in=expires_in, actor=actor
+        ),
+    )
+
+
+@router.post("/{prefix}/revoke")
+def revoke(
+    prefix: str, database: DatabaseDep, claims: KeysWrite, request_id: RequestId
+) -> ApiKeyPublic:
+    """Revoke a key by its prefix; revoking twice is harmless."""
+    actor = claims.actor(request_id)
+    return in_transaction(database, lambda session: revoke_api_key(session, prefix, actor=actor))

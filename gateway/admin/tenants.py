@@ -1,0 +1,106 @@
+"""Admin: tenants and their prepaid credit."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlmodel import Session
+
+from billing.credits.schemas import CreditEntryPublic
+from billing.credits.service import add_credit, list_credit_entries
+from billing.tenants import repository
+from billing.tenants.schemas import TenantDetail, TenantPublic, TenantUpdate
+from billing.tenants.service import create_tenant, describe_tenant, tenant_detail, update_tenant
+from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
+from gateway.admin.deps import in_transaction
+from gateway.admin.schemas import CreditCreate, TenantCreate
+from gateway.deps import DatabaseDep, RequestId
+
+router = APIRouter(prefix="/admin/tenants", tags=["admin: tenants"])
+
+
+@router.get("")
+def list_tenants(database: DatabaseDep, _claims: TenantsRead) -> list[TenantPublic]:
+    """Every tenant, by name."""
+    return in_transaction(
+        database,
+        lambda session: [
+            describe_tenant(session, tenant) for tenant in repository.list_tenants(session)
+        ],
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create(
+    body: TenantCreate, database: DatabaseDep, claims: TenantsWrite, request_id: RequestId
+) -> TenantPublic:
+    """Create a tenant on a plan (the default plan when none is named)."""
+    actor = claims.actor(request_id)
+
+    def act(session: Session) -> TenantPublic:
+        tenant = create_tenant(
+            session,
+            body.name,
+            plan_name=body.plan,
+            prepaid=body.prepaid,
+            actor=actor,
+        )
+        return describe_tenant(session, tenant)
+
+    return in_transaction(database, act)
+
+
+@router.get("/{name}")
+def show(name: str, database: DatabaseDep, _claims: TenantsRead) -> TenantDetail:
+    """A tenant with its balance and this month's tokens against its quota."""
+    return in_transaction(database, lambda session: tenant_detail(session, name))
+
+
+@router.patch("/{name}")
+def update(
+    name: str,
+    body: TenantUpdate,
+    database: DatabaseDep,
+    claims: TenantsWrite,
+    request_id: RequestId,
+) -> TenantPublic:
+    """Move a tenant to another plan, or between prepaid and postpaid."""
+    actor = claims.actor(request_id)
+    return in_transaction(
+        database,
+        lambda session: describe_tenant(session, update_tenant(session, name, body, actor=actor)),
+    )
+
+
+@router.get("/{name}/credits")
+def list_credits(name: str, database: DatabaseDep, _claims: BillingRead) -> list[CreditEntryPublic]:
+    """The tenant's credit entries, oldest first."""
+    return in_transaction(database, lambda session: list_credit_entries(session, name))
+
+
+@router.post("/{name}/credits", status_code=status.HTTP_201_CREATED)
+def add_credits(
+    name: str,
+    body: CreditCreate,
+    response: Response,
+    database: DatabaseDep,
+    claims: BillingWrite,
+    request_id: RequestId,
+) -> CreditEntryPublic:
+    """Apply a top-up or adjustment once per idempotency key: a repeat answers 200 with the
+    first entry and changes nothing."""
+    actor = claims.actor(request_id)
+    entry, created = in_transaction(
+        database,
+        lambda session: add_credit(
+            session,
+            name,
+            body.amount_micros,
+            idempotency_key=body.idempotency_key,
+            kind=body.kind,
+            note=body.note,
+            actor=actor,
+        ),
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return CreditEntryPublic.of(entry, name)

@@ -1,0 +1,241 @@
+"""The admin API end to end: tenants, plans, keys, credit, reports, invoices, audit."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from billing.db import Database
+from billing.usage.service import charge_for, record_returned_charge
+from gateway.config import GatewaySettings
+from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
+from tests.gateway.admin_client import admin_client, admin_settings, bearer, token
+
+NOVEMBER = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@dataclass
+class Admin:
+    client: TestClient
+    settings: GatewaySettings
+    headers: dict[str, str]
+    database: Database
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.client.get(path, params=params, headers=self.headers)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.client.post(path, json=body or {}, headers=self.headers)
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.client.patch(path, json=body, headers=self.headers)
+
+
+@pytest.fixture
+def admin(database: Database) -> Iterator[Admin]:
+    settings = admin_settings()
+    with admin_client(database, settings) as client:
+        yield Admin(client, settings, bearer(token(settings)), database)
+
+
+class TestTenantsPlansKeys:
+    def test_onboarding_a_customer(self, admin: Admin) -> None:
+        plan = admin.post(
+            "/admin/plans",
+            {"name": "pro", "price_per_1k_tokens_micros": 15_000, "requests_per_minute": 600},
+        )
+        assert plan.status_code == 201, plan.text
+        assert plan.json()["token_unit"] == "char"
+        tenant = admin.post("/admin/tenants", {"name": "acme", "plan": "pro", "prepaid": True})
+        assert tenant.status_code == 201
+        assert tenant.json()["plan"] == "pro"
+        key = admin.post("/admin/keys", {"tenant": "acme", "name": "ci", "expires_in_days": 30})
+        assert key.status_code == 201
+        secret = key.json()["secret"]
+        prefix = key.json()["key"]["prefix"]
+        assert secret.startswith(f"sk-asrgw-{prefix}_")
+        listed = admin.get("/admin/keys", tenant="acme").json()
+        assert [item["prefix"] for item in listed] == [prefix]
+        assert secret not in str(listed)
+
+        # The new key works on the customer API until it is revoked.
+        customer = {"Authorization": f"Bearer {secret}"}
+        assert admin.client.get("/v1/usage", headers=customer).status_code == 200
+        revoked = admin.post(f"/admin/keys/{prefix}/revoke")
+        assert revoked.status_code == 200
+        assert revoked.json()["revoked_at"] is not None
+        assert admin.client.get("/v1/usage", headers=customer).status_code == 401
+
+    def test_credit_is_applied_once_per_idempotency_key(self, admin: Admin) -> None:
+        admin.post("/admin/tenants", {"name": "acme", "prepaid": True})
+        body = {"amount_micros": 5_000_000, "idempotency_key": "stripe-pi-1", "note": "card"}
+        first = admin.post("/admin/tenants/acme/credits", body)
+        again = admin.post("/admin/tenants/acme/credits", body)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert first.json() == again.json()
+        clash = admin.post("/admin/tenants/acme/credits", body | {"amount_micros": 1})
+        assert clash.status_code == 409
+        assert clash.json()["error"]["code"] == "conflict"
+        detail = admin.get("/admin/tenants/acme").json()
+        assert detail["balance"]["credit_micros"] == 5_000_000
+        assert detail["balance"]["available_micros"] == 5_000_000
+        assert len(admin.get("/admin/tenants/acme/credits").json()) == 1
+
+    def test_plan_and_tenant_updates(self, admin: Admin) -> None:
+        admin.post("/admin/plans", {"name": "pro", "price_per_1k_tokens_micros": 15_000})
+        admin.post("/admin/plans", {"name": "scale", "price_per_1k_tokens_micros": 9_000})
+        admin.post("/admin/tenants", {"name": "acme", "plan": "pro"})
+        updated = admin.patch(
+            "/admin/plans/pro", {"monthly_token_quota": 1_000_000, "cache_hit_price_bp": 2_500}
+        )
+        assert updated.status_code == 200
+        assert updated.json()["monthly_token_quota"] == 1_000_000
+        lifted = admin.patch("/admin/plans/pro", {"monthly_token_quota": None})
+        assert lifted.json()["monthly_token_quota"] is None
+        moved = admin.patch("/admin/tenants/acme", {"plan": "scale", "prepaid": True})
+        assert moved.json() | {"created_at": None} == {
+            "id": moved.json()["id"],
+            "name": "acme",
+            "plan": "scale",
+            "prepaid": True,
+            "created_at": None,
+        }
+
+    @pytest.mark.parametrize(
+        ("method", "path", "body", "status", "code"),
+        [
+            ("get", "/admin/tenants/nobody", None, 404, "not_found"),
+            ("post", "/admin/tenants", {"name": "acme", "plan": "gold"}, 404, "not_found"),
+            ("post", "/admin/tenants", {"name": "taken"}, 409, "already_exists"),
+            ("post", "/admin/plans", {"name": "p", "price_per_1k_tokens_micros": -1}, 400,
+             "invalid_value"),
+            ("post", "/admin/plans", {"name": "p"}, 400, "missing_required_parameter"),
+            ("patch", "/admin/plans/standard", {"currency": "EUR"}, 400, "invalid_value"),
+            ("patch", "/admin/plans/standard", {"max_tokens_per_audio_second": None}, 400,
+             "invalid_value"),
+            ("post", "/admin/keys", {"tenant": "nobody"}, 404, "not_found"),
+            ("post", "/admin/keys/0123456789ab/revoke", None, 404, "not_found"),
+            ("post", "/admin/tenants/taken/credits",
+             {"amount_micros": -5, "idempotency_key": "k"}, 400, "invalid_value"),
+        ],
+    )  # fmt: skip
+    def test_refusals_use_the_envelope_and_stable_codes(
+        self,
+        admin: Admin,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        status: int,
+        code: str,
+    ) -> None:
+        admin.post("/admin/tenants", {"name": "taken"})
+        response = admin.client.request(method, path, json=body, headers=admin.headers)
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["code"] == code
+
+
+class TestAudit:
+    def test_writes_are_attributed_to_the_token_subject_and_request(self, admin: Admin) -> None:
+        bob = bearer(token(admin.settings, subject="bob@example.com"))
+        created = admin.client.post("/admin/tenants", json={"name": "acme"}, headers=bob)
+        admin.patch("/admin/plans/standard", {"requests_per_minute": 60})
+        entries = admin.get("/admin/audit").json()
+        assert [(e["actor"], e["action"], e["target_id"]) for e in entries] == [
+            ("bob@example.com", "plan.create", "standard"),  # the default plan, made on demand
+            ("bob@example.com", "tenant.create", "acme"),
+            ("alice@example.com", "plan.update", "standard"),
+        ]
+        assert entries[1]["request_id"] == created.headers["x-request-id"]
+        assert entries[2]["before"]["requests_per_minute"] is None
+        assert entries[2]["after"]["requests_per_minute"] == 60
+        assert admin.get("/admin/audit", actor="alice@example.com", limit=10).json() == [entries[2]]
+        assert admin.get("/admin/audit", after_id=entries[1]["id"]).json() == [entries[2]]
+
+    def test_reads_and_refused_writes_leave_no_entry(self, admin: Admin) -> None:
+        admin.get("/admin/tenants")
+        admin.post("/admin/tenants", {"name": "acme", "plan": "gold"})  # 404
+        assert admin.get("/admin/audit").json() == []
+
+
+class TestBillingEndpoints:
+    @pytest.fixture
+    def billed(self, admin: Admin) -> Admin:
+        acme = create_tenant_with_key(admin.database, "acme", price_per_1k_tokens_micros=33_333)
+        globex = create_tenant_with_key(admin.database, "globex", price_per_1k_tokens_micros=7_001)
+        for index in range(4):
+            when = NOVEMBER + timedelta(days=index * 9, hours=index)
+            bill_at(admin.database, acme, f"a{index}", "the weather is nice" * (index + 1),
+                    "m1", when)  # fmt: skip
+            bill_at(admin.database, globex, f"g{index}", "hello" * (index + 2), f"m{index % 2}",
+                    when)  # fmt: skip
+        return admin
+
+    def test_csv_report_parses_and_equals_the_json_totals(self, billed: Admin) -> None:
+        window = {"from": "2026-11-01", "to": "2026-12-01", "group_by": "tenant,model"}
+        as_json = billed.get("/admin/reports/usage", **window)
+        as_csv = billed.get("/admin/reports/usage", **window, format="csv")
+        assert as_json.status_code == as_csv.status_code == 200
+        assert as_csv.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+        assert len(rows) == len(as_json.json()) == 3
+        for metric in ("requests", "billed_tokens", "cost_micros"):
+            assert sum(int(row[metric]) for row in rows) == sum(
+                row[metric] for row in as_json.json()
+            )
+        by_tenant = billed.get("/admin/reports/usage", **window | {"group_by": "tenant"}).json()
+        assert sum(row["cost_micros"] for row in by_tenant) == sum(
+            int(row["cost_micros"]) for row in rows
+        )
+
+    @pytest.mark.parametrize(
+        ("params", "code"),
+        [
+            ({"from": "2026-11-01", "to": "2026-12-01", "group_by": "colour"}, "invalid_value"),
+            ({"from": "2026-12-01", "to": "2026-11-01"}, "invalid_value"),
+            ({"from": "yesterday", "to": "2026-11-01"}, "invalid_value"),
+            ({"to": "2026-11-01"}, "missing_required_parameter"),
+        ],
+    )
+    def test_bad_report_parameters(self, billed: Admin, params: dict[str, str], code: str) -> None:
+        response = billed.get("/admin/reports/usage", **params)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == code
+
+    def test_invoice_draft_finalize_and_immutability(self, billed: Admin) -> None:
+        draft = billed.post("/admin/invoices/acme/2026-11/draft")
+        assert draft.status_code == 200, draft.text
+        assert draft.json()["state"] == "draft"
+        assert draft.json()["total_micros"] == sum(
+            line["amount_micros"] for line in draft.json()["lines"]
+        )
+        final = billed.post("/admin/invoices/acme/2026-11/finalize")
+        assert final.json()["state"] == "finalized"
+        assert final.json()["total_micros"] == draft.json()["total_micros"]
+        again = billed.post("/admin/invoices/acme/2026-11/draft")
+        assert again.status_code == 409
+        assert "finalized" in again.json()["error"]["message"]
+        shown = billed.get("/admin/invoices/acme/2026-11").json()
+        assert shown == final.json()
+        listed = billed.get("/admin/invoices", tenant="acme").json()
+        assert [(item["period"], item["state"]) for item in listed] == [("2026-11", "finalized")]
+
+    def test_reconcile(self, billed: Admin) -> None:
+        unreturned = billed.get("/admin/reconcile", period="2026-11").json()
+        assert unreturned["ok"] is False
+        assert {f["check"] for f in unreturned["findings"] if not f["ok"]} == {"returned"}
+        # What a gateway does after each response: log the charge it returned.
+        with billed.database.transaction() as session:
+            for row in usage_rows(billed.database):
+                record_returned_charge(session, row.tenant_id, charge_for(row))
+        billed.post("/admin/invoices/acme/2026-11/draft")
+        report = billed.get("/admin/reconcile", period="2026-11").json()
+        assert report["ok"] is True
+        assert {f["tenant"] for f in report["findings"]} == {"acme", "globex"}
+        assert all(f["difference"] == 0 for f in report["findings"])
