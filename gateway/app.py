@@ -25,6 +25,7 @@ from gateway.admin.router import router as admin_router
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
+from gateway.keycache import KeyCache
 from gateway.nodes import NodeClient
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
@@ -73,6 +74,7 @@ def create_app(
     app.state.settings = settings
     app.state.billing_settings = billing_settings
     app.state.token_verifier = TokenVerifier(settings)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)

@@ -36,6 +36,9 @@ class GatewaySettings(BaseSettings):
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
 
+    # How long a valid API key is remembered per process: the most a revocation or the end of a
+    # rotation's grace period takes to reach every replica (0 looks every key up every time).
+    key_cache_seconds: float = Field(default=2.0, ge=0, le=5)
     # "development" (the embedded default) or "production": production refuses default secrets.
     environment: Literal["development", "production"] = "development"
     # Admin API (docs/admin.md): HS256 tokens signed with this secret ("" turns HS256 off) …

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from billing.db import Database
 from billing.errors import InvalidApiKey
-from billing.keys.schemas import AuthenticatedKey
+from billing.keys.schemas import AuthenticatedKey, KeyScope
 from billing.keys.service import authenticate
 from gateway.config import GatewaySettings
-from gateway.errors import AuthError
+from gateway.errors import AuthError, PermissionDenied
+from gateway.keycache import KeyCache
 from gateway.nodes import NodeClient
 
 MISSING_KEY_MESSAGE = (
@@ -35,18 +37,26 @@ def get_settings(request: Request) -> GatewaySettings:
     return settings
 
 
+def get_key_cache(request: Request) -> KeyCache:
+    cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
 def get_request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 
 
 def require_api_key(
+    request: Request,
     database: Annotated[Database, Depends(get_database)],
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> AuthenticatedKey:
     """The caller's key → tenant and plan. A plain ``def``: FastAPI runs it in a worker thread,
-    so the database lookup never blocks the event loop."""
+    so the database lookup never blocks the event loop. Keys found valid are kept for
+    ``GATEWAY_KEY_CACHE_SECONDS``, which bounds how long a revocation takes to reach every
+    replica."""
     presented = ""
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -55,15 +65,36 @@ def require_api_key(
     presented = presented or (x_api_key or "").strip()
     if not presented:
         raise AuthError(MISSING_KEY_MESSAGE)
+    cache = get_key_cache(request)
+    cached = cache.get(presented)
+    if cached is not None:
+        return cached
     try:
         with database.transaction() as session:
-            return authenticate(session, presented)
+            caller = authenticate(session, presented)
     except InvalidApiKey as error:
         raise AuthError(error.message) from None
+    cache.put(presented, caller)
+    return caller
+
+
+def require_key_scope(scope: KeyScope) -> Callable[[AuthenticatedKey], AuthenticatedKey]:
+    """A dependency admitting keys that hold ``scope``."""
+
+    def check(caller: Annotated[AuthenticatedKey, Depends(require_api_key)]) -> AuthenticatedKey:
+        if scope not in caller.scopes:
+            raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
+        return caller
+
+    return check
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
 NodesDep = Annotated[NodeClient, Depends(get_nodes)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 RequestId = Annotated[str, Depends(get_request_id)]
+KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]
 TenantKey = Annotated[AuthenticatedKey, Depends(require_api_key)]
+TranscribeKey = Annotated[AuthenticatedKey, Depends(require_key_scope(KeyScope.transcribe))]
+UsageKey = Annotated[AuthenticatedKey, Depends(require_key_scope(KeyScope.usage_read))]
+ModelsKey = Annotated[AuthenticatedKey, Depends(require_key_scope(KeyScope.models_read))]

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from billing.db import Database
-from gateway.deps import DatabaseDep, NodesDep, SettingsDep, TenantKey
+from gateway.deps import DatabaseDep, ModelsKey, NodesDep, SettingsDep
 
 router = APIRouter()
 STARTED_AT = int(time.time())
@@ -49,7 +49,7 @@ async def ready(database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
 
 @router.get("/v1/models")
 async def list_models(
-    _caller: TenantKey, nodes: NodesDep, settings: SettingsDep
+    _caller: ModelsKey, nodes: NodesDep, settings: SettingsDep
 ) -> dict[str, object]:
     """Models the node pool serves (OpenAI list shape)."""
     models = await nodes.list_models()

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import BaseModel
 
 from billing.tokens import TokenUnit
+
+
+class KeyScope(StrEnum):
+    """What a customer key may do; a key made without scopes may do all of it."""
+
+    transcribe = "audio:transcribe"
+    usage_read = "usage:read"
+    models_read = "models:read"
 
 
 class PlanTerms(BaseModel):
@@ -30,6 +39,13 @@ class AuthenticatedKey(BaseModel):
     tenant_name: str
     prepaid: bool = False
     plan: PlanTerms
+    scopes: frozenset[KeyScope] = frozenset(KeyScope)
+    # None: every model.
+    allowed_models: frozenset[str] | None = None
+    expires_at: datetime | None = None
+
+    def allows_model(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
 
 
 class ApiKeyPublic(BaseModel):
@@ -42,6 +58,9 @@ class ApiKeyPublic(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    scopes: list[KeyScope]
+    allowed_models: list[str] | None
+    rotated_from_id: int | None = None
 
 
 class CreatedApiKey(BaseModel):
@@ -49,3 +68,17 @@ class CreatedApiKey(BaseModel):
 
     key: ApiKeyPublic
     secret: str
+
+
+class KeyRotation(BaseModel):
+    """A rotation: the old key keeps working until ``old.expires_at`` (the grace period)."""
+
+    old: ApiKeyPublic
+    new: CreatedApiKey
+
+
+class KeyRotationRecord(BaseModel):
+    """What the audit log keeps of a rotation (no secret)."""
+
+    old: ApiKeyPublic
+    new: ApiKeyPublic

@@ -18,7 +18,15 @@ from billing.audit import service as audit
 from billing.audit.schemas import Actor
 from billing.errors import InvalidApiKey, InvalidValue, NotFound
 from billing.keys import repository
-from billing.keys.schemas import ApiKeyPublic, AuthenticatedKey, CreatedApiKey, PlanTerms
+from billing.keys.schemas import (
+    ApiKeyPublic,
+    AuthenticatedKey,
+    CreatedApiKey,
+    KeyRotation,
+    KeyRotationRecord,
+    KeyScope,
+    PlanTerms,
+)
 from billing.models import ApiKey, Tenant
 from billing.models.types import utcnow
 from billing.tenants.service import require_tenant
@@ -54,7 +62,41 @@ def _public(key: ApiKey, tenant: Tenant) -> ApiKeyPublic:
         created_at=key.created_at,
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
+        scopes=sorted(key_scopes(key)),
+        allowed_models=sorted(models) if (models := key_models(key)) is not None else None,
+        rotated_from_id=key.rotated_from_id,
     )
+
+
+def key_scopes(key: ApiKey) -> frozenset[KeyScope]:
+    if key.scopes is None:
+        return frozenset(KeyScope)
+    return frozenset(KeyScope(scope) for scope in key.scopes.split())
+
+
+def key_models(key: ApiKey) -> frozenset[str] | None:
+    if key.allowed_models is None:
+        return None
+    return frozenset(model for model in key.allowed_models.split(",") if model)
+
+
+def _scopes_column(scopes: list[KeyScope] | None) -> str | None:
+    if scopes is None:
+        return None
+    if not scopes:
+        raise InvalidValue("a key needs at least one scope (or none given, for all of them)")
+    return " ".join(sorted({KeyScope(scope).value for scope in scopes}))
+
+
+def _models_column(models: list[str] | None) -> str | None:
+    if models is None:
+        return None
+    cleaned = sorted({model.strip() for model in models if model.strip()})
+    if not cleaned:
+        raise InvalidValue("allowed models, when given, must name at least one model")
+    if any("," in model for model in cleaned):
+        raise InvalidValue("a model name cannot contain a comma")
+    return ",".join(cleaned)
 
 
 def create_api_key(
@@ -64,11 +106,35 @@ def create_api_key(
     actor: Actor,
     name: str = "default",
     expires_in: timedelta | None = None,
+    scopes: list[KeyScope] | None = None,
+    allowed_models: list[str] | None = None,
 ) -> CreatedApiKey:
     tenant = require_tenant(session, tenant_name)
-    assert tenant.id is not None
     if expires_in is not None and expires_in <= timedelta(0):
         raise InvalidValue("a key's lifetime must be positive")
+    created = _new_key(
+        session,
+        tenant,
+        name=name,
+        expires_at=utcnow() + expires_in if expires_in is not None else None,
+        scopes=_scopes_column(scopes),
+        allowed_models=_models_column(allowed_models),
+    )
+    audit.record(session, actor, "key.create", "api_key", created.key.prefix, after=created.key)
+    return created
+
+
+def _new_key(
+    session: Session,
+    tenant: Tenant,
+    *,
+    name: str,
+    expires_at: datetime | None,
+    scopes: str | None,
+    allowed_models: str | None,
+    rotated_from_id: int | None = None,
+) -> CreatedApiKey:
+    assert tenant.id is not None
     prefix = secrets.token_hex(PREFIX_HEX_CHARS // 2)
     secret = f"{KEY_SCHEME}{prefix}_{secrets.token_urlsafe(32)}"
     key = repository.add_key(
@@ -78,12 +144,52 @@ def create_api_key(
             name=name,
             prefix=prefix,
             secret_hash=hash_secret(secret),
-            expires_at=utcnow() + expires_in if expires_in is not None else None,
+            expires_at=expires_at,
+            scopes=scopes,
+            allowed_models=allowed_models,
+            rotated_from_id=rotated_from_id,
         ),
     )
-    public = _public(key, tenant)
-    audit.record(session, actor, "key.create", "api_key", public.prefix, after=public)
-    return CreatedApiKey(key=public, secret=secret)
+    return CreatedApiKey(key=_public(key, tenant), secret=secret)
+
+
+def rotate_api_key(session: Session, prefix: str, *, grace: timedelta, actor: Actor) -> KeyRotation:
+    """A new key with the old one's name, scopes, models and remaining lifetime; the old key
+    keeps working for ``grace`` (zero ends it now), so clients can switch without downtime."""
+    if grace < timedelta(0):
+        raise InvalidValue("the grace period cannot be negative")
+    prefix = split_key(prefix) or prefix
+    found = repository.get_key_with_tenant_and_plan(session, prefix)
+    if found is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    old, tenant, _plan = found
+    now = utcnow()
+    if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
+        raise InvalidValue(f"key {prefix} is revoked or expired; create a new key instead")
+    before = _public(old, tenant)
+    created = _new_key(
+        session,
+        tenant,
+        name=old.name,
+        expires_at=old.expires_at,
+        scopes=old.scopes,
+        allowed_models=old.allowed_models,
+        rotated_from_id=old.id,
+    )
+    grace_ends = now + grace
+    if old.expires_at is None or grace_ends < old.expires_at:
+        old.expires_at = grace_ends
+        repository.add_key(session, old)
+    audit.record(
+        session,
+        actor,
+        "key.rotate",
+        "api_key",
+        old.prefix,
+        before=before,
+        after=KeyRotationRecord(old=_public(old, tenant), new=created.key),
+    )
+    return KeyRotation(old=_public(old, tenant), new=created)
 
 
 def authenticate(
@@ -113,6 +219,9 @@ def authenticate(
         tenant_id=tenant.id,
         tenant_name=tenant.name,
         prepaid=tenant.prepaid,
+        scopes=key_scopes(key),
+        allowed_models=key_models(key),
+        expires_at=key.expires_at,
         plan=PlanTerms(
             name=plan.name,
             price_per_1k_tokens_micros=plan.price_per_1k_tokens_micros,

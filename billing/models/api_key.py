@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Integer, String
+from sqlalchemy import Column, ForeignKey, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 from billing.models.types import UTCDateTime, utcnow
@@ -28,3 +28,12 @@ class ApiKey(SQLModel, table=True):
     )
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Space-separated customer scopes (billing.keys.schemas.KeyScope); None allows every scope.
+    scopes: str | None = Field(default=None, sa_column=Column(String(200)))
+    # Comma-separated model names this key may use; None allows every model.
+    allowed_models: str | None = Field(default=None, sa_column=Column(Text))
+    # The key this one replaced in a rotation.
+    rotated_from_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("api_keys.id", ondelete="RESTRICT")),
+    )

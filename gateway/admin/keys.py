@@ -6,12 +6,12 @@ from datetime import timedelta
 
 from fastapi import APIRouter, status
 
-from billing.keys.schemas import ApiKeyPublic, CreatedApiKey
-from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
+from billing.keys.schemas import ApiKeyPublic, CreatedApiKey, KeyRotation
+from billing.keys.service import create_api_key, list_api_keys, revoke_api_key, rotate_api_key
 from gateway.admin.auth import KeysRead, KeysWrite
 from gateway.admin.deps import in_transaction
-from gateway.admin.schemas import KeyCreate
-from gateway.deps import DatabaseDep, RequestId
+from gateway.admin.schemas import KeyCreate, KeyRotate
+from gateway.deps import DatabaseDep, KeyCacheDep, RequestId
 
 router = APIRouter(prefix="/admin/keys", tags=["admin: keys"])
 
@@ -34,15 +34,47 @@ def create(
     return in_transaction(
         database,
         lambda session: create_api_key(
-            session, body.tenant, name=body.name, expires_in=expires_in, actor=actor
+            session,
+            body.tenant,
+            name=body.name,
+            expires_in=expires_in,
+            scopes=body.scopes,
+            allowed_models=body.allowed_models,
+            actor=actor,
         ),
     )
 
 
 @router.post("/{prefix}/revoke")
 def revoke(
-    prefix: str, database: DatabaseDep, claims: KeysWrite, request_id: RequestId
+    prefix: str,
+    database: DatabaseDep,
+    key_cache: KeyCacheDep,
+    claims: KeysWrite,
+    request_id: RequestId,
 ) -> ApiKeyPublic:
     """Revoke a key by its prefix; revoking twice is harmless."""
     actor = claims.actor(request_id)
-    return in_transaction(database, lambda session: revoke_api_key(session, prefix, actor=actor))
+    revoked = in_transaction(database, lambda session: revoke_api_key(session, prefix, actor=actor))
+    key_cache.evict(revoked.prefix)
+    return revoked
+
+
+@router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
+def rotate(
+    prefix: str,
+    body: KeyRotate,
+    database: DatabaseDep,
+    key_cache: KeyCacheDep,
+    claims: KeysWrite,
+    request_id: RequestId,
+) -> KeyRotation:
+    """Issue a successor key (its secret is in this response only); the old key keeps working
+    for ``grace_seconds`` so clients can switch without downtime."""
+    actor = claims.actor(request_id)
+    grace = timedelta(seconds=body.grace_seconds)
+    rotation = in_transaction(
+        database, lambda session: rotate_api_key(session, prefix, grace=grace, actor=actor)
+    )
+    key_cache.evict(rotation.old.prefix)
+    return rotation

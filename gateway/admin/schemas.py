@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.keys.schemas import KeyScope
 from billing.reconcile.service import Finding
 from billing.tokens import TokenUnit
 
@@ -36,6 +37,16 @@ class KeyCreate(BaseModel):
     tenant: str
     name: str = Field(default="default", min_length=1, max_length=128)
     expires_in_days: int | None = Field(default=None, gt=0)
+    # None: every scope / every model.
+    scopes: list[KeyScope] | None = None
+    allowed_models: list[str] | None = None
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # How long the old key keeps working; 0 ends it at once.
+    grace_seconds: int = Field(default=86_400, ge=0)
 
 
 class CreditCreate(BaseModel):

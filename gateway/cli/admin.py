@@ -20,7 +20,8 @@ from billing.credits.service import add_credit
 from billing.db import Database
 from billing.errors import BillingError
 from billing.invoices.service import build_draft, finalize, invoice_lines
-from billing.keys.service import create_api_key, list_api_keys, revoke_api_key
+from billing.keys.schemas import KeyScope
+from billing.keys.service import create_api_key, list_api_keys, revoke_api_key, rotate_api_key
 from billing.migrate import upgrade_to_head
 from billing.money import format_micros
 from billing.plans import repository as plans_repository
@@ -329,12 +330,37 @@ def key() -> None:
 @click.option("--tenant", "tenant_name", required=True, help="Tenant that owns the key.")
 @click.option("--name", default="default", show_default=True, help="A label for the key.")
 @click.option("--expires-in-days", type=int, default=None, help="Expire the key after N days.")
-def key_create(tenant_name: str, name: str, expires_in_days: int | None) -> None:
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice([scope.value for scope in KeyScope]),
+    help="Allow only this (repeatable) [default: every scope].",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Allow only this model (repeatable) [default: every model].",
+)
+def key_create(
+    tenant_name: str,
+    name: str,
+    expires_in_days: int | None,
+    scopes: tuple[str, ...],
+    models: tuple[str, ...],
+) -> None:
     """Create a key. Its secret is printed once, on stdout, and never stored."""
     expires_in = timedelta(days=expires_in_days) if expires_in_days is not None else None
     created = run(
         lambda session: create_api_key(
-            session, tenant_name, name=name, expires_in=expires_in, actor=cli_actor()
+            session,
+            tenant_name,
+            name=name,
+            expires_in=expires_in,
+            scopes=[KeyScope(scope) for scope in scopes] or None,
+            allowed_models=list(models) or None,
+            actor=cli_actor(),
         )
     )
     click.echo(
@@ -353,13 +379,42 @@ def key_revoke(prefix: str) -> None:
     click.echo(f"key {revoked.prefix} of tenant {revoked.tenant} revoked")
 
 
+@key.command("rotate")
+@click.argument("prefix")
+@click.option(
+    "--grace-seconds",
+    type=int,
+    default=86_400,
+    show_default=True,
+    help="How long the old key keeps working (0 ends it now).",
+)
+def key_rotate(prefix: str, grace_seconds: int) -> None:
+    """Issue a successor key (secret printed once, on stdout); the old one works for the grace
+    period."""
+    if grace_seconds < 0:
+        raise click.BadParameter("cannot be negative", param_hint="--grace-seconds")
+    rotation = run(
+        lambda session: rotate_api_key(
+            session, prefix, grace=timedelta(seconds=grace_seconds), actor=cli_actor()
+        )
+    )
+    ends = rotation.old.expires_at.isoformat(timespec="seconds") if rotation.old.expires_at else "-"
+    click.echo(
+        f"key {rotation.new.key.prefix} replaces {rotation.old.prefix}, which works until {ends}; "
+        "the new secret below is shown only now:",
+        err=True,
+    )
+    click.echo(rotation.new.secret)
+
+
 @key.command("list")
 @click.option("--tenant", "tenant_name", default=None, help="Only this tenant's keys.")
 def key_list(tenant_name: str | None) -> None:
     """List keys (never their secrets)."""
     keys = run(lambda session: list_api_keys(session, tenant_name))
+    all_scopes = sorted(KeyScope)
     print_table(
-        ["prefix", "tenant", "name", "created", "expires", "status"],
+        ["prefix", "tenant", "name", "created", "expires", "status", "scopes", "models"],
         [
             [
                 item.prefix,
@@ -368,6 +423,8 @@ def key_list(tenant_name: str | None) -> None:
                 item.created_at.isoformat(timespec="seconds"),
                 item.expires_at.isoformat(timespec="seconds") if item.expires_at else "-",
                 "revoked" if item.revoked_at else "active",
+                "all" if item.scopes == all_scopes else ",".join(item.scopes),
+                ",".join(item.allowed_models) if item.allowed_models is not None else "all",
             ]
             for item in keys
         ],

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from billing.usage.schemas import UsageCharge
-from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TenantKey
+from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TranscribeKey
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
 from gateway.idempotency import fingerprint, run_once
@@ -83,7 +83,7 @@ def billing_headers(billed: BilledTranscription) -> dict[str, str]:
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def create_transcription(
     request: Request,
-    caller: TenantKey,
+    caller: TranscribeKey,
     request_id: RequestId,
     settings: SettingsDep,
     nodes: NodesDep,

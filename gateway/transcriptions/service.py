@@ -20,7 +20,7 @@ from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import record_returned_charge
 from gateway.audio_probe import probe_duration_ms
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
-from gateway.errors import FileTooLarge, InvalidAudio, QuotaExceeded
+from gateway.errors import FileTooLarge, InvalidAudio, PermissionDenied, QuotaExceeded
 from gateway.formats import TimestampGranularity
 from gateway.nodes import NodeClient
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
@@ -95,6 +95,10 @@ async def transcribe_and_bill(
     database: Database,
     settings: GatewaySettings,
 ) -> BilledTranscription:
+    if not caller.allows_model(request.model):
+        raise PermissionDenied(
+            f"This API key may not use the model '{request.model}'.", param="model"
+        )
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
     # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
     ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)

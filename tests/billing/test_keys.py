@@ -6,8 +6,15 @@ import pytest
 from sqlmodel import select
 
 from billing.db import Database
-from billing.errors import AlreadyExists, InvalidApiKey, NotFound
-from billing.keys.service import authenticate, create_api_key, list_api_keys, revoke_api_key
+from billing.errors import AlreadyExists, InvalidApiKey, InvalidValue, NotFound
+from billing.keys.schemas import KeyScope
+from billing.keys.service import (
+    authenticate,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+    rotate_api_key,
+)
 from billing.models import ApiKey
 from billing.models.types import utcnow
 from billing.tenants.service import create_tenant
@@ -91,3 +98,75 @@ class TestApiKeys:
             create_api_key(session, "nobody", actor=TEST_ACTOR)
         with database.transaction() as session, pytest.raises(AlreadyExists):
             create_tenant(session, tenant, actor=TEST_ACTOR)
+
+
+class TestKeyLifecycle:
+    def test_rotation_keeps_the_old_key_for_the_grace_period(
+        self, database: Database, tenant: str
+    ) -> None:
+        with database.transaction() as session:
+            old = create_api_key(
+                session,
+                tenant,
+                name="prod",
+                scopes=[KeyScope.transcribe],
+                allowed_models=["paraformer-zh"],
+                actor=TEST_ACTOR,
+            )
+        with database.transaction() as session:
+            rotation = rotate_api_key(
+                session, old.key.prefix, grace=timedelta(hours=1), actor=TEST_ACTOR
+            )
+        new = rotation.new
+        assert new.key.name == "prod"
+        assert new.key.scopes == [KeyScope.transcribe]
+        assert new.key.allowed_models == ["paraformer-zh"]
+        assert new.key.rotated_from_id == old.key.id
+        assert rotation.old.expires_at is not None
+        with database.transaction() as session:
+            assert authenticate(session, old.secret).key_prefix == old.key.prefix
+            assert authenticate(session, new.secret).key_prefix == new.key.prefix
+            later = utcnow() + timedelta(hours=1, seconds=1)
+            with pytest.raises(InvalidApiKey, match="expired"):
+                authenticate(session, old.secret, now=later)
+            assert authenticate(session, new.secret, now=later).tenant_name == "acme"
+
+    def test_zero_grace_ends_the_old_key_now_and_dead_keys_do_not_rotate(
+        self, database: Database, tenant: str
+    ) -> None:
+        with database.transaction() as session:
+            old = create_api_key(session, tenant, actor=TEST_ACTOR)
+            rotate_api_key(session, old.key.prefix, grace=timedelta(0), actor=TEST_ACTOR)
+        with database.transaction() as session, pytest.raises(InvalidApiKey, match="expired"):
+            authenticate(session, old.secret)
+        with database.transaction() as session, pytest.raises(InvalidValue, match="revoked or"):
+            rotate_api_key(session, old.key.prefix, grace=timedelta(0), actor=TEST_ACTOR)
+
+    def test_a_shorter_expiry_is_kept(self, database: Database, tenant: str) -> None:
+        with database.transaction() as session:
+            old = create_api_key(session, tenant, expires_in=timedelta(minutes=5), actor=TEST_ACTOR)
+            rotation = rotate_api_key(
+                session, old.key.prefix, grace=timedelta(days=7), actor=TEST_ACTOR
+            )
+        assert rotation.old.expires_at == old.key.expires_at
+        assert rotation.new.key.expires_at == old.key.expires_at
+
+    def test_scopes_and_models(self, database: Database, tenant: str) -> None:
+        with database.transaction() as session:
+            everything = create_api_key(session, tenant, actor=TEST_ACTOR)
+            narrow = create_api_key(
+                session,
+                tenant,
+                scopes=[KeyScope.usage_read],
+                allowed_models=[" m1 ", "m2", "m1"],
+                actor=TEST_ACTOR,
+            )
+            caller = authenticate(session, narrow.secret)
+            assert authenticate(session, everything.secret).scopes == frozenset(KeyScope)
+        assert caller.scopes == frozenset({KeyScope.usage_read})
+        assert caller.allowed_models == frozenset({"m1", "m2"})
+        assert caller.allows_model("m2")
+        assert not caller.allows_model("m3")
+        for bad in ({"scopes": []}, {"allowed_models": [" "]}, {"allowed_models": ["a,b"]}):
+            with pytest.raises(InvalidValue), database.transaction() as session:
+                create_api_key(session, tenant, actor=TEST_ACTOR, **bad)  # type: ignore[arg-type]
