@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,22 +10,58 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session
 
+# Connections kept open per process. Requests run their ledger transactions on worker threads;
+# with fewer pooled connections than busy threads, the pool closes and reopens one per
+# transaction (a new PostgreSQL backend each time).
+POOL_SIZE = 16
+# A pooled connection idle longer than this is pinged before use (a server restart or an idle
+# timeout on the way may have closed it); one in steady use is not, saving a round trip.
+PING_AFTER_IDLE_SECONDS = 10.0
 
-def create_db_engine(database_url: str, *, echo: bool = False) -> Engine:
+
+def create_db_engine(
+    database_url: str, *, echo: bool = False, pool_size: int = POOL_SIZE
+) -> Engine:
     """An engine for ``database_url``; an SQLite file's folder is created on demand."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        in_memory = not url.database or url.database == ":memory:"
+        if not in_memory:
+            Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **({} if in_memory else {"pool_size": pool_size}),
         )
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    engine = create_engine(url, echo=echo, pool_size=pool_size)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Like ``pool_pre_ping``, for connections that sat idle in the pool only."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool opens a new connection in its place and checks that one out.
+            raise DisconnectionError(f"idle connection is gone: {error}") from error
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -47,9 +84,11 @@ def _begin_immediate(connection: Any) -> None:
 class Database:
     """Owns the engine; hands out one session per unit of work."""
 
-    def __init__(self, database_url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self, database_url: str, *, echo: bool = False, pool_size: int = POOL_SIZE
+    ) -> None:
         self.url = database_url
-        self.engine = create_db_engine(database_url, echo=echo)
+        self.engine = create_db_engine(database_url, echo=echo, pool_size=pool_size)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
