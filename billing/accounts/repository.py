@@ -27,14 +27,3 @@ def get_account(session: Session, tenant_id: int) -> TenantAccount | None:
 
 def get_period(session: Session, tenant_id: int, period: str) -> TenantPeriod | None:
     return session.get(TenantPeriod, (tenant_id, period))
-
-
-def period_for_update(session: Session, tenant_id: int, period: str) -> TenantPeriod:
-    """The tenant's token counters for ``period``, created at zero on first use. Callers hold
-    the account lock, so two replicas never create the same period row at once."""
-    row = get_period(session, tenant_id, period)
-    if row is None:
-        row = TenantPeriod(tenant_id=tenant_id, period=period, tokens_used=0, tokens_reserved=0)
-        session.add(row)
-        session.flush()
-    return row

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
-from billing.accounts.repository import lock_account, period_for_update
 from billing.errors import InsufficientQuota, NotFound
 from billing.keys.schemas import AuthenticatedKey
-from billing.models import Reservation, TenantAccount, TenantPeriod, UsageEvent
+from billing.models import Reservation
 from billing.models.types import utcnow
 from billing.money import cost_micros, format_micros
 from billing.periods import billing_period
+from billing.reservations import repository
+from billing.reservations.repository import Closing
+from billing.reservations.schemas import Hold
 from billing.tokens import count_tokens
 from billing.usage import repository as usage_repository
 from billing.usage.schemas import BillableTranscription, UsageCharge
@@ -44,71 +47,41 @@ def reserve(
     *,
     ttl: timedelta,
     now: datetime | None = None,
-) -> Reservation:
+) -> Hold:
     """Hold the worst-case cost of a request, or raise ``InsufficientQuota``."""
     now = now or utcnow()
     plan = caller.plan
     tokens = token_bound(audio_ms, plan.max_tokens_per_audio_second)
     amount = cost_micros(tokens, plan.price_per_1k_tokens_micros)
     period = billing_period(now)
-    account = lock_account(session, caller.tenant_id)
-    if caller.prepaid and account.available_micros < amount:
-        raise InsufficientQuota(
-            f"This request may cost up to {format_micros(amount, plan.currency)} and the "
-            f"remaining credit is {format_micros(max(account.available_micros, 0), plan.currency)}."
-            " Top up the account to continue."
-        )
-    counters = period_for_update(session, caller.tenant_id, period)
-    quota = plan.monthly_token_quota
-    if quota is not None and counters.tokens_used + counters.tokens_reserved + tokens > quota:
-        left = max(quota - counters.tokens_used - counters.tokens_reserved, 0)
-        raise InsufficientQuota(
-            f"This request may produce up to {tokens} tokens and {left} of the monthly quota of "
-            f"{quota} are left for {period}."
-        )
-    reservation = Reservation(
+    hold = Hold(
         request_id=request_id,
         tenant_id=caller.tenant_id,
         api_key_id=caller.key_id,
         period=period,
         amount_micros=amount,
         tokens=tokens,
-        state="open",
         created_at=now,
         expires_at=now + ttl,
     )
-    session.add(reservation)
-    account.reserved_micros += amount
-    account.updated_at = now
-    counters.tokens_reserved += tokens
-    session.add_all([account, counters])
-    session.flush()
-    return reservation
-
-
-def _close(
-    session: Session,
-    reservation: Reservation,
-    account: TenantAccount,
-    counters: TenantPeriod,
-    state: str,
-    now: datetime,
-) -> None:
-    """Give back what an open reservation holds (the caller holds the account lock)."""
-    if reservation.state == "open":
-        account.reserved_micros -= reservation.amount_micros
-        counters.tokens_reserved -= reservation.tokens
-    reservation.state = state
-    reservation.closed_at = now
-    account.updated_at = now
-    session.add_all([account, counters, reservation])
-
-
-def _reservation(session: Session, request_id: str) -> Reservation:
-    reservation = session.get(Reservation, request_id)
-    if reservation is None:
-        raise NotFound(f"no reservation for request {request_id}")
-    return reservation
+    quota = plan.monthly_token_quota
+    available, held = repository.hold(
+        session, {**hold.model_dump(), "state": "open"}, check_credit=caller.prepaid, quota=quota
+    )
+    if held:
+        return hold
+    if caller.prepaid and available < amount:
+        raise InsufficientQuota(
+            f"This request may cost up to {format_micros(amount, plan.currency)} and the "
+            f"remaining credit is {format_micros(max(available, 0), plan.currency)}."
+            " Top up the account to continue."
+        )
+    assert quota is not None  # the credit or the quota refuses a hold, nothing else
+    used = repository.tokens_held(session, caller.tenant_id, period)
+    raise InsufficientQuota(
+        f"This request may produce up to {tokens} tokens and {max(quota - used, 0)} of the "
+        f"monthly quota of {quota} are left for {period}."
+    )
 
 
 def settle(
@@ -121,55 +94,98 @@ def settle(
     serializes every transition of this tenant's reservations.
     """
     now = now or utcnow()
-    account = lock_account(session, billable.caller.tenant_id)
-    reservation = _reservation(session, billable.request_id)
-    if reservation.state == "settled":
-        existing = usage_repository.get_usage_event(session, billable.request_id)
-        assert existing is not None  # a settled reservation always has its row
-        return charge_for(existing)
+    output_tokens = count_tokens(billable.transcript, billable.caller.plan.token_unit)
+    # The usual case, in one statement: the reservation is open and the transcript is within
+    # its bound, so the charge is known before the reservation is read.
+    charge = _charge(billable, output_tokens, billed_tokens=output_tokens)
+    closing = _settlement(billable, charge, "open", now, min_tokens=output_tokens)
+    if repository.close(session, closing, _usage_row(billable, charge, now)):
+        return charge
+    while True:
+        held = repository.lock_account_and_read(
+            session, billable.caller.tenant_id, billable.request_id
+        )
+        if held is None:
+            raise NotFound(f"no reservation for request {billable.request_id}")
+        if held.state == "settled":
+            existing = usage_repository.get_usage_event(session, billable.request_id)
+            assert existing is not None  # a settled reservation always has its row
+            return charge_for(existing)
+        charge = _charge(billable, output_tokens, billed_tokens=min(output_tokens, held.tokens))
+        closing = _settlement(billable, charge, held.state, now)
+        if repository.close(session, closing, _usage_row(billable, charge, now)):
+            return charge
+        # Its state changed between this read and the lock; the next read, locked, is current.
+        # States only move forward (open → released → settled), so this ends.
+
+
+def _charge(
+    billable: BillableTranscription, output_tokens: int, *, billed_tokens: int
+) -> UsageCharge:
     plan = billable.caller.plan
-    output_tokens = count_tokens(billable.transcript, plan.token_unit)
-    billed_tokens = min(output_tokens, reservation.tokens)
     price = plan.price_per_1k_tokens_micros
     if billable.cached:
         price = price * plan.cache_hit_price_bp // 10_000
-    event = UsageEvent(
+    return UsageCharge(
         request_id=billable.request_id,
-        tenant_id=billable.caller.tenant_id,
-        api_key_id=billable.caller.key_id,
-        model=billable.model,
-        audio_ms=billable.audio_ms,
         output_tokens=output_tokens,
         billed_tokens=billed_tokens,
         token_unit=plan.token_unit.value,
         price_per_1k_tokens_micros=price,
-        currency=plan.currency,
         cost_micros=cost_micros(billed_tokens, price),
-        cached=billable.cached,
-        created_at=now,
+        currency=plan.currency,
+        audio_ms=billable.audio_ms,
     )
-    usage_repository.insert_usage_event(session, event)
-    account.spent_micros += event.cost_micros
-    counters = period_for_update(session, reservation.tenant_id, reservation.period)
-    counters.tokens_used += billed_tokens
-    _close(session, reservation, account, counters, "settled", now)
-    session.flush()
-    return charge_for(event)
+
+
+def _settlement(
+    billable: BillableTranscription,
+    charge: UsageCharge,
+    from_state: str,
+    now: datetime,
+    *,
+    min_tokens: int = 0,
+) -> Closing:
+    return Closing(
+        request_id=billable.request_id,
+        tenant_id=billable.caller.tenant_id,
+        from_state=from_state,
+        to_state="settled",
+        closed_at=now,
+        min_tokens=min_tokens,
+        spent_micros=charge.cost_micros,
+        used_tokens=charge.billed_tokens,
+    )
+
+
+def _usage_row(
+    billable: BillableTranscription, charge: UsageCharge, now: datetime
+) -> dict[str, Any]:
+    """The ledger row: exactly the charge the client is told, and who, what and when."""
+    return {
+        **charge.model_dump(),
+        "tenant_id": billable.caller.tenant_id,
+        "api_key_id": billable.caller.key_id,
+        "model": billable.model,
+        "cached": billable.cached,
+        "created_at": now,
+    }
 
 
 def release(session: Session, request_id: str, *, now: datetime | None = None) -> bool:
     """Give a failed request's reservation back; False when it was no longer open."""
-    found = session.get(Reservation, request_id)
-    if found is None:
+    tenant_id = repository.tenant_of(session, request_id)
+    if tenant_id is None:
         return False
-    account = lock_account(session, found.tenant_id)
-    session.refresh(found)  # re-read under the lock: another replica may have closed it
-    if found.state != "open":
-        return False
-    counters = period_for_update(session, found.tenant_id, found.period)
-    _close(session, found, account, counters, "released", now or utcnow())
-    session.flush()
-    return True
+    closing = Closing(
+        request_id=request_id,
+        tenant_id=tenant_id,
+        from_state="open",
+        to_state="released",
+        closed_at=now or utcnow(),
+    )
+    # Under the account lock, the state change re-checks that it is still open.
+    return repository.close(session, closing)
 
 
 def expired_request_ids(session: Session, now: datetime, limit: int = 500) -> list[str]:
