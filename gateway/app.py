@@ -26,7 +26,7 @@ from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
 from gateway.keycache import KeyCache
-from gateway.nodes import NodeClient
+from gateway.nodes import NodePool
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -57,8 +57,9 @@ def create_app(
             anyio.create_task_group() as background,
         ):
             app.state.database = database
-            app.state.nodes = NodeClient(settings.node_urls, client, secret=settings.node_secret)
+            app.state.nodes = nodes = NodePool(settings, client)
             background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
+            background.start_soon(nodes.run_health_checks)
             try:
                 yield
             finally:

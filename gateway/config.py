@@ -28,7 +28,19 @@ class GatewaySettings(BaseSettings):
     default_model: str = "pocketsphinx-en"
     max_upload_bytes: int = 25 * 1024 * 1024
     node_connect_timeout_seconds: float = 5.0
+    # The longest one dispatch may take, retries included; the scaled timeout never exceeds it.
     node_timeout_seconds: float = 600.0
+    # The node pool (docs/node.md): a request may wait on its node base + factor * audio seconds.
+    node_timeout_base_seconds: float = Field(default=30.0, gt=0)
+    node_timeout_per_audio_second: float = Field(default=1.0, ge=0)
+    # How often each node's /health/ready is polled, and how long one poll may take.
+    node_health_interval_seconds: float = Field(default=5.0, gt=0)
+    node_health_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Nodes one request may try: connect errors and 502/503/504 move it to the next.
+    node_max_attempts: int = Field(default=3, ge=1)
+    # Consecutive failures that open a node's circuit, and how long it stays open.
+    node_failure_threshold: int = Field(default=3, ge=1)
+    node_circuit_open_seconds: float = Field(default=10.0, gt=0)
     # How long past the node timeout a reservation may stay open before the sweeper frees it,
     # and how often the sweeper looks.
     reservation_margin_seconds: float = 60.0

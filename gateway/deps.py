@@ -14,7 +14,7 @@ from billing.keys.service import authenticate
 from gateway.config import GatewaySettings
 from gateway.errors import AuthError, PermissionDenied
 from gateway.keycache import KeyCache
-from gateway.nodes import NodeClient
+from gateway.nodes import NodePool
 
 MISSING_KEY_MESSAGE = (
     "You didn't provide an API key. Provide it in an Authorization header using Bearer auth "
@@ -27,8 +27,8 @@ def get_database(request: Request) -> Database:
     return database
 
 
-def get_nodes(request: Request) -> NodeClient:
-    nodes: NodeClient = request.app.state.nodes
+def get_nodes(request: Request) -> NodePool:
+    nodes: NodePool = request.app.state.nodes
     return nodes
 
 
@@ -90,7 +90,7 @@ def require_key_scope(scope: KeyScope) -> Callable[[AuthenticatedKey], Authentic
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
-NodesDep = Annotated[NodeClient, Depends(get_nodes)]
+NodesDep = Annotated[NodePool, Depends(get_nodes)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 RequestId = Annotated[str, Depends(get_request_id)]
 KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]

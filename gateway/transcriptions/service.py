@@ -22,7 +22,7 @@ from gateway.audio_probe import probe_duration_ms
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
 from gateway.errors import FileTooLarge, InvalidAudio, PermissionDenied, QuotaExceeded
 from gateway.formats import TimestampGranularity
-from gateway.nodes import NodeClient
+from gateway.nodes import NodePool
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
 from inference.protocol import TranscribeParams
 
@@ -91,7 +91,7 @@ async def transcribe_and_bill(
     caller: AuthenticatedKey,
     request: TranscriptionInput,
     *,
-    nodes: NodeClient,
+    nodes: NodePool,
     database: Database,
     settings: GatewaySettings,
 ) -> BilledTranscription:
@@ -111,7 +111,7 @@ async def transcribe_and_bill(
     )
     try:
         result = await nodes.transcribe(
-            request.audio, request.filename, request.content_type, params
+            request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
         )
     except BaseException:
         with anyio.CancelScope(shield=True):

@@ -1,0 +1,53 @@
+"""Nodes' refusals mapped onto customer errors, and the pool's own admin-facing error."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from gateway.errors import (
+    AudioTooLong,
+    FileTooLarge,
+    GatewayError,
+    InvalidAudio,
+    InvalidRequest,
+    ModelNotFound,
+    UnsupportedLanguage,
+    UpstreamUnavailable,
+)
+from inference.protocol import ErrorCode
+
+logger = logging.getLogger(__name__)
+
+
+class NodeNotFound(GatewayError):
+    status_code = 404
+    code = "node_not_found"
+    error_type = "invalid_request_error"
+
+
+def node_error(url: str, response: httpx.Response) -> GatewayError:
+    """Map a node's 4xx/5xx onto the customer-facing error."""
+    try:
+        detail = response.json()["error"]
+        code, message = str(detail["code"]), str(detail["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "", response.text[:200]
+    if code == ErrorCode.invalid_audio:
+        return InvalidAudio(message, param="file")
+    if code == ErrorCode.unsupported_language:
+        return UnsupportedLanguage(message, param="language")
+    if code == ErrorCode.model_not_found:
+        return ModelNotFound(message, param="model")
+    if code == ErrorCode.file_too_large:
+        return FileTooLarge(message, param="file")
+    if code == ErrorCode.audio_too_long:
+        return AudioTooLong(message, param="file")
+    if response.status_code == 401:
+        logger.error("node %s refused the gateway's node secret", url)
+        return UpstreamUnavailable("The inference node refused the gateway; nothing was billed.")
+    if response.status_code < 500:
+        return InvalidRequest(message or "The inference node rejected the request.")
+    logger.warning("node %s answered %s: %s", url, response.status_code, message)
+    return UpstreamUnavailable("The inference node failed; nothing was billed. Retry later.")

@@ -1,0 +1,383 @@
+"""The node pool: which inference node gets a request, and what the gateway knows of each.
+
+- Membership: ``GATEWAY_NODES`` at start; ``add``, ``remove``, ``drain``, ``undrain`` while
+  running (per gateway replica).
+- Health: ``run_health_checks`` polls each node's ``/health/ready``; a node that is not ready gets
+  nothing until it is again. A refused connection marks a node unhealthy at once.
+- Routing: least outstanding requests among eligible nodes, ties in rotation; nodes known not to
+  serve the requested model are skipped.
+- Passive circuit breaker per node (``breaker.py``): connect errors, timeouts, transport errors and
+  502/503/504 are failures.
+- Retries: a connect error or a 502/503/504 moves the request to another node, at most
+  ``node_max_attempts`` nodes. A transport error after the request was sent is never retried:
+  the node may still be working on it. The caller bills nothing on any exception.
+- Timeouts: base + factor * audio seconds, capped by ``node_timeout_seconds``, which also bounds
+  the whole dispatch (reservations outlive it by a margin).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from gateway.config import GatewaySettings
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamUnavailable
+from gateway.nodes.breaker import CircuitBreaker, Clock
+from gateway.nodes.errors import NodeNotFound, node_error
+from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
+from inference.protocol import (
+    READY_PATH,
+    TRANSCRIBE_PATH,
+    ModelInfo,
+    TranscribeParams,
+    TranscriptionResult,
+)
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+MODEL_LIST = TypeAdapter(list[ModelInfo])
+
+
+class _NotSent(Exception):
+    """The request never reached the node, so another node may take it."""
+
+
+class NodePool:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        client: httpx.AsyncClient,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.headers = (
+            {"Authorization": f"Bearer {settings.node_secret}"} if settings.node_secret else {}
+        )
+        self._clock = clock
+        self._nodes: dict[str, Node] = {}
+        self._rotation = 0
+        for url in settings.node_urls:
+            self._add(url, NodeSource.config)
+
+    # Membership
+
+    def add(self, url: str) -> NodeStatus:
+        """Add a node; a URL already in the pool is left as it is."""
+        return self._add(url, NodeSource.runtime).status()
+
+    def remove(self, node: str) -> NodeStatus:
+        """Take a node (id or URL) out at once; requests in flight on it still finish."""
+        found = self._find(node)
+        del self._nodes[found.url]
+        logger.info("node %s removed from the pool", found.url)
+        return found.status()
+
+    def drain(self, node: str) -> NodeStatus:
+        """No new requests for the node; those in flight finish (``outstanding`` counts them)."""
+        found = self._find(node)
+        found.draining = True
+        logger.info("node %s draining", found.url)
+        return found.status()
+
+    def undrain(self, node: str) -> NodeStatus:
+        found = self._find(node)
+        found.draining = False
+        return found.status()
+
+    def status(self, node: str) -> NodeStatus:
+        return self._find(node).status()
+
+    def snapshot(self) -> list[NodeStatus]:
+        return [node.status() for node in self._nodes.values()]
+
+    def _add(self, url: str, source: NodeSource) -> Node:
+        url = normalize_node_url(url)
+        node = self._nodes.get(url)
+        if node is None:
+            breaker = CircuitBreaker(
+                self.settings.node_failure_threshold,
+                self.settings.node_circuit_open_seconds,
+                self._clock,
+            )
+            node = self._nodes[url] = Node(url, source, breaker)
+            logger.info("node %s added to the pool (%s)", url, source)
+        return node
+
+    def _find(self, node: str) -> Node:
+        try:
+            url = normalize_node_url(node)
+        except InvalidRequest:
+            url = node
+        for candidate in self._nodes.values():
+            if node == candidate.id or url == candidate.url:
+                return candidate
+        raise NodeNotFound(f"No node {node!r} in the pool.", param="node")
+
+    # Health
+
+    async def run_health_checks(self) -> None:
+        """Check every node each interval until cancelled (the app's lifespan runs this)."""
+        while True:
+            try:
+                await self.check_health()
+            except Exception:
+                logger.exception("node health check failed")
+            await anyio.sleep(self.settings.node_health_interval_seconds)
+
+    async def check_health(self) -> None:
+        """One round of health checks, all nodes at once."""
+        async with anyio.create_task_group() as checks:
+            for node in list(self._nodes.values()):
+                checks.start_soon(self._check, node)
+
+    async def any_ready(self) -> bool:
+        """Some node can take requests, by the last health checks."""
+        await self._check_unchecked()
+        return any(node.healthy and not node.draining for node in self._nodes.values())
+
+    async def list_models(self) -> list[ModelInfo]:
+        """Models of the ready nodes, from their last health checks."""
+        await self._check_unchecked()
+        models: dict[str, ModelInfo] = {}
+        for node in self._nodes.values():
+            if node.healthy and not node.draining:
+                for info in node.models or []:
+                    models.setdefault(info.id, info)
+        return list(models.values())
+
+    async def _check_unchecked(self) -> None:
+        # Right after start or an add, before the background loop got to a node.
+        if any(node.last_check_at is None for node in self._nodes.values()):
+            await self.check_health()
+
+    async def _check(self, node: Node) -> None:
+        try:
+            response = await self.client.get(
+                f"{node.url}{READY_PATH}", timeout=self.settings.node_health_timeout_seconds
+            )
+        except httpx.TransportError as error:
+            node.last_check_at = datetime.now(UTC)
+            self._set_health(node, ready=False, error=describe(error))
+            return
+        body = json_object(response)
+        models = parse_models(body.get("models"))
+        if models is not None:
+            node.models = models
+        node.last_check_at = datetime.now(UTC)
+        ready = response.status_code == 200
+        reason = str(body.get("error") or body.get("status") or f"HTTP {response.status_code}")
+        self._set_health(node, ready=ready, error=None if ready else reason)
+
+    def _set_health(self, node: Node, *, ready: bool, error: str | None) -> None:
+        if ready and node.healthy is False:
+            logger.info("node %s is ready again", node.url)
+        elif not ready and node.healthy is not False:
+            logger.warning("node %s is not ready: %s", node.url, error)
+        node.healthy = ready
+        node.last_error = None if ready else error
+
+    # Dispatch
+
+    def read_timeout_seconds(self, audio_ms: int | None) -> float:
+        """How long a node may take: base + factor * audio seconds, at most the node timeout."""
+        longest = self.settings.node_timeout_seconds
+        if audio_ms is None:
+            return longest
+        scaled = (
+            self.settings.node_timeout_base_seconds
+            + self.settings.node_timeout_per_audio_second * audio_ms / 1000
+        )
+        return min(longest, scaled)
+
+    async def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        content_type: str,
+        params: TranscribeParams,
+        *,
+        audio_ms: int | None = None,
+    ) -> TranscriptionResult:
+        """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest)."""
+        self._refuse_unknown_model(params.model)
+        files = {"file": (filename, audio, content_type)}
+        form = transcribe_form(params)
+        deadline = self._clock() + self.settings.node_timeout_seconds
+        tried: set[Node] = set()
+        failures: list[str] = []
+        retry_hints: list[float] = []
+        model_missing: GatewayError | None = None
+        while len(failures) < self.settings.node_max_attempts:
+            node = self._choose(params.model, tried)
+            remaining = deadline - self._clock()
+            if node is None or remaining <= 0:
+                break
+            tried.add(node)
+            timeout = httpx.Timeout(
+                min(self.read_timeout_seconds(audio_ms), remaining),
+                connect=self.settings.node_connect_timeout_seconds,
+            )
+            try:
+                response = await self._send(node, files, form, timeout)
+            except _NotSent as error:
+                failures.append(f"{node.url}: {error}")
+                continue
+            if response.status_code in RETRYABLE_STATUSES:
+                failures.append(f"{node.url}: HTTP {response.status_code}")
+                retry_hints.extend(retry_after_header(response))
+                continue
+            if response.is_success:
+                return TranscriptionResult.model_validate_json(response.content)
+            refusal = node_error(node.url, response)
+            if isinstance(refusal, ModelNotFound):
+                # Pools may be heterogeneous: another node may serve the model.
+                model_missing = refusal
+                continue
+            raise refusal
+        if model_missing is not None and not failures:
+            raise model_missing
+        logger.warning(
+            "no inference node could serve the request: %s",
+            "; ".join(failures) or "no eligible node",
+        )
+        raise UpstreamUnavailable(
+            "No inference node is available to serve the request; nothing was billed. Retry later.",
+            retry_after_seconds=self._retry_after(retry_hints),
+        )
+
+    def _choose(self, model: str | None, tried: set[Node]) -> Node | None:
+        candidates = [
+            node
+            for node in self._nodes.values()
+            if node not in tried and node.eligible() and node.serves(model) is not False
+        ]
+        if not candidates:
+            return None
+        start = self._rotation % len(candidates)
+        self._rotation += 1
+        in_rotation = candidates[start:] + candidates[:start]
+        return min(in_rotation, key=lambda node: node.outstanding)
+
+    async def _send(
+        self, node: Node, files: dict[str, Any], form: dict[str, str], timeout: httpx.Timeout
+    ) -> httpx.Response:
+        node.outstanding += 1
+        node.breaker.on_dispatch()
+        try:
+            try:
+                response = await self.client.post(
+                    f"{node.url}{TRANSCRIBE_PATH}",
+                    files=files,
+                    data=form,
+                    headers=self.headers,
+                    timeout=timeout,
+                )
+            except httpx.PoolTimeout as error:
+                # The gateway's own connection pool is full: nothing reached the node.
+                raise _NotSent(describe(error)) from error
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                self._record_failure(node)
+                self._set_health(node, ready=False, error=describe(error))
+                raise _NotSent(describe(error)) from error
+            except httpx.TransportError as error:
+                self._record_failure(node)
+                logger.warning("node %s failed mid-request: %r", node.url, error)
+                raise UpstreamUnavailable(
+                    "The inference node did not complete the request; nothing was billed. "
+                    "Retry later.",
+                    retry_after_seconds=self._retry_after([]),
+                ) from error
+            if response.status_code in RETRYABLE_STATUSES:
+                self._record_failure(node)
+            else:
+                node.breaker.record_success()
+            return response
+        finally:
+            node.outstanding -= 1
+            node.breaker.on_finish()
+
+    def _record_failure(self, node: Node) -> None:
+        if node.breaker.record_failure():
+            logger.warning(
+                "circuit of node %s open for %.1f s after %d consecutive failures",
+                node.url,
+                self.settings.node_circuit_open_seconds,
+                node.breaker.consecutive_failures,
+            )
+
+    def _refuse_unknown_model(self, model: str | None) -> None:
+        """404 without trying a node when every node's models are known and none has it."""
+        known = [node.models for node in self._nodes.values()]
+        if model is None or not known or any(models is None for models in known):
+            return
+        available = sorted({info.id for models in known for info in models or []})
+        if model not in available:
+            raise ModelNotFound(
+                f"The model '{model}' does not exist; available: {', '.join(available)}.",
+                param="model",
+            )
+
+    def _retry_after(self, hints: list[float]) -> int:
+        """Seconds until a node may serve again: the earliest of the nodes' own Retry-After,
+        a circuit half-opening, or the next health check of a node that is not ready."""
+        waits = list(hints)
+        for node in self._nodes.values():
+            if node.draining:
+                continue
+            wait = node.breaker.seconds_until_half_open() or 0.0
+            if node.healthy is False:
+                wait = max(wait, self.settings.node_health_interval_seconds)
+            if wait > 0:
+                waits.append(wait)
+        seconds = min(waits, default=self.settings.node_health_interval_seconds)
+        return max(1, math.ceil(seconds))
+
+
+def transcribe_form(params: TranscribeParams) -> dict[str, str]:
+    form = {
+        "language": params.language,
+        "word_timestamps": "true" if params.word_timestamps else "false",
+        "itn": "true" if params.itn else "false",
+    }
+    if params.model:
+        form["model"] = params.model
+    if params.hotwords:
+        form["hotwords"] = params.hotwords
+    return form
+
+
+def describe(error: Exception) -> str:
+    detail = str(error)
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def parse_models(raw: object) -> list[ModelInfo] | None:
+    try:
+        return MODEL_LIST.validate_python(raw) if isinstance(raw, list) else None
+    except ValidationError:
+        return None
+
+
+def retry_after_header(response: httpx.Response) -> list[float]:
+    try:
+        return [max(0.0, float(response.headers["retry-after"]))]
+    except (KeyError, ValueError):
+        return []
