@@ -27,6 +27,7 @@ from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
 from gateway.keycache import KeyCache
 from gateway.nodes import NodePool
+from gateway.nodes.membership import run_membership_sync
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -60,6 +61,9 @@ def create_app(
             app.state.nodes = nodes = NodePool(settings, client)
             background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
             background.start_soon(nodes.run_health_checks)
+            background.start_soon(
+                run_membership_sync, nodes, database, settings.node_health_interval_seconds
+            )
             try:
                 yield
             finally:

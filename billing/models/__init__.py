@@ -6,6 +6,7 @@ from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
 from billing.models.plan import Plan
+from billing.models.pool_node import PoolNode
 from billing.models.reservation import Reservation
 from billing.models.returned_charge import ReturnedCharge
 from billing.models.tenant import Tenant
@@ -22,6 +23,7 @@ __all__ = [
     "InvoiceItem",
     "InvoiceLine",
     "Plan",
+    "PoolNode",
     "Reservation",
     "ReturnedCharge",
     "Tenant",

@@ -1,0 +1,94 @@
+"""Admin: the inference node pool, shared by every gateway replica."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, ConfigDict
+
+from billing.db import Database
+from billing.pool.service import register_node, set_draining, unregister_node
+from gateway.admin.auth import AdminClaims, NodesRead, NodesWrite
+from gateway.admin.deps import in_transaction
+from gateway.deps import DatabaseDep, NodesDep, RequestId
+from gateway.nodes.node import NodeSource, NodeStatus, normalize_node_url
+from gateway.nodes.pool import NodePool
+
+router = APIRouter(prefix="/admin/nodes", tags=["admin: nodes"])
+
+
+class NodeCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+
+
+@router.get("")
+def list_nodes(nodes: NodesDep, _claims: NodesRead) -> list[NodeStatus]:
+    """Every node with its health, circuit, drain flag and requests in flight on this replica."""
+    return nodes.snapshot()
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def add_node(
+    body: NodeCreate,
+    nodes: NodesDep,
+    database: DatabaseDep,
+    claims: NodesWrite,
+    request_id: RequestId,
+) -> NodeStatus:
+    """Register a node with every replica; it takes traffic once its /health/ready answers."""
+    url = normalize_node_url(body.url)
+    actor = claims.actor(request_id)
+    in_transaction(database, lambda session: register_node(session, url, actor=actor))
+    return nodes.add(url)
+
+
+@router.get("/{node}")
+def show_node(node: str, nodes: NodesDep, _claims: NodesRead) -> NodeStatus:
+    """One node, by id or URL."""
+    return nodes.status(node)
+
+
+def _set_draining(
+    node: str,
+    draining: bool,
+    nodes: NodePool,
+    database: Database,
+    claims: AdminClaims,
+    request_id: str,
+) -> NodeStatus:
+    url = nodes.status(node).url
+    actor = claims.actor(request_id)
+    in_transaction(database, lambda session: set_draining(session, url, draining, actor=actor))
+    return nodes.drain(url) if draining else nodes.undrain(url)
+
+
+@router.post("/{node}/drain")
+def drain_node(
+    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+) -> NodeStatus:
+    """No new requests for the node on any replica; requests in flight finish."""
+    return _set_draining(node, True, nodes, database, claims, request_id)
+
+
+@router.post("/{node}/undrain")
+def undrain_node(
+    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+) -> NodeStatus:
+    """Let a drained node take requests again."""
+    return _set_draining(node, False, nodes, database, claims, request_id)
+
+
+@router.delete("/{node}")
+def remove_node(
+    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+) -> NodeStatus:
+    """Take a registered node out of every replica's pool (configured nodes can only drain)."""
+    found = nodes.status(node)
+    actor = claims.actor(request_id)
+    configured = found.source is NodeSource.config
+    in_transaction(
+        database,
+        lambda session: unregister_node(session, found.url, configured=configured, actor=actor),
+    )
+    return nodes.remove(found.url)
