@@ -28,6 +28,8 @@ from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
 from gateway.keycache import KeyCache
 from gateway.nodes import NodePool
 from gateway.nodes.membership import run_membership_sync
+from gateway.ratelimits.headers import RateLimitHeadersMiddleware
+from gateway.ratelimits.service import RateLimits
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -61,6 +63,8 @@ def create_app(
             app.state.nodes = nodes = NodePool(settings, client)
             background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
             background.start_soon(nodes.run_health_checks)
+            app.state.rate_limits = rate_limits = RateLimits.from_settings(settings)
+            background.start_soon(rate_limits.run_lease_renewal)
             background.start_soon(
                 run_membership_sync, nodes, database, settings.node_health_interval_seconds
             )
@@ -68,6 +72,7 @@ def create_app(
                 yield
             finally:
                 background.cancel_scope.cancel()
+                await rate_limits.aclose()
                 database.dispose()
 
     app = FastAPI(
@@ -85,6 +90,7 @@ def create_app(
     app.include_router(transcriptions.router)
     app.include_router(usage.router)
     app.include_router(admin_router)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -62,6 +62,19 @@ class GatewaySettings(BaseSettings):
     admin_jwt_issuer: str = "asrgw"
     admin_jwt_leeway_seconds: int = Field(default=30, ge=0)
 
+    # Rate limits (docs/api.md): "" keeps the counters in process memory (one replica); a
+    # redis:// (rediss://, unix://) URL shares them across replicas.
+    redis_url: str = ""
+    # A Redis outage either admits requests unlimited ("open") or refuses them with 503.
+    rate_limit_on_store_error: Literal["open", "closed"] = "open"
+    # Short, so an unreachable Redis costs a request at most this (no retries).
+    redis_socket_timeout_seconds: float = Field(default=0.5, gt=0)
+    # Prefix of every rate-limit key in Redis, so deployments (or test runs) may share one.
+    rate_limit_key_prefix: str = "asrgw"
+    # A request-in-flight slot in Redis lives this long unless its replica renews it (every
+    # third of it): the most a crashed replica's slots stay taken.
+    concurrency_lease_seconds: float = Field(default=30.0, ge=3)
+
     @field_validator("nodes")
     @classmethod
     def _nodes_are_urls(cls, value: str) -> str:

@@ -16,6 +16,8 @@ GatewayError                    500 internal_error
 ├── IdempotencyConflict         409 idempotency_key_reused
 ├── FileTooLarge                413 file_too_large
 │   └── AudioTooLong            413 audio_too_long
+├── RateLimited                 429 rate_limit_exceeded (+ Retry-After, x-ratelimit-*)
+├── RateLimiterUnavailable      503 rate_limiter_unavailable (+ Retry-After; store down, closed)
 ├── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
 └── AuthUnavailable             503 auth_unavailable (the JWKS could not be fetched)
 ```
@@ -124,6 +126,41 @@ class FileTooLarge(GatewayError):
 
 class AudioTooLong(FileTooLarge):
     code = "audio_too_long"
+
+
+class RateLimited(GatewayError):
+    """OpenAI's shape: type ``requests``, code ``rate_limit_exceeded``; SDKs retry these."""
+
+    status_code = 429
+    code = "rate_limit_exceeded"
+    error_type = "requests"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: int,
+        rate_limit_headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+        self.rate_limit_headers = rate_limit_headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return {**self.rate_limit_headers, "Retry-After": str(self.retry_after_seconds)}
+
+
+class RateLimiterUnavailable(GatewayError):
+    status_code = 503
+    code = "rate_limiter_unavailable"
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class UpstreamUnavailable(GatewayError):

@@ -12,6 +12,7 @@ from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, Transcri
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
 from gateway.idempotency import fingerprint, run_once
+from gateway.ratelimits.dependency import RateLimitedKey
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
 from gateway.transcriptions.service import (
     log_returned_charge,
@@ -84,6 +85,7 @@ def billing_headers(billed: BilledTranscription) -> dict[str, str]:
 async def create_transcription(
     request: Request,
     caller: TranscribeKey,
+    _admitted: RateLimitedKey,
     request_id: RequestId,
     settings: SettingsDep,
     nodes: NodesDep,

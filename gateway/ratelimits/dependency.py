@@ -1,0 +1,38 @@
+"""The rate-limit dependency of the billed customer routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from billing.keys.schemas import AuthenticatedKey
+from gateway.deps import TenantKey
+from gateway.ratelimits.headers import STATE_KEY
+from gateway.ratelimits.service import RateLimits
+
+
+def get_rate_limits(request: Request) -> RateLimits:
+    rate_limits: RateLimits = request.app.state.rate_limits
+    return rate_limits
+
+
+async def admit_within_rate_limits(
+    request: Request,
+    caller: TenantKey,
+    rate_limits: Annotated[RateLimits, Depends(get_rate_limits)],
+) -> AsyncIterator[AuthenticatedKey]:
+    """Right after authentication, before the upload is looked at: 429 past the key's plan
+    limits. The request's concurrency slot is held until the route returns or raises."""
+    admission = await rate_limits.admit(caller)
+    setattr(request.state, STATE_KEY, admission.headers)
+    try:
+        yield caller
+    finally:
+        await rate_limits.release(admission)
+
+
+# scope="function": the slot is given back as soon as the route function ends, before the
+# response goes out, so a client that got its answer finds the slot free.
+RateLimitedKey = Annotated[AuthenticatedKey, Depends(admit_within_rate_limits, scope="function")]
