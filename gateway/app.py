@@ -22,6 +22,7 @@ from billing.reservations.sweeper import release_expired
 from gateway import system
 from gateway.admin.auth import TokenVerifier
 from gateway.admin.router import router as admin_router
+from gateway.cache.service import build_result_cache
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
@@ -30,6 +31,7 @@ from gateway.nodes import NodePool
 from gateway.nodes.membership import run_membership_sync
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
+from gateway.ratelimits.store import open_redis
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -63,16 +65,20 @@ def create_app(
             app.state.nodes = nodes = NodePool(settings, client)
             background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
             background.start_soon(nodes.run_health_checks)
-            app.state.rate_limits = rate_limits = RateLimits.from_settings(settings)
-            background.start_soon(rate_limits.run_lease_renewal)
             background.start_soon(
                 run_membership_sync, nodes, database, settings.node_health_interval_seconds
             )
+            app.state.rate_limits = rate_limits = RateLimits.from_settings(settings)
+            background.start_soon(rate_limits.run_lease_renewal)
+            cache_redis = open_redis(settings) if settings.redis_url else None
+            app.state.result_cache = build_result_cache(settings, cache_redis)
             try:
                 yield
             finally:
                 background.cancel_scope.cancel()
                 await rate_limits.aclose()
+                if cache_redis is not None:
+                    await cache_redis.aclose()
                 database.dispose()
 
     app = FastAPI(

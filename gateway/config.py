@@ -61,6 +61,12 @@ class GatewaySettings(BaseSettings):
     admin_jwt_audience: str = "asrgw-admin"
     admin_jwt_issuer: str = "asrgw"
     admin_jwt_leeway_seconds: int = Field(default=30, ge=0)
+    # The MD5 result cache (docs/api.md): in process memory, or in Redis with GATEWAY_REDIS_URL.
+    cache_enabled: bool = True
+    cache_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # "tenant": results are shared only within a tenant; "global" shares them across tenants.
+    cache_scope: Literal["tenant", "global"] = "tenant"
 
     # Rate limits (docs/api.md): "" keeps the counters in process memory (one replica); a
     # redis:// (rediss://, unix://) URL shares them across replicas.

@@ -11,6 +11,7 @@ from billing.db import Database
 from billing.errors import InvalidApiKey
 from billing.keys.schemas import AuthenticatedKey, KeyScope
 from billing.keys.service import authenticate
+from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
 from gateway.errors import AuthError, PermissionDenied
 from gateway.keycache import KeyCache
@@ -39,6 +40,11 @@ def get_settings(request: Request) -> GatewaySettings:
 
 def get_key_cache(request: Request) -> KeyCache:
     cache: KeyCache = request.app.state.key_cache
+    return cache
+
+
+def get_result_cache(request: Request) -> ResultCache | None:
+    cache: ResultCache | None = request.app.state.result_cache
     return cache
 
 
@@ -94,6 +100,7 @@ NodesDep = Annotated[NodePool, Depends(get_nodes)]
 SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
 RequestId = Annotated[str, Depends(get_request_id)]
 KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]
+ResultCacheDep = Annotated[ResultCache | None, Depends(get_result_cache)]
 TenantKey = Annotated[AuthenticatedKey, Depends(require_api_key)]
 TranscribeKey = Annotated[AuthenticatedKey, Depends(require_key_scope(KeyScope.transcribe))]
 UsageKey = Annotated[AuthenticatedKey, Depends(require_key_scope(KeyScope.usage_read))]

@@ -6,7 +6,7 @@ in the ledger).
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 # ``limiter``: "requests" (the per-minute window) or "concurrency" (requests in flight).
 RATE_LIMITER_ERRORS = Counter(
@@ -21,4 +21,21 @@ RATE_LIMITED_REQUESTS = Counter(
     "asrgw_rate_limited_requests_total",
     "Requests refused with 429 rate_limit_exceeded.",
     ["limit"],
+)
+
+# ``result``: "hit" or "miss"; counted for cacheable requests when the cache is on.
+CACHE_LOOKUPS = Counter(
+    "asrgw_cache_lookups_total",
+    "Result-cache lookups by outcome (hits are served without a node).",
+    ["result"],
+)
+CACHE_BYTES = Gauge(
+    "asrgw_cache_bytes",
+    "Bytes of cached results held in this process (the in-memory store only).",
+)
+# ``operation``: "get" or "put".
+CACHE_ERRORS = Counter(
+    "asrgw_cache_errors_total",
+    "Result-cache store (Redis) operations that failed; the request went on without the cache.",
+    ["operation"],
 )

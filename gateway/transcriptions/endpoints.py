@@ -8,7 +8,14 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from billing.usage.schemas import UsageCharge
-from gateway.deps import DatabaseDep, NodesDep, RequestId, SettingsDep, TranscribeKey
+from gateway.deps import (
+    DatabaseDep,
+    NodesDep,
+    RequestId,
+    ResultCacheDep,
+    SettingsDep,
+    TranscribeKey,
+)
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
 from gateway.idempotency import fingerprint, run_once
@@ -72,13 +79,16 @@ def usage_body(charge: UsageCharge) -> dict[str, Any]:
     }
 
 
-def billing_headers(billed: BilledTranscription) -> dict[str, str]:
+def charge_headers(charge: UsageCharge) -> dict[str, str]:
     return {
-        "x-billing-output-tokens": str(billed.charge.billed_tokens),
-        "x-billing-cost-micros": str(billed.charge.cost_micros),
-        "x-billing-currency": billed.charge.currency,
-        "x-cache": "hit" if billed.cached else "miss",
+        "x-billing-output-tokens": str(charge.billed_tokens),
+        "x-billing-cost-micros": str(charge.cost_micros),
+        "x-billing-currency": charge.currency,
     }
+
+
+def billing_headers(billed: BilledTranscription) -> dict[str, str]:
+    return {**charge_headers(billed.charge), "x-cache": "hit" if billed.cached else "miss"}
 
 
 @router.post("/v1/audio/transcriptions", response_model=None)
@@ -90,6 +100,7 @@ async def create_transcription(
     settings: SettingsDep,
     nodes: NodesDep,
     database: DatabaseDep,
+    cache: ResultCacheDep,
     file: Annotated[UploadFile, File(description="The audio file to transcribe.")],
     model: Annotated[str, Form(description="Model id; whisper-1 maps to the default.")],
     language: Annotated[str | None, Form()] = None,
@@ -117,7 +128,13 @@ async def create_transcription(
 
     async def work() -> Response:
         billed = await transcribe_and_bill(
-            request_id, caller, transcription, nodes=nodes, database=database, settings=settings
+            request_id,
+            caller,
+            transcription,
+            nodes=nodes,
+            database=database,
+            settings=settings,
+            cache=cache,
         )
         body = render_body(
             billed.result, output_format, set(granularities), usage_body(billed.charge)

@@ -19,6 +19,8 @@ from billing.reservations import service as reservations
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import record_returned_charge
 from gateway.audio_probe import probe_duration_ms
+from gateway.cache.keys import audio_md5
+from gateway.cache.service import ResultCache
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
 from gateway.errors import FileTooLarge, InvalidAudio, PermissionDenied, QuotaExceeded
 from gateway.formats import TimestampGranularity
@@ -52,7 +54,7 @@ def resolve_model(requested: str, settings: GatewaySettings) -> str:
     return requested
 
 
-def _reserve(
+def reserve_or_refuse(
     database: Database, request_id: str, caller: AuthenticatedKey, audio_ms: int, ttl: timedelta
 ) -> None:
     try:
@@ -62,12 +64,12 @@ def _reserve(
         raise QuotaExceeded(error.message) from None
 
 
-def _release(database: Database, request_id: str) -> None:
+def release(database: Database, request_id: str) -> None:
     with database.transaction() as session:
         reservations.release(session, request_id)
 
 
-def _settle(database: Database, billable: BillableTranscription) -> UsageCharge:
+def settle(database: Database, billable: BillableTranscription) -> UsageCharge:
     with database.transaction() as session:
         return reservations.settle(session, billable)
 
@@ -94,7 +96,10 @@ async def transcribe_and_bill(
     nodes: NodePool,
     database: Database,
     settings: GatewaySettings,
+    cache: ResultCache | None = None,
 ) -> BilledTranscription:
+    """Answered from the result cache when the tenant sent this audio with these parameters
+    before (billed at the plan's cache-hit price and recorded as cached), else by a node."""
     if not caller.allows_model(request.model):
         raise PermissionDenied(
             f"This API key may not use the model '{request.model}'.", param="model"
@@ -102,27 +107,35 @@ async def transcribe_and_bill(
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
     # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
     ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
-    await anyio.to_thread.run_sync(_reserve, database, request_id, caller, audio_ms, ttl)
     params = TranscribeParams(
         model=request.model,
         language=request.language or "auto",
         hotwords=request.prompt or None,
         word_timestamps=TimestampGranularity.word in request.granularities,
     )
-    try:
-        result = await nodes.transcribe(
-            request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
-        )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_release, database, request_id)
-        raise
+    md5 = audio_md5(request.audio)
+    cached = await cache.lookup(caller.tenant_id, md5, params) if cache is not None else None
+    await anyio.to_thread.run_sync(reserve_or_refuse, database, request_id, caller, audio_ms, ttl)
+    if cached is not None:
+        result = cached
+    else:
+        try:
+            result = await nodes.transcribe(
+                request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(release, database, request_id)
+            raise
     billable = BillableTranscription(
         request_id=request_id,
         caller=caller,
         model=result.model,
         audio_ms=round(result.duration * 1000),
         transcript=result.text,
+        cached=cached is not None,
     )
-    charge = await anyio.to_thread.run_sync(_settle, database, billable)
-    return BilledTranscription(result=result, charge=charge)
+    charge = await anyio.to_thread.run_sync(settle, database, billable)
+    if cache is not None and cached is None:
+        await cache.remember(caller.tenant_id, md5, params, result)
+    return BilledTranscription(result=result, charge=charge, cached=cached is not None)

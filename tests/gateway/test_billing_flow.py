@@ -70,7 +70,10 @@ class TestCreditUnderConcurrency:
         key = create_tenant_with_key(
             database, "prepaid", prepaid=True, credit_micros=20 * COST_PER_REQUEST, **BOUND
         )
-        app = create_app(gateway_settings(node_url), BillingSettings(database_url=database.url))
+        # Each request is a real dispatch: with the result cache on, repeats of this audio would
+        # be free cache hits and leave the credit untouched.
+        settings = gateway_settings(node_url, cache_enabled=False)
+        app = create_app(settings, BillingSettings(database_url=database.url))
         audio = weather_wav.read_bytes()
         with TestClient(app) as client, ThreadPoolExecutor(max_workers=16) as pool:
             responses = list(pool.map(lambda _: post(client, key, audio), range(50)))
@@ -89,6 +92,7 @@ class TestCreditUnderConcurrency:
             "BILLING_DATABASE_URL": postgres_url,
             "GATEWAY_NODES": node_url,
             "GATEWAY_NODE_SECRET": NODE_SECRET,
+            "GATEWAY_CACHE_ENABLED": "false",
         }
         ports = [free_port(), free_port()]
         urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -1,0 +1,234 @@
+"""The MD5 result cache: per tenant, keyed by every transcript-changing parameter, rendered in
+any format, billed at the plan's cache-hit price and always recorded in the ledger as cached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from billing.config import BillingSettings
+from billing.db import Database
+from gateway import metrics
+from gateway.app import create_app
+from gateway.cache.keys import audio_md5, result_cache_key
+from gateway.cache.store import MemoryResultStore, RedisResultStore
+from gateway.config import GatewaySettings
+from inference.protocol import TranscribeParams
+from tests.fixtures.factories import create_tenant_with_key, usage_rows
+from tests.fixtures.processes import free_port
+from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
+from tests.gateway.conftest import gateway_settings
+
+
+def transcribe(client: TestClient, key: str, audio: bytes, **fields: str) -> httpx.Response:
+    return client.post(
+        "/v1/audio/transcriptions",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": ("speech.wav", audio, "audio/wav")},
+        data={"model": "whisper-1", **fields},
+    )
+
+
+@pytest.fixture
+def two_tenants(database: Database) -> tuple[str, str]:
+    acme = create_tenant_with_key(
+        database, "acme", price_per_1k_tokens_micros=20_000, cache_hit_price_bp=2_500
+    )
+    globex = create_tenant_with_key(database, "globex", price_per_1k_tokens_micros=20_000)
+    return acme, globex
+
+
+def app_for(database: Database, settings: GatewaySettings) -> TestClient:
+    return TestClient(create_app(settings, BillingSettings(database_url=database.url)))
+
+
+class TestPerTenantCache:
+    def test_another_tenant_misses_and_a_repeat_hits(
+        self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
+    ) -> None:
+        acme, globex = two_tenants
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            first = transcribe(client, acme, audio)
+            other_tenant = transcribe(client, globex, audio)
+            repeat = transcribe(client, acme, audio)
+        assert [r.headers["x-cache"] for r in (first, other_tenant, repeat)] == [
+            "miss",
+            "miss",
+            "hit",
+        ]
+        assert repeat.json()["text"] == first.json()["text"]
+        rows = usage_rows(database)
+        assert [(row.cached, row.billed_tokens) for row in rows] == [
+            (False, first.json()["usage"]["output_tokens"]),
+            (False, first.json()["usage"]["output_tokens"]),
+            (True, first.json()["usage"]["output_tokens"]),
+        ]
+        # acme pays a quarter of its price for a hit, rounded half up once; the header says so.
+        full = rows[0].cost_micros
+        assert rows[2].price_per_1k_tokens_micros == 5_000
+        assert rows[2].cost_micros == (rows[2].billed_tokens * 5_000 + 500) // 1_000
+        assert rows[2].cost_micros < full
+        assert int(repeat.headers["x-billing-cost-micros"]) == rows[2].cost_micros
+        assert repeat.json()["usage"]["cost_micros"] == rows[2].cost_micros
+
+    def test_a_cached_srt_answers_a_json_request_and_parameters_split_entries(
+        self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
+    ) -> None:
+        acme, _ = two_tenants
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            srt = transcribe(client, acme, audio, response_format="srt")
+            as_json = transcribe(client, acme, audio, response_format="json")
+            as_text = transcribe(client, acme, audio, response_format="text")
+            other_language = transcribe(client, acme, audio, language="en")
+            with_prompt = transcribe(client, acme, audio, prompt="weather")
+        assert srt.headers["x-cache"] == "miss"
+        assert "-->" in srt.text
+        assert (as_json.headers["x-cache"], as_text.headers["x-cache"]) == ("hit", "hit")
+        assert as_text.text.strip() == as_json.json()["text"]
+        assert other_language.headers["x-cache"] == "miss"
+        assert with_prompt.headers["x-cache"] == "miss"
+        assert [row.cached for row in usage_rows(database)] == [False, True, True, False, False]
+
+    def test_global_mode_shares_results_across_tenants(
+        self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
+    ) -> None:
+        acme, globex = two_tenants
+        audio = weather_wav.read_bytes()
+        settings = gateway_settings(node_url, cache_scope="global")
+        with app_for(database, settings) as client:
+            first = transcribe(client, acme, audio)
+            shared = transcribe(client, globex, audio)
+        assert (first.headers["x-cache"], shared.headers["x-cache"]) == ("miss", "hit")
+        hit_row = usage_rows(database)[1]
+        assert hit_row.cached
+        assert hit_row.cost_micros == 0  # globex's plan: hits are free
+
+    def test_off_means_every_request_goes_to_a_node(
+        self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
+    ) -> None:
+        acme, _ = two_tenants
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url, cache_enabled=False)) as client:
+            responses = [transcribe(client, acme, audio) for _ in range(2)]
+        assert [r.headers["x-cache"] for r in responses] == ["miss", "miss"]
+        assert [row.cached for row in usage_rows(database)] == [False, False]
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    url = shared_redis_url()
+    prefix = unique_prefix()
+    yield url, prefix
+    delete_prefixed(url, prefix)
+
+
+class TestSharedCache:
+    def test_a_replica_answers_from_redis_what_another_transcribed_even_with_no_node(
+        self,
+        node_url: str,
+        database: Database,
+        two_tenants: tuple[str, str],
+        weather_wav: Path,
+        redis_prefix: tuple[str, str],
+    ) -> None:
+        url, prefix = redis_prefix
+        acme, globex = two_tenants
+        audio = weather_wav.read_bytes()
+        shared = {"redis_url": url, "rate_limit_key_prefix": prefix}
+        with app_for(database, gateway_settings(node_url, **shared)) as replica_a:
+            first = transcribe(replica_a, acme, audio)
+        dead_node = f"http://127.0.0.1:{free_port()}"
+        with app_for(database, gateway_settings(dead_node, **shared)) as replica_b:
+            hit = transcribe(replica_b, acme, audio)
+            other_tenant = transcribe(replica_b, globex, audio)
+        assert first.headers["x-cache"] == "miss"
+        assert hit.status_code == 200
+        assert hit.headers["x-cache"] == "hit"
+        assert hit.json()["text"] == first.json()["text"]
+        # globex never sent this audio: a miss, and with no node it is 503 and unbilled.
+        assert other_tenant.status_code == 503
+        assert [(row.tenant_id, row.cached) for row in usage_rows(database)] == [
+            (usage_rows(database)[0].tenant_id, False),
+            (usage_rows(database)[0].tenant_id, True),
+        ]
+
+    def test_an_unreachable_redis_is_a_miss_not_a_failure(
+        self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
+    ) -> None:
+        acme, _ = two_tenants
+        before = metrics.CACHE_ERRORS.labels(operation="get")._value.get()
+        settings = gateway_settings(
+            node_url,
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            rate_limit_on_store_error="open",
+        )
+        with app_for(database, settings) as client:
+            responses = [transcribe(client, acme, weather_wav.read_bytes()) for _ in range(2)]
+        assert [r.status_code for r in responses] == [200, 200]
+        assert [r.headers["x-cache"] for r in responses] == ["miss", "miss"]
+        assert metrics.CACHE_ERRORS.labels(operation="get")._value.get() >= before + 2
+
+
+class TestStores:
+    def test_memory_store_is_bounded_by_bytes_and_expires(self) -> None:
+        now = [0.0]
+        store = MemoryResultStore(max_bytes=10, ttl_seconds=60, clock=lambda: now[0])
+
+        async def scenario() -> list[Any]:
+            await store.put("a", b"12345")
+            await store.put("b", b"12345")
+            await store.get("a")  # a is now the most recently used
+            await store.put("c", b"123")  # over 10 bytes: b goes
+            seen = [await store.get(key) for key in ("a", "b", "c")]
+            await store.put("huge", b"x" * 11)  # larger than the whole cache: not kept
+            seen.append(await store.get("huge"))
+            now[0] = 61
+            seen.append(await store.get("a"))
+            return seen
+
+        assert asyncio.run(scenario()) == [b"12345", None, b"123", None, None]
+        assert store.size_bytes == 3
+
+    def test_redis_store_round_trip_and_expiry(self, redis_prefix: tuple[str, str]) -> None:
+        from redis.asyncio import Redis
+
+        url, prefix = redis_prefix
+
+        async def scenario() -> list[bytes | None]:
+            client = Redis.from_url(url)
+            try:
+                store = RedisResultStore(client, prefix, ttl_seconds=0.3)
+                await store.put("k", b"value")
+                seen = [await store.get("k"), await store.get("other")]
+                await asyncio.sleep(0.5)
+                seen.append(await store.get("k"))
+                return seen
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(scenario()) == [b"value", None, None]
+
+    def test_keys_separate_tenants_and_parameters_but_not_formats(self) -> None:
+        md5 = audio_md5(b"audio")
+        params = TranscribeParams(model="m", language="auto")
+        assert result_cache_key(1, md5, params) != result_cache_key(2, md5, params)
+        assert result_cache_key(None, md5, params) not in {
+            result_cache_key(1, md5, params),
+            result_cache_key(2, md5, params),
+        }
+        for changed in (
+            params.model_copy(update={"language": "en"}),
+            params.model_copy(update={"hotwords": "x"}),
+            params.model_copy(update={"word_timestamps": True}),
+            params.model_copy(update={"model": "n"}),
+        ):
+            assert result_cache_key(1, md5, changed) != result_cache_key(1, md5, params)
+        assert result_cache_key(1, audio_md5(b"other"), params) != result_cache_key(1, md5, params)
