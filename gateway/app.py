@@ -23,6 +23,7 @@ from gateway import system
 from gateway.admin.auth import TokenVerifier
 from gateway.admin.router import router as admin_router
 from gateway.cache.service import build_result_cache
+from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
@@ -78,7 +79,9 @@ def create_app(
                 background.cancel_scope.cancel()
                 await rate_limits.aclose()
                 if cache_redis is not None:
-                    await cache_redis.aclose()
+                    # The task group's scope is cancelled by now: close under a shield.
+                    with anyio.CancelScope(shield=True):
+                        await cache_redis.aclose()
                 database.dispose()
 
     app = FastAPI(
@@ -95,6 +98,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(usage.router)
+    app.include_router(compat.router)
     app.include_router(admin_router)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)

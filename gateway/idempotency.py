@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import anyio
+from fastapi import Request
 from fastapi.responses import Response
 
 from billing.db import Database
@@ -100,3 +101,25 @@ async def run_once(
         )
     )
     return response
+
+
+async def respond_once(
+    request: Request,
+    database: Database,
+    tenant_id: int,
+    request_id: str,
+    audio: bytes,
+    parameters: dict[str, object],
+    work: Callable[[], Awaitable[Response]],
+    *,
+    wait_seconds: float,
+) -> Response:
+    """``work()``'s response, made once per ``Idempotency-Key`` when the client sends one. The
+    route's path is part of the fingerprint: one key cannot be reused across endpoints."""
+    key = request.headers.get("idempotency-key")
+    if not key:
+        return await work()
+    request_fingerprint = fingerprint(audio, {"route": request.url.path, **parameters})
+    return await run_once(
+        database, tenant_id, key, request_fingerprint, request_id, work, wait_seconds=wait_seconds
+    )

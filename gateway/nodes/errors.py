@@ -38,6 +38,8 @@ def node_error(url: str, response: httpx.Response) -> GatewayError:
         return InvalidAudio(message, param="file")
     if code == ErrorCode.unsupported_language:
         return UnsupportedLanguage(message, param="language")
+    if code == ErrorCode.language_detection_unsupported:
+        return InvalidRequest(message, param="model", code="language_detection_unsupported")
     if code == ErrorCode.model_not_found:
         return ModelNotFound(message, param="model")
     if code == ErrorCode.file_too_large:

@@ -25,16 +25,24 @@ from typing import Any
 
 import anyio
 import httpx
-from pydantic import TypeAdapter, ValidationError
 
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes.breaker import CircuitBreaker, Clock
 from gateway.nodes.errors import NodeNotFound, node_error
 from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
+from gateway.nodes.wire import (
+    describe,
+    json_object,
+    parse_models,
+    retry_after_header,
+    transcribe_form,
+)
 from inference.protocol import (
+    DETECT_LANGUAGE_PATH,
     READY_PATH,
     TRANSCRIBE_PATH,
+    LanguageDetection,
     ModelInfo,
     TranscribeParams,
     TranscriptionResult,
@@ -43,7 +51,6 @@ from inference.protocol import (
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
-MODEL_LIST = TypeAdapter(list[ModelInfo])
 
 
 class _NotSent(Exception):
@@ -209,16 +216,44 @@ class NodePool:
         audio_ms: int | None = None,
     ) -> TranscriptionResult:
         """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest)."""
-        self._refuse_unknown_model(params.model)
         files = {"file": (filename, audio, content_type)}
-        form = transcribe_form(params)
+        response = await self._dispatch(
+            TRANSCRIBE_PATH, files, transcribe_form(params), params.model, audio_ms
+        )
+        return TranscriptionResult.model_validate_json(response.content)
+
+    async def detect_language(
+        self,
+        audio: bytes,
+        filename: str,
+        content_type: str,
+        model: str | None,
+        *,
+        audio_ms: int | None = None,
+    ) -> LanguageDetection:
+        """The spoken language, from one node, with the same routing and retries."""
+        files = {"file": (filename, audio, content_type)}
+        form = {"model": model} if model else {}
+        response = await self._dispatch(DETECT_LANGUAGE_PATH, files, form, model, audio_ms)
+        return LanguageDetection.model_validate_json(response.content)
+
+    async def _dispatch(
+        self,
+        path: str,
+        files: dict[str, Any],
+        form: dict[str, str],
+        model: str | None,
+        audio_ms: int | None,
+    ) -> httpx.Response:
+        """A successful response of one node to ``path``, trying others as the rules allow."""
+        self._refuse_unknown_model(model)
         deadline = self._clock() + self.settings.node_timeout_seconds
         tried: set[Node] = set()
         failures: list[str] = []
         retry_hints: list[float] = []
         model_missing: GatewayError | None = None
         while len(failures) < self.settings.node_max_attempts:
-            node = self._choose(params.model, tried)
+            node = self._choose(model, tried)
             remaining = deadline - self._clock()
             if node is None or remaining <= 0:
                 break
@@ -228,7 +263,7 @@ class NodePool:
                 connect=self.settings.node_connect_timeout_seconds,
             )
             try:
-                response = await self._send(node, files, form, timeout)
+                response = await self._send(node, path, files, form, timeout)
             except _NotSent as error:
                 failures.append(f"{node.url}: {error}")
                 continue
@@ -237,7 +272,7 @@ class NodePool:
                 retry_hints.extend(retry_after_header(response))
                 continue
             if response.is_success:
-                return TranscriptionResult.model_validate_json(response.content)
+                return response
             refusal = node_error(node.url, response)
             if isinstance(refusal, ModelNotFound):
                 # Pools may be heterogeneous: another node may serve the model.
@@ -269,14 +304,19 @@ class NodePool:
         return min(in_rotation, key=lambda node: node.outstanding)
 
     async def _send(
-        self, node: Node, files: dict[str, Any], form: dict[str, str], timeout: httpx.Timeout
+        self,
+        node: Node,
+        path: str,
+        files: dict[str, Any],
+        form: dict[str, str],
+        timeout: httpx.Timeout,
     ) -> httpx.Response:
         node.outstanding += 1
         node.breaker.on_dispatch()
         try:
             try:
                 response = await self.client.post(
-                    f"{node.url}{TRANSCRIBE_PATH}",
+                    f"{node.url}{path}",
                     files=files,
                     data=form,
                     headers=self.headers,
@@ -341,43 +381,3 @@ class NodePool:
                 waits.append(wait)
         seconds = min(waits, default=self.settings.node_health_interval_seconds)
         return max(1, math.ceil(seconds))
-
-
-def transcribe_form(params: TranscribeParams) -> dict[str, str]:
-    form = {
-        "language": params.language,
-        "word_timestamps": "true" if params.word_timestamps else "false",
-        "itn": "true" if params.itn else "false",
-    }
-    if params.model:
-        form["model"] = params.model
-    if params.hotwords:
-        form["hotwords"] = params.hotwords
-    return form
-
-
-def describe(error: Exception) -> str:
-    detail = str(error)
-    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-
-
-def json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def parse_models(raw: object) -> list[ModelInfo] | None:
-    try:
-        return MODEL_LIST.validate_python(raw) if isinstance(raw, list) else None
-    except ValidationError:
-        return None
-
-
-def retry_after_header(response: httpx.Response) -> list[float]:
-    try:
-        return [max(0.0, float(response.headers["retry-after"]))]
-    except (KeyError, ValueError):
-        return []
