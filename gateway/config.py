@@ -27,6 +27,9 @@ class GatewaySettings(BaseSettings):
     # The model OpenAI aliases (whisper-1, …) and requests without a known model resolve to.
     default_model: str = "pocketsphinx-en"
     max_upload_bytes: int = 25 * 1024 * 1024
+    # Longer audio is refused on the synchronous routes (413 audio_too_long) and belongs in an
+    # asynchronous job (POST /v1/jobs), which no HTTP timeout cuts short.
+    max_sync_audio_seconds: float = Field(default=300.0, gt=0)
     node_connect_timeout_seconds: float = 5.0
     # The longest one dispatch may take, retries included; the scaled timeout never exceeds it.
     node_timeout_seconds: float = 600.0

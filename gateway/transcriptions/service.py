@@ -22,7 +22,13 @@ from gateway.audio_probe import probe_duration_ms
 from gateway.cache.keys import audio_md5
 from gateway.cache.service import ResultCache
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
-from gateway.errors import FileTooLarge, InvalidAudio, PermissionDenied, QuotaExceeded
+from gateway.errors import (
+    AudioTooLong,
+    FileTooLarge,
+    InvalidAudio,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from gateway.formats import TimestampGranularity
 from gateway.nodes import NodePool
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
@@ -46,6 +52,19 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     if total == 0:
         raise InvalidAudio("The audio file is empty (0 bytes).", param="file")
     return b"".join(chunks)
+
+
+def refuse_long_sync_audio(audio_ms: int, settings: GatewaySettings) -> None:
+    """Synchronous calls take audio up to ``GATEWAY_MAX_SYNC_AUDIO_SECONDS``; longer audio is
+    refused before anything is reserved, pointing to the jobs API."""
+    limit_seconds = settings.max_sync_audio_seconds
+    if audio_ms > limit_seconds * 1000:
+        raise AudioTooLong(
+            f"The audio is {audio_ms / 1000:g} seconds long; synchronous requests accept at most "
+            f"{limit_seconds:g} seconds. Submit longer audio as an asynchronous job with "
+            "POST /v1/jobs.",
+            param="file",
+        )
 
 
 def resolve_model(requested: str, settings: GatewaySettings) -> str:
@@ -105,6 +124,7 @@ async def transcribe_and_bill(
             f"This API key may not use the model '{request.model}'.", param="model"
         )
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
+    refuse_long_sync_audio(audio_ms, settings)
     # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
     ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
     params = TranscribeParams(
