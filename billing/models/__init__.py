@@ -5,6 +5,8 @@ from billing.models.audit_entry import AuditEntry
 from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
+from billing.models.job import Job
+from billing.models.job_webhook_delivery import JobWebhookDelivery
 from billing.models.plan import Plan
 from billing.models.pool_node import PoolNode
 from billing.models.reservation import Reservation
@@ -22,6 +24,8 @@ __all__ = [
     "Invoice",
     "InvoiceItem",
     "InvoiceLine",
+    "Job",
+    "JobWebhookDelivery",
     "Plan",
     "PoolNode",
     "Reservation",
