@@ -195,9 +195,10 @@ class NodePool:
 
     # Dispatch
 
-    def read_timeout_seconds(self, audio_ms: int | None) -> float:
-        """How long a node may take: base + factor * audio seconds, at most the node timeout."""
-        longest = self.settings.node_timeout_seconds
+    def read_timeout_seconds(self, audio_ms: int | None, longest: float | None = None) -> float:
+        """How long a node may take: base + factor * audio seconds, at most ``longest`` (the
+        node timeout unless given)."""
+        longest = longest or self.settings.node_timeout_seconds
         if audio_ms is None:
             return longest
         scaled = (
@@ -214,11 +215,19 @@ class NodePool:
         params: TranscribeParams,
         *,
         audio_ms: int | None = None,
+        timeout_seconds: float | None = None,
     ) -> TranscriptionResult:
-        """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest)."""
+        """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest).
+        ``timeout_seconds`` replaces ``node_timeout_seconds`` as the longest the dispatch may
+        take (asynchronous jobs, whose audio may be hours long)."""
         files = {"file": (filename, audio, content_type)}
         response = await self._dispatch(
-            TRANSCRIBE_PATH, files, transcribe_form(params), params.model, audio_ms
+            TRANSCRIBE_PATH,
+            files,
+            transcribe_form(params),
+            params.model,
+            audio_ms,
+            timeout_seconds=timeout_seconds,
         )
         return TranscriptionResult.model_validate_json(response.content)
 
@@ -244,10 +253,13 @@ class NodePool:
         form: dict[str, str],
         model: str | None,
         audio_ms: int | None,
+        *,
+        timeout_seconds: float | None = None,
     ) -> httpx.Response:
         """A successful response of one node to ``path``, trying others as the rules allow."""
         self._refuse_unknown_model(model)
-        deadline = self._clock() + self.settings.node_timeout_seconds
+        longest = timeout_seconds or self.settings.node_timeout_seconds
+        deadline = self._clock() + longest
         tried: set[Node] = set()
         failures: list[str] = []
         retry_hints: list[float] = []
@@ -259,7 +271,7 @@ class NodePool:
                 break
             tried.add(node)
             timeout = httpx.Timeout(
-                min(self.read_timeout_seconds(audio_ms), remaining),
+                min(self.read_timeout_seconds(audio_ms, longest), remaining),
                 connect=self.settings.node_connect_timeout_seconds,
             )
             try:
