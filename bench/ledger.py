@@ -2,21 +2,36 @@
 with 1 and 8 concurrent writers, all on one tenant (the worst case: every writer needs the same
 account row lock) and each on its own tenant (a pool serving many customers).
 
+Writers run as threads of one process (``threads``: one gateway replica, its worker threads
+sharing one interpreter and its GIL), as threads of one process per core (``per-core``: one
+replica or uvicorn worker per core), or each in its own process (``processes``: as many
+replicas as writers, more processes than cores). Besides the rate, each row gives the CPU time
+one settlement costs: in the writers' processes, and on PostgreSQL in the server backends
+serving them (read from /proc, so only when the server runs on this machine; the WAL writer and
+other background work are not counted). It bounds the rate: N cores can settle at most
+N / (client + server CPU) per second.
+
     python bench/ledger.py                          # SQLite file, and PostgreSQL from DATABASE_URL
-    python bench/ledger.py --seconds 5 --no-write
+    python bench/ledger.py --seconds 5 --no-write --writers 8 --modes processes
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -32,9 +47,30 @@ from billing.usage.schemas import BillableTranscription  # noqa: E402
 from tests.fixtures.factories import create_tenant_with_key  # noqa: E402
 
 TRANSCRIPT = "the weather is nice today please call me tomorrow morning"
+LAYOUTS = [("one tenant", True), ("a tenant per writer", False)]
 
 
-def settle_loop(database: Database, secret: str, stop: threading.Event, counts: list[int]) -> None:
+@dataclass(frozen=True)
+class Run:
+    settlements: int
+    seconds: float
+    client_cpu: float  # seconds, in the writers' processes
+    server_cpu: float | None  # seconds, in the PostgreSQL backends serving them
+
+    @property
+    def rate(self) -> float:
+        return self.settlements / self.seconds
+
+    @property
+    def client_us(self) -> float:
+        return self.client_cpu / self.settlements * 1e6
+
+    @property
+    def server_us(self) -> float | None:
+        return None if self.server_cpu is None else self.server_cpu / self.settlements * 1e6
+
+
+def settle_loop(database: Database, secret: str, stop: Any, counts: list[int]) -> None:
     with database.transaction() as session:
         caller = authenticate(session, secret)
     done = 0
@@ -57,7 +93,72 @@ def settle_loop(database: Database, secret: str, stop: threading.Event, counts: 
     counts.append(done)
 
 
-def measure(url: str, writers: int, seconds: float, *, shared_tenant: bool) -> float:
+def writer_process(
+    url: str, secrets: list[str], ready: Any, start: Any, stop: Any, done: Any
+) -> None:
+    """One process with a writer thread per secret, sharing an engine and its pool, like one
+    gateway replica whose worker threads write to the ledger."""
+    database = Database(url)
+    for secret in secrets:  # connect and warm up before the clock starts
+        with database.transaction() as session:
+            authenticate(session, secret)
+    counts: list[int] = []
+    threads = [
+        threading.Thread(target=settle_loop, args=(database, secret, stop, counts))
+        for secret in secrets
+    ]
+    ready.put(None)
+    start.wait()
+    cpu = time.process_time()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ready.put((sum(counts), time.process_time() - cpu))
+    done.wait()  # the connections stay open until their server CPU time has been read
+    database.dispose()
+
+
+class Backends:
+    """CPU seconds of the PostgreSQL backends whose connections carry ``application_name``."""
+
+    def __init__(self, url: str | None, application_name: str) -> None:
+        self.engine = None
+        if url is not None:
+            observer = make_url(url).update_query_dict({"application_name": "ledger-bench"})
+            self.engine = create_engine(observer, isolation_level="AUTOCOMMIT")
+        self.application_name = application_name
+
+    def cpu(self) -> dict[int, float] | None:
+        if self.engine is None:
+            return None
+        with self.engine.connect() as connection:
+            pids = connection.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": self.application_name},
+            ).scalars()
+            try:
+                return {pid: process_cpu_seconds(pid) for pid in pids}
+            except OSError:
+                return None  # the server is not on this machine
+
+    def used_since(self, before: dict[int, float] | None) -> float | None:
+        after = self.cpu()
+        if before is None or after is None:
+            return None
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+    def dispose(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, writers: int, seconds: float, *, shared_tenant: bool, mode: str) -> Run:
     upgrade_to_head(url)
     database = Database(url)
     secrets = [
@@ -70,24 +171,63 @@ def measure(url: str, writers: int, seconds: float, *, shared_tenant: bool) -> f
         )
         for _ in range(1 if shared_tenant else writers)
     ]
-    stop = threading.Event()
-    counts: list[int] = []
-    threads = [
-        threading.Thread(
-            target=settle_loop, args=(database, secrets[index % len(secrets)], stop, counts)
+    database.dispose()
+    postgres = make_url(url).get_backend_name() == "postgresql"
+    application_name = f"ledger-bench-{uuid.uuid4().hex[:8]}"
+    if postgres:
+        url = (
+            make_url(url)
+            .update_query_dict({"application_name": application_name})
+            .render_as_string(hide_password=False)
         )
-        for index in range(writers)
+    backends = Backends(url if postgres else None, application_name)
+    processes = PROCESSES[mode](writers)
+    per_process = [
+        [secrets[index % len(secrets)] for index in range(writers) if index % processes == number]
+        for number in range(processes)
     ]
+    try:
+        return measure_processes(url, per_process, seconds, backends)
+    finally:
+        backends.dispose()
+
+
+# How many processes the writers run in; each process runs the rest as threads.
+PROCESSES: dict[str, Callable[[int], int]] = {
+    "threads": lambda _writers: 1,
+    "processes": lambda writers: writers,
+    "per-core": lambda writers: min(writers, os.cpu_count() or 1),
+}
+
+
+def measure_processes(
+    url: str, secrets: list[list[str]], seconds: float, backends: Backends
+) -> Run:
+    context = multiprocessing.get_context("spawn")
+    start, stop, done = context.Event(), context.Event(), context.Event()
+    ready: Any = context.Queue()
+    processes = [
+        context.Process(target=writer_process, args=(url, own, ready, start, stop, done))
+        for own in secrets
+    ]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get()  # start-up (imports, connecting) is not measured
+    server_before = backends.cpu()
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
+    start.set()
     time.sleep(seconds)
     stop.set()
-    for thread in threads:
-        thread.join()
+    results = [ready.get() for _ in processes]
     elapsed = time.perf_counter() - started
-    database.dispose()
-    return sum(counts) / elapsed
+    server_cpu = backends.used_since(server_before)
+    done.set()
+    for process in processes:
+        process.join()
+    return Run(
+        sum(count for count, _ in results), elapsed, sum(cpu for _, cpu in results), server_cpu
+    )
 
 
 def postgres_schema_url(base: str) -> tuple[str, str]:
@@ -107,52 +247,110 @@ def drop_schema(base: str, schema: str) -> None:
     engine.dispose()
 
 
+Row = tuple[str, str, int, str, list[Run]]
+
+
+def measure_all(
+    name: str,
+    fresh_database: Callable[[], AbstractContextManager[str]],
+    writer_counts: list[int],
+    modes: list[str],
+    options: argparse.Namespace,
+) -> list[Row]:
+    """Each layout, writer count and mode, ``options.repeat`` times, on one kind of database."""
+    rows: list[Row] = []
+    for layout, shared in LAYOUTS:
+        for writers in writer_counts:
+            if writers == 1 and not shared:
+                continue
+            # One writer is one writer, in any mode.
+            for mode in modes if writers > 1 else modes[:1]:
+                runs = []
+                for _ in range(options.repeat):
+                    with fresh_database() as url:
+                        runs.append(
+                            measure(url, writers, options.seconds, shared_tenant=shared, mode=mode)
+                        )
+                rows.append((name, layout, writers, mode, runs))
+                print(
+                    f"  {name:<19} {layout:<20} writers={writers:<2} {mode:<9} "
+                    + " ".join(f"{run.rate:6.0f}" for run in runs)
+                    + f"  /s   load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    def median(values: list[float | None]) -> str:
+        known = [value for value in values if value is not None]
+        return f"{statistics.median(known):.0f}" if known else "-"
+
+    lines = [
+        "| database | tenants | writers | as | settlements/s (median) | runs "
+        "| client CPU µs per settlement | server CPU µs per settlement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, layout, writers, mode, runs in rows:
+        lines.append(
+            f"| {name} | {layout} | {writers} | {mode if writers > 1 else '-'} "
+            f"| {statistics.median(run.rate for run in runs):.0f} "
+            f"| {', '.join(f'{run.rate:.0f}' for run in runs)} "
+            f"| {median([run.client_us for run in runs])} "
+            f"| {median([run.server_us for run in runs])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="per measurement")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements per row")
     parser.add_argument("--writers", default="1,8")
+    parser.add_argument("--modes", default="threads,per-core,processes")
+    parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args()
     writer_counts = [int(value) for value in options.writers.split(",")]
-    rows: list[tuple[str, str, int, float]] = []
-    layouts = [("one tenant", True), ("a tenant per writer", False)]
+    modes = options.modes.split(",")
+    databases = options.databases.split(",")
+    load_before = os.getloadavg()
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as scratch:
-        for layout, shared in layouts:
-            for writers in writer_counts:
-                if writers == 1 and not shared:
-                    continue
-                url = f"sqlite:///{scratch}/ledger-{layout[0]}-{writers}.db"
-                rate = measure(url, writers, options.seconds, shared_tenant=shared)
-                rows.append(("SQLite (file, WAL)", layout, writers, rate))
-                print(f"  SQLite      {layout:<20} writers={writers:<2} {rate:8.0f}/s", flush=True)
+        if "sqlite" in databases:
+
+            @contextmanager
+            def sqlite_database() -> Iterator[str]:
+                yield f"sqlite:///{scratch}/ledger-{uuid.uuid4().hex[:8]}.db"
+
+            rows += measure_all(
+                "SQLite (file, WAL)", sqlite_database, writer_counts, modes, options
+            )
     base = os.environ.get("DATABASE_URL", "")
-    if base:
+    if base and "postgresql" in databases:
         base = base.replace("postgresql://", "postgresql+psycopg://", 1)
-        for layout, shared in layouts:
-            for writers in writer_counts:
-                if writers == 1 and not shared:
-                    continue
-                url, schema = postgres_schema_url(base)
-                try:
-                    rate = measure(url, writers, options.seconds, shared_tenant=shared)
-                finally:
-                    drop_schema(base, schema)
-                rows.append(("PostgreSQL", layout, writers, rate))
-                print(f"  PostgreSQL  {layout:<20} writers={writers:<2} {rate:8.0f}/s", flush=True)
-    table = "\n".join(
-        ["| database | tenants | writers | settlements/s |", "|---|---|---|---|"]
-        + [
-            f"| {name} | {layout} | {writers} | {rate:.0f} |"
-            for name, layout, writers, rate in rows
-        ]
-    )
+
+        @contextmanager
+        def postgres_database() -> Iterator[str]:
+            url, schema = postgres_schema_url(base)
+            try:
+                yield url
+            finally:
+                drop_schema(base, schema)
+
+        rows += measure_all("PostgreSQL", postgres_database, writer_counts, modes, options)
+    load_after = os.getloadavg()
     report = (
         f"### Ledger settle throughput, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
         f"One settlement = reserve (account row lock, reservation insert) + settle (usage row "
-        f"insert, account and period update, reservation close), two transactions. "
-        f"{os.cpu_count()} cores; client and database on the same machine. "
-        f"Command: `python bench/ledger.py {' '.join(sys.argv[1:])}`.\n\n{table}\n"
+        f"insert, account and period update, reservation close), two transactions, each "
+        f"committed before the next starts. As: threads of one process; threads of one process "
+        f"per core; one process per writer. CPU: time per settlement in the writers' processes "
+        f"and in the PostgreSQL backends serving them. {os.cpu_count()} cores; client and "
+        f"database on the same machine; "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
+        f"Command: `python bench/ledger.py {' '.join(sys.argv[1:])}`.\n\n{table(rows)}\n"
     )
     print()
     print(report)
