@@ -27,6 +27,8 @@ from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
+from gateway.jobs import endpoints as jobs
+from gateway.jobs.runtime import start_job_tasks
 from gateway.keycache import KeyCache
 from gateway.nodes import NodePool
 from gateway.nodes.membership import run_membership_sync
@@ -73,6 +75,9 @@ def create_app(
             background.start_soon(rate_limits.run_lease_renewal)
             cache_redis = open_redis(settings) if settings.redis_url else None
             app.state.result_cache = build_result_cache(settings, cache_redis)
+            app.state.job_store = start_job_tasks(
+                background, database, nodes, settings, app.state.result_cache
+            )
             try:
                 yield
             finally:
@@ -98,10 +103,15 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(usage.router)
+    app.include_router(jobs.router)
     app.include_router(compat.router)
     app.include_router(admin_router)
     app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadLimitMiddleware,
+        max_upload_bytes=settings.max_upload_bytes,
+        path_limits={"/v1/jobs": settings.job_max_upload_bytes},
+    )
     app.add_middleware(RequestContextMiddleware)
     return app
 

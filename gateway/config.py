@@ -84,6 +84,39 @@ class GatewaySettings(BaseSettings):
     # third of it): the most a crashed replica's slots stay taken.
     concurrency_lease_seconds: float = Field(default=30.0, ge=3)
 
+    # Asynchronous jobs (docs/jobs.md). Worker loops per gateway process, each working one job
+    # at a time (0: this replica accepts jobs but works none); on SQLite one loop at most.
+    job_workers: int = Field(default=2, ge=0)
+    # How often an idle worker looks for a job, and the webhook sender for deliveries due.
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    # A worker renews its job's lease every third of this: a replica killed mid-job loses the
+    # job to another within about this long.
+    job_lease_seconds: float = Field(default=30.0, ge=0.3)
+    # Attempts of one job, crashes and node outages included, before it fails.
+    job_max_attempts: int = Field(default=3, ge=1)
+    # A job put back after a node outage waits base * 2^(attempt - 1) seconds.
+    job_retry_base_seconds: float = Field(default=5.0, ge=0)
+    # The longest one job's dispatch to a node may take (synchronous calls: node_timeout_seconds).
+    job_node_timeout_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # A job not finished this long after it was submitted fails; its reservation is held as long.
+    job_deadline_seconds: float = Field(default=24 * 3600.0, gt=0)
+    job_max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Where uploaded audio waits until its job ends; every replica must see the same directory.
+    job_storage: Literal["directory"] = "directory"
+    job_storage_dir: str = "./var/job-audio"
+    # How long a finished job's result stays retrievable, and how often the clean-up runs.
+    job_result_retention_seconds: float = Field(default=7 * 86_400.0, gt=0)
+    job_maintenance_seconds: float = Field(default=60.0, gt=0)
+    # A running job's progress is estimated as elapsed / (audio seconds * this).
+    job_progress_seconds_per_audio_second: float = Field(default=0.2, gt=0)
+    # Webhooks: private, loopback and link-local targets are refused unless this is set.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Attempts per webhook; retry n waits min(base * 2^(n - 1), max) seconds.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
+    webhook_retry_max_seconds: float = Field(default=600.0, ge=0)
+
     @field_validator("nodes")
     @classmethod
     def _nodes_are_urls(cls, value: str) -> str:
