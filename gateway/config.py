@@ -34,7 +34,7 @@ class GatewaySettings(BaseSettings):
     # The longest one dispatch may take, retries included; the scaled timeout never exceeds it.
     node_timeout_seconds: float = 600.0
     # The node pool (docs/node.md): a request may wait on its node base + factor * audio seconds.
-    node_timeout_base_seconds: float = Field(default=30.0, gt=0)
+    node_timeout_base_seconds: float = Field(default=120.0, gt=0)
     node_timeout_per_audio_second: float = Field(default=1.0, ge=0)
     # How often each node's /health/ready is polled, and how long one poll may take.
     node_health_interval_seconds: float = Field(default=5.0, gt=0)

@@ -9,33 +9,20 @@ import binascii
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from billing.usage.schemas import UsageCharge
 from gateway.compat.formats import AsrOutput, language_name, render_asr
 from gateway.compat.pcm import wav_from_pcm16
 from gateway.compat.service import detect_and_bill
-from gateway.deps import (
-    DatabaseDep,
-    NodesDep,
-    RequestId,
-    ResultCacheDep,
-    SettingsDep,
-    TranscribeKey,
-)
 from gateway.errors import FileTooLarge, InvalidAudio, InvalidRequest
 from gateway.formats import TimestampGranularity
-from gateway.idempotency import respond_once
-from gateway.ratelimits.dependency import RateLimitedKey
+from gateway.transcriptions.billed import BilledCallDep
 from gateway.transcriptions.endpoints import billing_headers, charge_headers
-from gateway.transcriptions.schemas import TranscriptionInput
-from gateway.transcriptions.service import (
-    log_returned_charge,
-    read_upload,
-    resolve_model,
-    transcribe_and_bill,
-)
+from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
+from gateway.transcriptions.service import read_upload, resolve_model
 
 router = APIRouter(tags=["compatible APIs"])
 
@@ -45,16 +32,13 @@ async def read_audio_file(upload: UploadFile, encode: bool, max_bytes: int) -> b
     return audio if encode else wav_from_pcm16(audio)
 
 
+def upload_type(upload: UploadFile, encode: bool) -> str:
+    return (upload.content_type or "application/octet-stream") if encode else "audio/wav"
+
+
 @router.post("/asr", response_model=None)
 async def asr(
-    request: Request,
-    caller: TranscribeKey,
-    _admitted: RateLimitedKey,
-    request_id: RequestId,
-    settings: SettingsDep,
-    nodes: NodesDep,
-    database: DatabaseDep,
-    cache: ResultCacheDep,
+    call: BilledCallDep,
     audio_file: Annotated[UploadFile, File(description="The audio or video file.")],
     encode: Annotated[
         bool, Query(description="false: the body is raw 16 kHz mono 16-bit PCM")
@@ -62,14 +46,10 @@ async def asr(
     task: Literal["transcribe", "translate"] = "transcribe",
     language: str | None = None,
     initial_prompt: Annotated[str | None, Query(description="Passed as hotwords.")] = None,
-    vad_filter: Annotated[
-        bool, Query(description="Accepted; long audio is always cut by VAD.")
-    ] = False,
+    vad_filter: Annotated[bool, Query(description="Accepted; long audio is cut by VAD.")] = False,
     word_timestamps: bool = False,
     output: AsrOutput = AsrOutput.txt,
-    model: Annotated[
-        str | None, Query(description="Model id [default: the default model].")
-    ] = None,
+    model: Annotated[str | None, Query(description="Model id [default: the default].")] = None,
 ) -> Response:
     """Transcribe (whisper-asr-webservice compatible), billed per output token."""
     del vad_filter
@@ -80,86 +60,55 @@ async def asr(
             param="task",
             code="invalid_value",
         )
-    audio = await read_audio_file(audio_file, encode, settings.max_upload_bytes)
+    audio = await read_audio_file(audio_file, encode, call.settings.max_upload_bytes)
     filename = audio_file.filename or "audio"
     transcription = TranscriptionInput(
         audio=audio,
         filename=filename if encode else f"{filename}.wav",
-        content_type=(audio_file.content_type or "application/octet-stream")
-        if encode
-        else "audio/wav",
-        model=resolve_model(model or "", settings),
+        content_type=upload_type(audio_file, encode),
+        model=resolve_model(model or "", call.settings),
         language=language or "auto",
         prompt=initial_prompt,
         granularities=frozenset({TimestampGranularity.word} if word_timestamps else ()),
     )
 
-    async def work() -> Response:
-        billed = await transcribe_and_bill(
-            request_id,
-            caller,
-            transcription,
-            nodes=nodes,
-            database=database,
-            settings=settings,
-            cache=cache,
-        )
+    def render(billed: BilledTranscription) -> Response:
         headers = {
             **billing_headers(billed),
             "Asr-Engine": billed.result.model,
             "Content-Disposition": f'attachment; filename="{quote(filename)}.{output.value}"',
         }
         body = render_asr(billed.result, output)
-        response: Response
         if isinstance(body, dict):
-            response = JSONResponse(body, headers=headers)
-        else:
-            response = Response(body, media_type="text/plain; charset=utf-8", headers=headers)
-        await log_returned_charge(database, caller.tenant_id, billed.charge)
-        return response
+            return JSONResponse(body, headers=headers)
+        return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
-    parameters: dict[str, object] = {
-        "model": transcription.model,
-        "language": transcription.language,
-        "initial_prompt": initial_prompt,
-        "word_timestamps": word_timestamps,
-        "output": output.value,
-    }
-    return await respond_once(
-        request, database, caller.tenant_id, request_id, audio, parameters, work,
-        wait_seconds=settings.node_timeout_seconds,
-    )  # fmt: skip
+    return await call.transcribe(transcription, render, {"output": output.value})
 
 
 @router.post("/detect-language", response_model=None)
 async def detect_language(
-    request: Request,
-    caller: TranscribeKey,
-    _admitted: RateLimitedKey,
-    request_id: RequestId,
-    settings: SettingsDep,
-    nodes: NodesDep,
-    database: DatabaseDep,
+    call: BilledCallDep,
     audio_file: Annotated[UploadFile, File(description="The audio or video file.")],
     encode: bool = True,
     model: str | None = None,
 ) -> Response:
     """The spoken language (whisper-asr-webservice compatible); billed for the language code
     it returns, in the plan's token unit."""
-    audio = await read_audio_file(audio_file, encode, settings.max_upload_bytes)
-    resolved = resolve_model(model or "", settings)
+    audio = await read_audio_file(audio_file, encode, call.settings.max_upload_bytes)
+    resolved = resolve_model(model or "", call.settings)
 
-    async def work() -> Response:
+    async def work() -> tuple[Response, UsageCharge]:
         detection, charge = await detect_and_bill(
-            request_id,
-            caller,
+            call.request_id,
+            call.caller,
             audio,
             audio_file.filename or "audio",
-            (audio_file.content_type or "application/octet-stream") if encode else "audio/wav",
+            upload_type(audio_file, encode),
             resolved,
-            nodes=nodes,
-            database=database,
-            settings=settings,
+            nodes=call.nodes,
+            database=call.database,
+            settings=call.settings,
         )
         body = {
             "detected_language": language_name(detection.language),
@@ -167,14 +116,10 @@ async def detect_language(
             # The models here name a language without a probability.
             "confidence": None,
         }
-        response = JSONResponse(body, headers={**charge_headers(charge), "x-cache": "miss"})
-        await log_returned_charge(database, caller.tenant_id, charge)
-        return response
+        headers = {**charge_headers(charge), "x-cache": "miss"}
+        return JSONResponse(body, headers=headers), charge
 
-    return await respond_once(
-        request, database, caller.tenant_id, request_id, audio, {"model": resolved}, work,
-        wait_seconds=settings.node_timeout_seconds,
-    )  # fmt: skip
+    return await call.once(audio, {"model": resolved}, work)
 
 
 class JsonTranscription(BaseModel):
@@ -187,17 +132,7 @@ class JsonTranscription(BaseModel):
 
 
 @router.post("/api/transcribe", response_model=None)
-async def json_transcribe(
-    request: Request,
-    body: JsonTranscription,
-    caller: TranscribeKey,
-    _admitted: RateLimitedKey,
-    request_id: RequestId,
-    settings: SettingsDep,
-    nodes: NodesDep,
-    database: DatabaseDep,
-    cache: ResultCacheDep,
-) -> Response:
+async def json_transcribe(body: JsonTranscription, call: BilledCallDep) -> Response:
     """Transcribe base64 audio sent as JSON: ``{"file", "language"}`` → ``{"text", "language"}``,
     billed per output token."""
     try:
@@ -206,42 +141,21 @@ async def json_transcribe(
         raise InvalidAudio("'file' is not valid base64.", param="file") from None
     if not audio:
         raise InvalidAudio("The audio file is empty (0 bytes).", param="file")
-    if len(audio) > settings.max_upload_bytes:
-        raise FileTooLarge(
-            f"The decoded file exceeds the limit of {settings.max_upload_bytes} bytes.",
-            param="file",
-        )
+    limit = call.settings.max_upload_bytes
+    if len(audio) > limit:
+        raise FileTooLarge(f"The decoded file exceeds the limit of {limit} bytes.", param="file")
     transcription = TranscriptionInput(
         audio=audio,
         filename="audio",
         content_type="application/octet-stream",
-        model=resolve_model(body.model or "", settings),
+        model=resolve_model(body.model or "", call.settings),
         language=body.language or "auto",
         prompt=body.prompt,
         granularities=frozenset(),
     )
 
-    async def work() -> Response:
-        billed = await transcribe_and_bill(
-            request_id,
-            caller,
-            transcription,
-            nodes=nodes,
-            database=database,
-            settings=settings,
-            cache=cache,
-        )
+    def render(billed: BilledTranscription) -> Response:
         payload: dict[str, Any] = {"text": billed.result.text, "language": billed.result.language}
-        response = JSONResponse(payload, headers=billing_headers(billed))
-        await log_returned_charge(database, caller.tenant_id, billed.charge)
-        return response
+        return JSONResponse(payload, headers=billing_headers(billed))
 
-    parameters: dict[str, object] = {
-        "model": transcription.model,
-        "language": transcription.language,
-        "prompt": body.prompt,
-    }
-    return await respond_once(
-        request, database, caller.tenant_id, request_id, audio, parameters, work,
-        wait_seconds=settings.node_timeout_seconds,
-    )  # fmt: skip
+    return await call.transcribe(transcription, render, {})

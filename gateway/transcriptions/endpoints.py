@@ -4,28 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse, Response
 
 from billing.usage.schemas import UsageCharge
-from gateway.deps import (
-    DatabaseDep,
-    NodesDep,
-    RequestId,
-    ResultCacheDep,
-    SettingsDep,
-    TranscribeKey,
-)
 from gateway.errors import InvalidRequest
 from gateway.formats import MEDIA_TYPES, ResponseFormat, TimestampGranularity, render_body
-from gateway.idempotency import fingerprint, run_once
-from gateway.ratelimits.dependency import RateLimitedKey
+from gateway.transcriptions.billed import BilledCallDep
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
 from gateway.transcriptions.service import (
-    log_returned_charge,
     read_upload,
     resolve_model,
-    transcribe_and_bill,
 )
 
 router = APIRouter()
@@ -93,14 +82,7 @@ def billing_headers(billed: BilledTranscription) -> dict[str, str]:
 
 @router.post("/v1/audio/transcriptions", response_model=None)
 async def create_transcription(
-    request: Request,
-    caller: TranscribeKey,
-    _admitted: RateLimitedKey,
-    request_id: RequestId,
-    settings: SettingsDep,
-    nodes: NodesDep,
-    database: DatabaseDep,
-    cache: ResultCacheDep,
+    call: BilledCallDep,
     file: Annotated[UploadFile, File(description="The audio file to transcribe.")],
     model: Annotated[str, Form(description="Model id; whisper-1 maps to the default.")],
     language: Annotated[str | None, Form()] = None,
@@ -115,58 +97,24 @@ async def create_transcription(
     del temperature  # accepted for compatibility; decoding here is deterministic
     output_format = parse_response_format(response_format)
     granularities = parse_granularities(timestamp_granularities, output_format)
-    audio = await read_upload(file, settings.max_upload_bytes)
+    audio = await read_upload(file, call.settings.max_upload_bytes)
     transcription = TranscriptionInput(
         audio=audio,
         filename=file.filename or "audio",
         content_type=file.content_type or "application/octet-stream",
-        model=resolve_model(model, settings),
+        model=resolve_model(model, call.settings),
         language=language or "auto",
         prompt=prompt,
         granularities=granularities,
     )
 
-    async def work() -> Response:
-        billed = await transcribe_and_bill(
-            request_id,
-            caller,
-            transcription,
-            nodes=nodes,
-            database=database,
-            settings=settings,
-            cache=cache,
-        )
+    def render(billed: BilledTranscription) -> Response:
         body = render_body(
             billed.result, output_format, set(granularities), usage_body(billed.charge)
         )
         headers = billing_headers(billed)
-        response: Response
         if isinstance(body, dict):
-            response = JSONResponse(body, headers=headers)
-        else:
-            response = Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
-        await log_returned_charge(database, caller.tenant_id, billed.charge)
-        return response
+            return JSONResponse(body, headers=headers)
+        return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
 
-    idempotency_key = request.headers.get("idempotency-key")
-    if not idempotency_key:
-        return await work()
-    request_fingerprint = fingerprint(
-        audio,
-        {
-            "model": transcription.model,
-            "language": transcription.language,
-            "prompt": prompt,
-            "response_format": output_format.value,
-            "granularities": sorted(granularities),
-        },
-    )
-    return await run_once(
-        database,
-        caller.tenant_id,
-        idempotency_key,
-        request_fingerprint,
-        request_id,
-        work,
-        wait_seconds=settings.node_timeout_seconds,
-    )
+    return await call.transcribe(transcription, render, {"response_format": output_format.value})
