@@ -7,6 +7,7 @@ import logging
 import click
 
 from gateway.cli.admin import admin
+from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up
 
 
@@ -80,6 +81,7 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
 
 cli.add_command(up)
 cli.add_command(admin)
+cli.add_command(transcribe)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The batch client behind ``asrgw transcribe``: files or folders in, transcripts out."""
