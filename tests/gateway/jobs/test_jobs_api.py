@@ -313,6 +313,26 @@ class TestRetries:
         assert reservation_states(database) == {job_id: "settled"}
 
 
+class TestShutdown:
+    def test_a_job_in_progress_goes_back_to_the_queue_without_using_an_attempt(
+        self, database: Database, job_storage: Path, weather_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        with fake_node_gateway(FakeNode(delay_seconds=30), database, job_storage) as client:
+            job_id = submit(client, key, weather_wav.read_bytes()).json()["id"]
+            wait_for_status(client, job_id, auth(key), {"processing"})
+        job = job_row(database, job_id)
+        assert job.state == "queued"
+        assert job.attempts == 0
+        assert job.lease_owner is None
+        assert reservation_states(database) == {job_id: "open"}
+        assert stored_audio(job_storage) == [f"{job_id}.audio"]
+        # The next gateway (here, one pass of a worker) finishes it.
+        assert anyio.run(work_one, database, job_storage, FakeNode()) is True
+        assert job_row(database, job_id).state == "completed"
+        assert [row.request_id for row in usage_rows(database)] == [job_id]
+
+
 class TestRetention:
     def test_results_past_retention_are_erased_and_charges_kept(
         self, database: Database, job_storage: Path, weather_wav: Path
