@@ -56,6 +56,15 @@ class Run:
     seconds: float
     client_cpu: float  # seconds, in the writers' processes
     server_cpu: float | None  # seconds, in the PostgreSQL backends serving them
+    machine_cpu: float | None  # seconds, every process on the machine
+
+    @property
+    def other_cores(self) -> float | None:
+        """Cores' worth of CPU that other work on the machine used meanwhile."""
+        if self.machine_cpu is None:
+            return None
+        ours = self.client_cpu + (self.server_cpu or 0.0)
+        return max(self.machine_cpu - ours, 0.0) / self.seconds
 
     @property
     def rate(self) -> float:
@@ -153,6 +162,16 @@ class Backends:
             self.engine.dispose()
 
 
+def machine_cpu_seconds() -> float | None:
+    """CPU time used on this machine so far, all processes (None where /proc/stat is missing)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -215,18 +234,27 @@ def measure_processes(
     for _ in processes:
         ready.get()  # start-up (imports, connecting) is not measured
     server_before = backends.cpu()
+    machine_before = machine_cpu_seconds()
     started = time.perf_counter()
     start.set()
     time.sleep(seconds)
     stop.set()
     results = [ready.get() for _ in processes]
     elapsed = time.perf_counter() - started
+    machine_after = machine_cpu_seconds()
     server_cpu = backends.used_since(server_before)
     done.set()
     for process in processes:
         process.join()
+    machine_cpu = None
+    if machine_before is not None and machine_after is not None:
+        machine_cpu = machine_after - machine_before
     return Run(
-        sum(count for count, _ in results), elapsed, sum(cpu for _, cpu in results), server_cpu
+        settlements=sum(count for count, _ in results),
+        seconds=elapsed,
+        client_cpu=sum(cpu for _, cpu in results),
+        server_cpu=server_cpu,
+        machine_cpu=machine_cpu,
     )
 
 
@@ -275,7 +303,9 @@ def measure_all(
                 print(
                     f"  {name:<19} {layout:<20} writers={writers:<2} {mode:<9} "
                     + " ".join(f"{run.rate:6.0f}" for run in runs)
-                    + f"  /s   load {os.getloadavg()[0]:.1f}",
+                    + "  /s   other work: "
+                    + " ".join(f"{run.other_cores or 0:.1f}" for run in runs)
+                    + " cores",
                     flush=True,
                 )
     return rows
@@ -288,16 +318,19 @@ def table(rows: list[Row]) -> str:
 
     lines = [
         "| database | tenants | writers | as | settlements/s (median) | runs "
-        "| client CPU µs per settlement | server CPU µs per settlement |",
-        "|---|---|---|---|---|---|---|---|",
+        "| client CPU µs per settlement | server CPU µs per settlement "
+        "| cores used by other work |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, layout, writers, mode, runs in rows:
+        others = [run.other_cores for run in runs if run.other_cores is not None]
         lines.append(
             f"| {name} | {layout} | {writers} | {mode if writers > 1 else '-'} "
             f"| {statistics.median(run.rate for run in runs):.0f} "
             f"| {', '.join(f'{run.rate:.0f}' for run in runs)} "
             f"| {median([run.client_us for run in runs])} "
-            f"| {median([run.server_us for run in runs])} |"
+            f"| {median([run.server_us for run in runs])} "
+            f"| {', '.join(f'{cores:.1f}' for cores in others) or '-'} |"
         )
     return "\n".join(lines)
 
@@ -347,7 +380,8 @@ def main() -> None:
         f"insert, account and period update, reservation close), two transactions, each "
         f"committed before the next starts. As: threads of one process; threads of one process "
         f"per core; one process per writer. CPU: time per settlement in the writers' processes "
-        f"and in the PostgreSQL backends serving them. {os.cpu_count()} cores; client and "
+        f"and in the PostgreSQL backends serving them; other work: the rest of the machine's "
+        f"CPU use during each run, in cores. {os.cpu_count()} cores; client and "
         f"database on the same machine; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. "
         f"Command: `python bench/ledger.py {' '.join(sys.argv[1:])}`.\n\n{table(rows)}\n"
