@@ -39,6 +39,12 @@ def token_bound(audio_ms: int, max_tokens_per_audio_second: int) -> int:
     return math.ceil(audio_ms * max_tokens_per_audio_second / 1000)
 
 
+def unit_price(caller: AuthenticatedKey, *, cached: bool) -> int:
+    """Micro-units per 1,000 tokens: the plan's price, or its cache-hit share of it."""
+    price = caller.plan.price_per_1k_tokens_micros
+    return price * caller.plan.cache_hit_price_bp // 10_000 if cached else price
+
+
 def reserve(
     session: Session,
     request_id: str,
@@ -47,12 +53,15 @@ def reserve(
     *,
     ttl: timedelta,
     now: datetime | None = None,
+    cached: bool = False,
 ) -> Hold:
-    """Hold the worst-case cost of a request, or raise ``InsufficientQuota``."""
+    """Hold the worst-case cost of a request, or raise ``InsufficientQuota``. A request the
+    result cache answers (``cached``) is held at the plan's cache-hit price, which is what
+    settling it will charge."""
     now = now or utcnow()
     plan = caller.plan
     tokens = token_bound(audio_ms, plan.max_tokens_per_audio_second)
-    amount = cost_micros(tokens, plan.price_per_1k_tokens_micros)
+    amount = cost_micros(tokens, unit_price(caller, cached=cached))
     period = billing_period(now)
     hold = Hold(
         request_id=request_id,
@@ -123,9 +132,7 @@ def _charge(
     billable: BillableTranscription, output_tokens: int, *, billed_tokens: int
 ) -> UsageCharge:
     plan = billable.caller.plan
-    price = plan.price_per_1k_tokens_micros
-    if billable.cached:
-        price = price * plan.cache_hit_price_bp // 10_000
+    price = unit_price(billable.caller, cached=billable.cached)
     return UsageCharge(
         request_id=billable.request_id,
         output_tokens=output_tokens,

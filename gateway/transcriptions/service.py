@@ -74,11 +74,16 @@ def resolve_model(requested: str, settings: GatewaySettings) -> str:
 
 
 def reserve_or_refuse(
-    database: Database, request_id: str, caller: AuthenticatedKey, audio_ms: int, ttl: timedelta
+    database: Database,
+    request_id: str,
+    caller: AuthenticatedKey,
+    audio_ms: int,
+    ttl: timedelta,
+    cached: bool = False,
 ) -> None:
     try:
         with database.transaction() as session:
-            reservations.reserve(session, request_id, caller, audio_ms, ttl=ttl)
+            reservations.reserve(session, request_id, caller, audio_ms, ttl=ttl, cached=cached)
     except InsufficientQuota as error:
         raise QuotaExceeded(error.message) from None
 
@@ -135,7 +140,9 @@ async def transcribe_and_bill(
     )
     md5 = audio_md5(request.audio)
     cached = await cache.lookup(caller.tenant_id, md5, params) if cache is not None else None
-    await anyio.to_thread.run_sync(reserve_or_refuse, database, request_id, caller, audio_ms, ttl)
+    await anyio.to_thread.run_sync(
+        reserve_or_refuse, database, request_id, caller, audio_ms, ttl, cached is not None
+    )
     if cached is not None:
         result = cached
     else:

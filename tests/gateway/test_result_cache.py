@@ -111,6 +111,33 @@ class TestPerTenantCache:
         assert hit_row.cached
         assert hit_row.cost_micros == 0  # globex's plan: hits are free
 
+    def test_a_free_hit_needs_no_credit_left(
+        self, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        # One request's worst case (3 tokens for 2.1 s at 1 token a second) is all the credit.
+        key = create_tenant_with_key(
+            database,
+            "prepaid",
+            prepaid=True,
+            credit_micros=60,
+            price_per_1k_tokens_micros=20_000,
+            max_tokens_per_audio_second=1,
+        )
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            first = transcribe(client, key, audio)
+            hit = transcribe(client, key, audio)
+            fresh = transcribe(client, key, audio, language="en")  # a miss: needs credit
+        assert first.status_code == 200
+        assert int(first.headers["x-billing-cost-micros"]) == 60
+        assert (hit.status_code, hit.headers["x-cache"]) == (200, "hit")
+        assert int(hit.headers["x-billing-cost-micros"]) == 0
+        assert fresh.status_code == 402
+        assert [(row.cached, row.cost_micros) for row in usage_rows(database)] == [
+            (False, 60),
+            (True, 0),
+        ]
+
     def test_off_means_every_request_goes_to_a_node(
         self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path
     ) -> None:
