@@ -23,11 +23,9 @@ from typing import Any
 
 import httpx
 
-from gateway.audio_probe import probe_duration_ms
 from gateway.batch.client import GatewayClient, RequestFailed, idempotency_key
 from gateway.batch.progress import Progress
 from gateway.batch.scan import BatchItem
-from gateway.errors import InvalidAudio
 
 logger = logging.getLogger("asrgw.transcribe")
 
@@ -95,13 +93,24 @@ class Summary:
         }
 
 
-def local_duration_seconds(audio: bytes) -> float | None:
-    """The audio's length as read from its container here; None when it cannot be read (the
-    gateway will say why)."""
+def local_duration_seconds(path: Path) -> float | None:
+    """The audio's length as its container states it, read from the file's headers only (not
+    the whole file); None when the container does not say or cannot be read: the gateway
+    probes it properly, and answers ``audio_too_long`` if it must go as a job after all."""
+    import av
+
     try:
-        return probe_duration_ms(audio) / 1000
-    except InvalidAudio:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            if container.duration:
+                return float(container.duration / av.time_base)
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
         return None
+    return None
 
 
 class BatchRunner:
@@ -117,7 +126,7 @@ class BatchRunner:
         self.sleep = sleep
 
     def run(self, items: list[BatchItem], progress_stream: Any = None) -> Summary:
-        durations = {item.source: self._duration_of(item) for item in items}
+        durations = {item.source: local_duration_seconds(item.source) for item in items}
         progress = Progress(
             len(items), sum(seconds or 0.0 for seconds in durations.values()), progress_stream
         )
@@ -138,13 +147,6 @@ class BatchRunner:
             summary.outcomes = list(pool.map(work, items))
         progress.finish()
         return summary
-
-    def _duration_of(self, item: BatchItem) -> float | None:
-        try:
-            with item.source.open("rb") as file:
-                return local_duration_seconds(file.read())
-        except OSError:
-            return None
 
     def transcribe(self, item: BatchItem, duration: float | None) -> Outcome:
         seconds = duration or 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
@@ -114,7 +113,3 @@ def report(summary: Summary, summary_path: Path, log_path: Path) -> None:
     for outcome in summary.failed:
         click.echo(f"failed: {outcome.item.source}: {outcome.reason}", err=True)
     click.echo(f"summary: {summary_path}\nlog: {log_path}")
-
-
-# Quiet the per-request client chatter of httpx at the default level.
-logging.getLogger("httpx").setLevel(logging.WARNING)
