@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -30,7 +31,14 @@ def cli(log_level: str) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Bind address [default: GATEWAY_HOST or 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default: GATEWAY_PORT or 8000].")
-def gateway(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the port, one per core; more than one needs GATEWAY_REDIS_URL.",
+)
+def gateway(host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway (customer API) on its settings."""
     import uvicorn
 
@@ -38,10 +46,30 @@ def gateway(host: str | None, port: int | None) -> None:
     from gateway.config import GatewaySettings
 
     settings = GatewaySettings()
+    host, port = host or settings.host, port or settings.port
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        return
+    if not settings.redis_url:
+        # Each worker is a process with its own memory: counters kept there would let every
+        # worker admit a key's whole limit.
+        raise click.UsageError(
+            "--workers above 1 needs GATEWAY_REDIS_URL, so that rate limits and requests in "
+            "flight are counted once for all workers"
+        )
+    if settings.migrate_on_start:
+        from billing.config import BillingSettings
+        from billing.migrate import upgrade_to_head
+
+        upgrade_to_head(BillingSettings().database_url)
+    # Migrated once here; the workers, which inherit this environment, must not race to do it.
+    os.environ["GATEWAY_MIGRATE_ON_START"] = "false"
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
+        "gateway.app:create_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
         log_level="info",
     )
 
