@@ -1,0 +1,465 @@
+"""Gateway overhead: what the gateway adds in front of an upstream that answers at once.
+
+Side by side in one run, with 100 KB and 1 MB wav uploads:
+
+- direct: the upstream (``bench/instant_node.py``) called directly, in the node's wire format;
+- bare: a FastAPI endpoint that only reads the same multipart upload (``bench/bare_upload.py``),
+  the floor for any Python gateway;
+- gateway miss: ``asrgw gateway`` with the result cache off: auth, rate limits (the plan allows
+  far more than is sent), MD5, probe, reservation, dispatch, settlement and ledger row;
+- gateway hit: the same with the cache on and the same audio every time (hits are still
+  reserved, settled and written to the ledger, at the plan's cache-hit price).
+
+For each: sequential p50/p95 latency from one Python client (``--requests`` in a row, one
+connection), and requests/s under ``wrk`` (``--connections`` connections, ``--seconds`` long; a
+Python client on a small machine would be the bottleneck). The ledger is a SQLite file, or
+PostgreSQL with ``--database-url`` (in a schema of its own, dropped afterwards). Prints a table
+and appends it to docs/benchmarks.md.
+
+    python bench/gateway.py
+    python bench/gateway.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench
+    python bench/gateway.py --workers 2 --redis-url redis://127.0.0.1:6379/0 --no-write
+
+Needs ``wrk`` (``apt-get update && apt-get install -y wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from billing.db import Database  # noqa: E402
+from billing.migrate import upgrade_to_head  # noqa: E402
+from tests.fixtures.factories import create_tenant_with_key  # noqa: E402
+from tests.fixtures.processes import ASRGW, free_port, wait_until_ready  # noqa: E402
+
+SIZES = {"100 KB": 100_000, "1 MB": 1_000_000}
+SAMPLE_RATE = 16_000
+BOUNDARY = "asrgw-bench-boundary"
+NODE_SECRET = "bench-node-secret"
+# The issue's reference numbers (Gateway for many tenants and many nodes, Benchmark), taken with
+# this set-up on a 2-core machine: requests/s at 16 connections, and the sequential p50 added
+# over calling the upstream directly.
+REFERENCE = {
+    "bare": {"100 KB": 1_084, "1 MB": 314},
+    "LiteLLM 1.106": {"100 KB": 63, "1 MB": 50},
+}
+LITELLM_ADDED_P50_MS = {"100 KB": 15.6, "1 MB": 20.5}
+TARGET_ADDED_P50_MS = 3.0
+TARGET_MISS_TIMES_LITELLM = 5
+TARGET_HIT_SHARE_OF_BARE = 0.5
+TARGETS = ("direct", "bare", "gateway miss", "gateway hit")
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    content_type: str
+    headers: dict[str, str]
+    bodies: dict[str, Path]  # size label → prebuilt request body
+    expect_cache: str | None = None
+
+
+@dataclass
+class Measurement:
+    target: str
+    size: str
+    p50_ms: float
+    p95_ms: float
+    requests_per_second: float
+    wrk_p50_ms: float
+    errors: int
+
+
+def noise_wav(size_bytes: int, seed: int) -> bytes:
+    """A real 16 kHz mono PCM wav of about ``size_bytes``: quiet noise."""
+    frames = (size_bytes - 44) // 2
+    generator = random.Random(seed)
+    pcm = bytes(byte & 0x0F for byte in generator.randbytes(frames * 2))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(SAMPLE_RATE)
+        writer.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def multipart(fields: dict[str, str], audio: bytes) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f"--{BOUNDARY}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="audio.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n".encode()
+        + audio
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    return b"".join(parts)
+
+
+def require_wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        sys.exit(
+            "wrk is not installed; it drives the concurrent runs. Install it with:\n"
+            "    apt-get update && apt-get install -y wrk      (Debian/Ubuntu)\n"
+            "    brew install wrk                              (macOS)"
+        )
+    return found
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=ROOT, stdout=output, stderr=output
+        )
+        try:
+            wait_until_ready(ready_url, process)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def uvicorn_command(app: str, port: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", f"--port={port}", *extra]
+
+
+@contextmanager
+def ledger(database_url: str | None, workdir: Path) -> Iterator[str]:
+    """A fresh ledger: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if database_url is None:
+        yield f"sqlite:///{workdir / 'ledger.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(database_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def sequential(target: Target, size: str, requests: int) -> tuple[float, float]:
+    body = target.bodies[size].read_bytes()
+    headers = {**target.headers, "Content-Type": target.content_type}
+    latencies = []
+    with httpx.Client(timeout=30) as client:
+        for index in range(requests + requests // 10):
+            started = time.perf_counter()
+            response = client.post(target.url, content=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                sys.exit(f"{target.name} {size}: HTTP {response.status_code}: {response.text}")
+            cache = response.headers.get("x-cache")
+            if target.expect_cache and index > 0 and cache != target.expect_cache:
+                sys.exit(f"{target.name} {size}: x-cache {cache}, expected {target.expect_cache}")
+            if index >= requests // 10:  # the first tenth warms up
+                latencies.append(elapsed * 1000)
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[94]
+
+
+WRK_SCRIPT = """
+local file = assert(io.open("{body}", "rb"))
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "{content_type}"
+{headers}
+"""
+
+
+def concurrent(
+    wrk: str, target: Target, size: str, options: argparse.Namespace, workdir: Path
+) -> tuple[float, float, int]:
+    """wrk's requests/s, its p50 in ms, and how many answers were not 2xx or failed."""
+    script = workdir / f"{target.name.replace(' ', '-')}-{size.replace(' ', '')}.lua"
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
+    script.write_text(
+        WRK_SCRIPT.format(
+            body=target.bodies[size], content_type=target.content_type, headers=header_lines
+        )
+    )
+    command = [
+        wrk,
+        f"-t{options.threads}",
+        f"-c{options.connections}",
+        f"-d{options.seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        target.url,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"\s50%\s+([\d.]+)(us|ms|s)\b", output)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    wrk_p50 = float(p50.group(1)) * scale[p50.group(2)] if p50 else float("nan")
+    errors = 0
+    if found := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(found.group(1))
+    if found := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        errors += sum(int(part) for part in found.groups())
+    if errors:
+        print(f"{target.name} {size}: wrk saw errors:\n{output}", flush=True)
+    return rate, wrk_p50, errors
+
+
+def measure(
+    wrk: str, target: Target, options: argparse.Namespace, workdir: Path
+) -> list[Measurement]:
+    results = []
+    for size in SIZES:
+        requests = options.requests if size == "100 KB" else max(20, options.requests // 2)
+        p50, p95 = sequential(target, size, requests)
+        rate, wrk_p50, errors = concurrent(wrk, target, size, options, workdir)
+        results.append(Measurement(target.name, size, p50, p95, rate, wrk_p50, errors))
+        print(
+            f"{target.name:>13} {size:>6}: p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  "
+            f"{rate:8.1f} req/s  (wrk p50 {wrk_p50:.1f} ms, errors {errors})",
+            flush=True,
+        )
+    return results
+
+
+def gateway_command(options: argparse.Namespace, port: int) -> list[str]:
+    command = [*ASRGW, "--log-level", "warning", "gateway", "--port", str(port)]
+    if options.workers > 1:
+        command += ["--workers", str(options.workers)]
+    return command
+
+
+def run(options: argparse.Namespace) -> list[Measurement]:
+    wrk = require_wrk()
+    results: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="asrgw-bench-") as tmp:
+        workdir = Path(tmp)
+        audio = {size: noise_wav(n, seed=n) for size, n in SIZES.items()}
+        node_form = {"language": "auto", "word_timestamps": "false", "itn": "true"}
+        openai_form = {"model": "whisper-1"}
+        node_bodies, openai_bodies = {}, {}
+        for size, wav in audio.items():
+            label = size.replace(" ", "")
+            node_bodies[size] = workdir / f"node-{label}.body"
+            node_bodies[size].write_bytes(multipart(node_form, wav))
+            openai_bodies[size] = workdir / f"openai-{label}.body"
+            openai_bodies[size].write_bytes(multipart(openai_form, wav))
+        content_type = f"multipart/form-data; boundary={BOUNDARY}"
+
+        node_port, bare_port, gateway_port = free_port(), free_port(), free_port()
+        node_url = f"http://127.0.0.1:{node_port}"
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        quiet = ["--log-level", "warning"]
+        with (
+            serving(
+                uvicorn_command("bench.instant_node:app", node_port, *quiet, "--no-access-log"),
+                {},
+                f"{node_url}/health/ready",
+                workdir / "node.log",
+            ),
+            ledger(options.database_url, workdir) as database_url,
+        ):
+            direct = Target(
+                "direct",
+                f"{node_url}/v1/transcribe",
+                content_type,
+                {"Authorization": f"Bearer {NODE_SECRET}"},
+                node_bodies,
+            )
+            results += measure(wrk, direct, options, workdir)
+
+            with serving(
+                # Served as `asrgw gateway` serves the gateway: uvicorn's defaults, access log on.
+                uvicorn_command("bench.bare_upload:app", bare_port),
+                {},
+                f"{bare_url}/health/live",
+                workdir / "bare.log",
+            ):
+                bare = Target(
+                    "bare", f"{bare_url}/v1/audio/transcriptions", content_type, {}, openai_bodies
+                )
+                results += measure(wrk, bare, options, workdir)
+
+            upgrade_to_head(database_url)
+            database = Database(database_url)
+            key = create_tenant_with_key(
+                database,
+                "bench",
+                requests_per_minute=100_000_000,
+                concurrency_limit=10_000,
+            )
+            database.dispose()
+            environment = {
+                "BILLING_DATABASE_URL": database_url,
+                "GATEWAY_NODES": node_url,
+                "GATEWAY_NODE_SECRET": NODE_SECRET,
+                "GATEWAY_MIGRATE_ON_START": "false",
+            }
+            if options.redis_url:
+                environment["GATEWAY_REDIS_URL"] = options.redis_url
+                environment["GATEWAY_RATE_LIMIT_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}"
+            auth = {"Authorization": f"Bearer {key}"}
+            for name, cache_on in (("gateway miss", False), ("gateway hit", True)):
+                with serving(
+                    gateway_command(options, gateway_port),
+                    {**environment, "GATEWAY_CACHE_ENABLED": str(cache_on).lower()},
+                    f"{gateway_url}/health/ready",
+                    workdir / f"{name.replace(' ', '-')}.log",
+                ):
+                    target = Target(
+                        name,
+                        f"{gateway_url}/v1/audio/transcriptions",
+                        content_type,
+                        auth,
+                        openai_bodies,
+                        expect_cache="hit" if cache_on else "miss",
+                    )
+                    results += measure(wrk, target, options, workdir)
+    return results
+
+
+def table(results: list[Measurement]) -> str:
+    by = {(one.target, one.size): one for one in results}
+    lines = [
+        "| upload | target | seq p50 ms | seq p95 ms | p50 added over direct ms | req/s "
+        "(wrk) | wrk p50 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in SIZES:
+        direct = by[("direct", size)]
+        for name in TARGETS:
+            one = by[(name, size)]
+            added = "" if name == "direct" else f"{one.p50_ms - direct.p50_ms:+.2f}"
+            lines.append(
+                f"| {size} | {name} | {one.p50_ms:.2f} | {one.p95_ms:.2f} | {added} | "
+                f"{one.requests_per_second:,.0f} | {one.wrk_p50_ms:.1f} | {one.errors} |"
+            )
+    return "\n".join(lines)
+
+
+def verdicts(results: list[Measurement]) -> str:
+    by = {(one.target, one.size): one for one in results}
+    lines = []
+    for size in SIZES:
+        direct, bare = by[("direct", size)], by[("bare", size)]
+        miss, hit = by[("gateway miss", size)], by[("gateway hit", size)]
+        added = miss.p50_ms - direct.p50_ms
+        miss_needed = TARGET_MISS_TIMES_LITELLM * REFERENCE["LiteLLM 1.106"][size]
+        hit_needed = TARGET_HIT_SHARE_OF_BARE * bare.requests_per_second
+
+        def verdict(met: bool) -> str:
+            return "met" if met else "**not met**"
+
+        lines += [
+            f"- {size}: added p50 on a miss {added:+.2f} ms (target ≤ {TARGET_ADDED_P50_MS:g} ms; "
+            f"LiteLLM +{LITELLM_ADDED_P50_MS[size]} ms): {verdict(added <= TARGET_ADDED_P50_MS)}.",
+            f"- {size}: misses {miss.requests_per_second:,.0f} req/s (target ≥ {miss_needed:,} = "
+            f"{TARGET_MISS_TIMES_LITELLM}× LiteLLM's {REFERENCE['LiteLLM 1.106'][size]}): "
+            f"{verdict(miss.requests_per_second >= miss_needed)}.",
+            f"- {size}: hits {hit.requests_per_second:,.0f} req/s = "
+            f"{hit.requests_per_second / bare.requests_per_second:.0%} of bare "
+            f"{bare.requests_per_second:,.0f} (target ≥ 50%): "
+            f"{verdict(hit.requests_per_second >= hit_needed)}.",
+        ]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
+
+
+def report(results: list[Measurement], options: argparse.Namespace, command: str, load: str) -> str:
+    database = "PostgreSQL" if options.database_url else "SQLite file"
+    workers = f", {options.workers} gateway workers" if options.workers > 1 else ""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"\n### Gateway overhead, {database} ledger{workers}, {now}\n\n"
+        f"Machine: {machine()}; wrk, the servers and the ledger share it (1-minute load "
+        f"average before and after the run: {load}). "
+        f"Command: `{command}`. Sequential: one Python client, {options.requests} requests "
+        f"(100 KB) and {max(20, options.requests // 2)} (1 MB) in a row after a tenth as warm-up; "
+        f"concurrent: `wrk -t{options.threads} -c{options.connections} -d{options.seconds}s`.\n\n"
+        f"{table(results)}\n\n"
+        "Reference, measured with the same set-up (issue: Gateway for many tenants and many "
+        "nodes): bare endpoint 1,084 req/s (100 KB) and 314 req/s (1 MB); LiteLLM 1.106 proxy "
+        "(master key only, no database) 63 and 50 req/s, +15.6 ms and +20.5 ms sequential p50 "
+        "over direct.\n\n"
+        f"{verdicts(results)}\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="sequential requests (100 KB)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--database-url", help="PostgreSQL ledger (default: a SQLite file)")
+    parser.add_argument("--workers", type=int, default=1, help="gateway uvicorn workers")
+    parser.add_argument("--redis-url", help="GATEWAY_REDIS_URL for the gateway")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    options = parser.parse_args()
+    command = "python bench/gateway.py " + " ".join(sys.argv[1:])
+    load_before = os.getloadavg()[0]
+    results = run(options)
+    load = f"{load_before:.1f} and {os.getloadavg()[0]:.1f}"
+    text_report = report(results, options, command.strip(), load)
+    print(text_report)
+    if not options.no_write:
+        with options.out.open("a") as output:
+            output.write(text_report)
+
+
+if __name__ == "__main__":
+    main()
