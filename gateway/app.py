@@ -30,6 +30,7 @@ from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
 from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import start_job_tasks
 from gateway.keycache import KeyCache
+from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
 from gateway.nodes.membership import run_membership_sync
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
@@ -113,6 +114,7 @@ def create_app(
         path_limits={"/v1/jobs": settings.job_max_upload_bytes},
     )
     app.add_middleware(RequestContextMiddleware)
+    install_monitoring(app)
     return app
 
 

@@ -50,6 +50,8 @@ class GatewaySettings(BaseSettings):
     reservation_sweep_seconds: float = 30.0
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
+    # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open (loopback).
+    metrics_token: str = ""
 
     # How long a valid API key is remembered per process: the most a revocation or the end of a
     # rotation's grace period takes to reach every replica (0 looks every key up every time).

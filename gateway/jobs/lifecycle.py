@@ -32,6 +32,7 @@ from billing.models.types import utcnow
 from billing.reservations import service as reservations
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import record_returned_charge
+from gateway import metrics
 from gateway.jobs import repository
 from gateway.jobs.schemas import JobStatus, WebhookStatus
 from inference.protocol import TranscriptionResult
@@ -133,7 +134,8 @@ def complete(
         job.usage = charge.model_dump_json()
         job.cached = cached
         _finish(session, job, JobStatus.completed, now, release=False)
-        return charge
+    metrics.record_charge(billable, charge)
+    return charge
 
 
 def fail(

@@ -20,6 +20,7 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.models import Job
 from billing.models.types import utcnow
 from billing.reservations import service as reservations
+from gateway import metrics
 from gateway.audio_probe import probe_duration_ms
 from gateway.cache.keys import audio_md5
 from gateway.config import GatewaySettings
@@ -140,6 +141,7 @@ def _queue(
             repository.add(session, job)
             reservations.reserve(session, job.id, caller, job.audio_ms, ttl=ttl, now=job.created_at)
     except InsufficientQuota as error:
+        metrics.QUOTA_REJECTIONS.inc()
         raise QuotaExceeded(error.message) from None
 
 

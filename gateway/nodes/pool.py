@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import httpx
 
+from gateway import metrics
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes.breaker import CircuitBreaker, Clock
@@ -86,6 +87,7 @@ class NodePool:
         """Take a node (id or URL) out at once; requests in flight on it still finish."""
         found = self._find(node)
         del self._nodes[found.url]
+        metrics.forget_node(found.url)
         logger.info("node %s removed from the pool", found.url)
         return found.status()
 
@@ -325,6 +327,8 @@ class NodePool:
     ) -> httpx.Response:
         node.outstanding += 1
         node.breaker.on_dispatch()
+        started = time.perf_counter()
+        outcome = "cancelled"  # unless one of the outcomes below is reached
         try:
             try:
                 response = await self.client.post(
@@ -336,12 +340,15 @@ class NodePool:
                 )
             except httpx.PoolTimeout as error:
                 # The gateway's own connection pool is full: nothing reached the node.
+                outcome = "pool_timeout"
                 raise _NotSent(describe(error)) from error
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                outcome = "connect_error"
                 self._record_failure(node)
                 self._set_health(node, ready=False, error=describe(error))
                 raise _NotSent(describe(error)) from error
             except httpx.TransportError as error:
+                outcome = "transport_error"
                 self._record_failure(node)
                 logger.warning("node %s failed mid-request: %r", node.url, error)
                 raise UpstreamUnavailable(
@@ -349,6 +356,7 @@ class NodePool:
                     "Retry later.",
                     retry_after_seconds=self._retry_after([]),
                 ) from error
+            outcome = f"{response.status_code // 100}xx"
             if response.status_code in RETRYABLE_STATUSES:
                 self._record_failure(node)
             else:
@@ -357,6 +365,8 @@ class NodePool:
         finally:
             node.outstanding -= 1
             node.breaker.on_finish()
+            metrics.UPSTREAM_SECONDS.labels(node.url, path).observe(time.perf_counter() - started)
+            metrics.UPSTREAM_REQUESTS.labels(node.url, outcome).inc()
 
     def _record_failure(self, node: Node) -> None:
         if node.breaker.record_failure():

@@ -18,6 +18,7 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.reservations import service as reservations
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from billing.usage.service import record_returned_charge
+from gateway import metrics
 from gateway.audio_probe import probe_duration_ms
 from gateway.cache.keys import audio_md5
 from gateway.cache.service import ResultCache
@@ -85,6 +86,7 @@ def reserve_or_refuse(
         with database.transaction() as session:
             reservations.reserve(session, request_id, caller, audio_ms, ttl=ttl, cached=cached)
     except InsufficientQuota as error:
+        metrics.QUOTA_REJECTIONS.inc()
         raise QuotaExceeded(error.message) from None
 
 
@@ -95,7 +97,9 @@ def release(database: Database, request_id: str) -> None:
 
 def settle(database: Database, billable: BillableTranscription) -> UsageCharge:
     with database.transaction() as session:
-        return reservations.settle(session, billable)
+        charge = reservations.settle(session, billable)
+    metrics.record_charge(billable, charge)
+    return charge
 
 
 def _record_returned(database: Database, tenant_id: int, charge: UsageCharge) -> None:
