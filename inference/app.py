@@ -167,7 +167,19 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         status = "failed" if error else "loading"
         return JSONResponse(status_code=503, content={"status": status, "error": error, **body})
 
-    @app.get("/metrics")
+    def require_metrics_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not settings.metrics_token:
+            return
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), settings.metrics_token.encode()
+        ):
+            raise Unauthorized(
+                "/metrics requires the metrics token: "
+                "Authorization: Bearer <INFERENCE_METRICS_TOKEN>."
+            )
+
+    @app.get("/metrics", dependencies=[Depends(require_metrics_token)])
     async def prometheus_metrics() -> Response:
         """Prometheus exposition of the node's metrics."""
         memory.report()

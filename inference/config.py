@@ -23,6 +23,8 @@ class InferenceSettings(BaseSettings):
     hub: str = "ms"
     # Bearer secret the gateway must present; empty accepts any caller (loopback development).
     node_secret: str = ""
+    # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open.
+    metrics_token: str = ""
     max_upload_bytes: int = 1024 * 1024 * 1024
     # Micro-batching: concurrent compatible items are grouped into one engine call, up to
     # max_batch items or max_wait_ms after the first one arrived.

@@ -92,6 +92,7 @@ class ModelHost:
         self._thread = threading.Thread(
             target=self._serve, name=f"infer-{engine.model_id}", daemon=True
         )
+        metrics.init_model(self.model_id, batching.max_queue)
 
     @property
     def ready(self) -> bool:
@@ -155,15 +156,18 @@ class ModelHost:
     def _serve(self) -> None:
         try:
             self.engine.load()
+            metrics.set_model_state(self.model_id, "warming")
             self.engine.warm_up()
             self._ready = True
-            metrics.model_ready.labels(self.model_id).set(1)
+            metrics.set_model_state(self.model_id, "ready")
             logger.info("model %s is loaded and warmed", self.model_id)
         except InferenceError as error:
             self.error = error.message
+            metrics.set_model_state(self.model_id, "failed")
             logger.error("model %s failed to load: %s", self.model_id, error.message)
         except Exception as error:
             self.error = f"{error.__class__.__name__}: {error}"
+            metrics.set_model_state(self.model_id, "failed")
             logger.exception("model %s failed to load", self.model_id)
         finally:
             self.loaded.set()
