@@ -30,9 +30,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[node,dev]'
 	touch $(STAMP)
 
-# espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures; apt-get installs them
-# when missing.
-TEST_TOOLS := espeak-ng sox ffmpeg
+# espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
+# promtool) checks the dashboards and alert rules; apt-get installs them when missing.
+TEST_TOOLS := espeak-ng sox ffmpeg prometheus
 system-deps:
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
