@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, Header, Request
 
 from billing.db import Database
@@ -23,46 +24,53 @@ MISSING_KEY_MESSAGE = (
 )
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_nodes(request: Request) -> NodePool:
+async def get_nodes(request: Request) -> NodePool:
     nodes: NodePool = request.app.state.nodes
     return nodes
 
 
-def get_settings(request: Request) -> GatewaySettings:
+async def get_settings(request: Request) -> GatewaySettings:
     settings: GatewaySettings = request.app.state.settings
     return settings
 
 
-def get_key_cache(request: Request) -> KeyCache:
+async def get_key_cache(request: Request) -> KeyCache:
     cache: KeyCache = request.app.state.key_cache
     return cache
 
 
-def get_result_cache(request: Request) -> ResultCache | None:
+async def get_result_cache(request: Request) -> ResultCache | None:
     cache: ResultCache | None = request.app.state.result_cache
     return cache
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
 
 
-def require_api_key(
+def _authenticate(database: Database, presented: str) -> AuthenticatedKey:
+    try:
+        with database.transaction() as session:
+            return authenticate(session, presented)
+    except InvalidApiKey as error:
+        raise AuthError(error.message) from None
+
+
+async def require_api_key(
     request: Request,
     database: Annotated[Database, Depends(get_database)],
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> AuthenticatedKey:
-    """The caller's key → tenant and plan. A plain ``def``: FastAPI runs it in a worker thread,
-    so the database lookup never blocks the event loop. Keys found valid are kept for
+    """The caller's key → tenant and plan. Keys found valid are kept for
     ``GATEWAY_KEY_CACHE_SECONDS``, which bounds how long a revocation takes to reach every
-    replica."""
+    replica; a cached key costs no database lookup and no worker thread."""
     presented = ""
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -71,23 +79,23 @@ def require_api_key(
     presented = presented or (x_api_key or "").strip()
     if not presented:
         raise AuthError(MISSING_KEY_MESSAGE)
-    cache = get_key_cache(request)
+    cache: KeyCache = request.app.state.key_cache
     cached = cache.get(presented)
     if cached is not None:
         return cached
-    try:
-        with database.transaction() as session:
-            caller = authenticate(session, presented)
-    except InvalidApiKey as error:
-        raise AuthError(error.message) from None
+    caller = await anyio.to_thread.run_sync(_authenticate, database, presented)
     cache.put(presented, caller)
     return caller
 
 
-def require_key_scope(scope: KeyScope) -> Callable[[AuthenticatedKey], AuthenticatedKey]:
+def require_key_scope(
+    scope: KeyScope,
+) -> Callable[[AuthenticatedKey], Coroutine[Any, Any, AuthenticatedKey]]:
     """A dependency admitting keys that hold ``scope``."""
 
-    def check(caller: Annotated[AuthenticatedKey, Depends(require_api_key)]) -> AuthenticatedKey:
+    async def check(
+        caller: Annotated[AuthenticatedKey, Depends(require_api_key)],
+    ) -> AuthenticatedKey:
         if scope not in caller.scopes:
             raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
         return caller

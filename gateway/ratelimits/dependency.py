@@ -13,7 +13,7 @@ from gateway.ratelimits.headers import STATE_KEY
 from gateway.ratelimits.service import RateLimits
 
 
-def get_rate_limits(request: Request) -> RateLimits:
+async def get_rate_limits(request: Request) -> RateLimits:
     rate_limits: RateLimits = request.app.state.rate_limits
     return rate_limits
 

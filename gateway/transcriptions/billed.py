@@ -5,13 +5,17 @@ per ``Idempotency-Key``."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from billing.db import Database
 from billing.keys.schemas import AuthenticatedKey
 from billing.usage.schemas import UsageCharge
+from gateway.cache.service import ResultCache
+from gateway.config import GatewaySettings
 from gateway.deps import (
     DatabaseDep,
     NodesDep,
@@ -21,33 +25,24 @@ from gateway.deps import (
     TranscribeKey,
 )
 from gateway.idempotency import respond_once
+from gateway.nodes import NodePool
 from gateway.ratelimits.dependency import RateLimitedKey
 from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
 from gateway.transcriptions.service import log_returned_charge, transcribe_and_bill
 
 
+@dataclass(frozen=True)
 class BilledCall:
-    """The dependencies of a billed route, in the order they must run: the key and its scope,
-    then the rate limits (before the upload is looked at), then the rest."""
+    """The dependencies of a billed route, resolved in the order they must run (see
+    ``billed_call``)."""
 
-    def __init__(
-        self,
-        request: Request,
-        caller: TranscribeKey,
-        _admitted: RateLimitedKey,
-        request_id: RequestId,
-        settings: SettingsDep,
-        nodes: NodesDep,
-        database: DatabaseDep,
-        cache: ResultCacheDep,
-    ) -> None:
-        self.request = request
-        self.caller: AuthenticatedKey = caller
-        self.request_id = request_id
-        self.settings = settings
-        self.nodes = nodes
-        self.database = database
-        self.cache = cache
+    request: Request
+    caller: AuthenticatedKey
+    request_id: str
+    settings: GatewaySettings
+    nodes: NodePool
+    database: Database
+    cache: ResultCache | None
 
     async def once(
         self,
@@ -103,4 +98,19 @@ class BilledCall:
         return await self.once(transcription.audio, identity, work)
 
 
-BilledCallDep = Annotated[BilledCall, Depends()]
+async def billed_call(
+    request: Request,
+    caller: TranscribeKey,
+    _admitted: RateLimitedKey,
+    request_id: RequestId,
+    settings: SettingsDep,
+    nodes: NodesDep,
+    database: DatabaseDep,
+    cache: ResultCacheDep,
+) -> BilledCall:
+    """The key and its scope first, then the rate limits (before the upload is looked at),
+    then the rest. An ``async def``: nothing here blocks, so no worker thread is taken."""
+    return BilledCall(request, caller, request_id, settings, nodes, database, cache)
+
+
+BilledCallDep = Annotated[BilledCall, Depends(billed_call)]
