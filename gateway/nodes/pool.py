@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import httpx
@@ -33,8 +32,10 @@ from gateway.nodes.breaker import CircuitBreaker, Clock
 from gateway.nodes.errors import NodeNotFound, node_error
 from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
 from gateway.nodes.wire import (
+    MultipartBody,
     describe,
     json_object,
+    multipart_body,
     parse_models,
     retry_after_header,
     transcribe_form,
@@ -222,11 +223,10 @@ class NodePool:
         """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest).
         ``timeout_seconds`` replaces ``node_timeout_seconds`` as the longest the dispatch may
         take (asynchronous jobs, whose audio may be hours long)."""
-        files = {"file": (filename, audio, content_type)}
+        body = multipart_body(transcribe_form(params), "file", filename, audio, content_type)
         response = await self._dispatch(
             TRANSCRIBE_PATH,
-            files,
-            transcribe_form(params),
+            body,
             params.model,
             audio_ms,
             timeout_seconds=timeout_seconds,
@@ -243,16 +243,15 @@ class NodePool:
         audio_ms: int | None = None,
     ) -> LanguageDetection:
         """The spoken language, from one node, with the same routing and retries."""
-        files = {"file": (filename, audio, content_type)}
         form = {"model": model} if model else {}
-        response = await self._dispatch(DETECT_LANGUAGE_PATH, files, form, model, audio_ms)
+        body = multipart_body(form, "file", filename, audio, content_type)
+        response = await self._dispatch(DETECT_LANGUAGE_PATH, body, model, audio_ms)
         return LanguageDetection.model_validate_json(response.content)
 
     async def _dispatch(
         self,
         path: str,
-        files: dict[str, Any],
-        form: dict[str, str],
+        body: MultipartBody,
         model: str | None,
         audio_ms: int | None,
         *,
@@ -277,7 +276,7 @@ class NodePool:
                 connect=self.settings.node_connect_timeout_seconds,
             )
             try:
-                response = await self._send(node, path, files, form, timeout)
+                response = await self._send(node, path, body, timeout)
             except _NotSent as error:
                 failures.append(f"{node.url}: {error}")
                 continue
@@ -321,8 +320,7 @@ class NodePool:
         self,
         node: Node,
         path: str,
-        files: dict[str, Any],
-        form: dict[str, str],
+        body: MultipartBody,
         timeout: httpx.Timeout,
     ) -> httpx.Response:
         node.outstanding += 1
@@ -333,9 +331,8 @@ class NodePool:
             try:
                 response = await self.client.post(
                     f"{node.url}{path}",
-                    files=files,
-                    data=form,
-                    headers=self.headers,
+                    content=body.content,
+                    headers={**self.headers, "Content-Type": body.content_type},
                     timeout=timeout,
                 )
             except httpx.PoolTimeout as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -50,3 +52,37 @@ def retry_after_header(response: httpx.Response) -> list[float]:
         return [max(0.0, float(response.headers["retry-after"]))]
     except (KeyError, ValueError):
         return []
+
+
+@dataclass(frozen=True)
+class MultipartBody:
+    """A request body built once per dispatch and sent as one piece to whichever node takes it
+    (httpx's ``files=`` would encode it again per attempt, in many small writes)."""
+
+    content: bytes
+    content_type: str
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "").replace("\n", "")
+
+
+def multipart_body(
+    form: dict[str, str], field: str, filename: str, data: bytes, content_type: str
+) -> MultipartBody:
+    """``multipart/form-data`` with the text fields of ``form`` and one file."""
+    boundary = secrets.token_hex(16)
+    parts: list[bytes] = []
+    for name, value in form.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field)}"; '
+        f'filename="{_quoted(filename)}"\r\n'
+        f"Content-Type: {content_type.replace(chr(13), '').replace(chr(10), '')}\r\n\r\n".encode()
+    )
+    parts.append(data)
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+    return MultipartBody(b"".join(parts), f"multipart/form-data; boundary={boundary}")

@@ -1,0 +1,62 @@
+"""The multipart body sent to nodes parses back to the same fields and file."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from gateway.nodes.wire import multipart_body
+
+
+def parse(content: bytes, content_type: str) -> dict[str, object]:
+    async def run() -> dict[str, object]:
+        sent = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": content, "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "headers": [(b"content-type", content_type.encode())],
+        }
+        form = await Request(scope, receive).form()
+        parsed: dict[str, object] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                parsed[name] = (value.filename, value.content_type, await value.read())
+            else:
+                parsed[name] = value
+        return parsed
+
+    return asyncio.run(run())
+
+
+def test_fields_and_file_round_trip() -> None:
+    audio = bytes(range(256)) * 40 + b"\r\n--not-a-boundary\r\n"
+    body = multipart_body(
+        {"language": "auto", "hotwords": 'say "hello"\nworld', "model": "m1"},
+        "file",
+        'my "talk".wav',
+        audio,
+        "audio/wav",
+    )
+    assert body.content_type.startswith("multipart/form-data; boundary=")
+    parsed = parse(body.content, body.content_type)
+    assert parsed["language"] == "auto"
+    assert parsed["model"] == "m1"
+    assert parsed["hotwords"] == 'say "hello"\nworld'
+    assert parsed["file"] == ('my "talk".wav', "audio/wav", audio)
+
+
+def test_a_content_type_cannot_inject_headers() -> None:
+    body = multipart_body({}, "file", "a.wav", b"RIFF", "audio/wav\r\nX-Evil: 1")
+    assert b"\r\nX-Evil" not in body.content
+    parsed = parse(body.content, body.content_type)
+    assert parsed["file"] == ("a.wav", "audio/wavX-Evil: 1", b"RIFF")
