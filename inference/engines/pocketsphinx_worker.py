@@ -16,8 +16,10 @@ WordFrames = tuple[str, int, int]
 
 def initialize() -> None:
     """Runs once in the child: load the acoustic model, language model and dictionary that ship
-    in the wheel. Batch CMN normalizes each utterance on its own, so a transcript never depends
-    on what was decoded before it."""
+    in the wheel. Batch CMN normalizes each utterance on its own, but the decoder keeps other
+    state between utterances: the spans of a ten-minute file, decoded twice through one decoder,
+    gave different words for the first span the second time. Short clips decode alike (the
+    tests compare them); long transcripts are compared on freshly started nodes."""
     global _decoder
     from pocketsphinx import Decoder
 
