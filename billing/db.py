@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session
 
-# Connections kept open per process. Requests run their ledger transactions on worker threads;
-# with fewer pooled connections than busy threads, the pool closes and reopens one per
-# transaction (a new PostgreSQL backend each time).
+# Idle connections kept open per process. Requests run their ledger transactions on worker
+# threads; past this many at once, the pool opens extra connections and closes each one it gets
+# back while it holds this many idle, so the next burst starts new PostgreSQL backends.
 POOL_SIZE = 16
 # A pooled connection idle longer than this is pinged before use (a server restart or an idle
 # timeout on the way may have closed it); one in steady use is not, saving a round trip.
