@@ -16,10 +16,14 @@ GatewayError                    500 internal_error
 ├── IdempotencyConflict         409 idempotency_key_reused
 ├── FileTooLarge                413 file_too_large
 │   └── AudioTooLong            413 audio_too_long
-├── RateLimited                 429 rate_limit_exceeded (+ Retry-After, x-ratelimit-*)
-├── RateLimiterUnavailable      503 rate_limiter_unavailable (+ Retry-After; store down, closed)
-├── UpstreamUnavailable         503 upstream_unavailable (+ Retry-After)
-└── AuthUnavailable             503 auth_unavailable (the JWKS could not be fetched)
+└── RetryLater                  (+ Retry-After)
+    ├── RateLimited             429 rate_limit_exceeded (+ x-ratelimit-*)
+    ├── RateLimiterUnavailable  503 rate_limiter_unavailable (store down, mode closed)
+    ├── UpstreamUnavailable     503 upstream_unavailable
+    └── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
+
+gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
+gateway.jobs.errors subclass GatewayError too.
 ```
 """
 
@@ -128,7 +132,18 @@ class AudioTooLong(FileTooLarge):
     code = "audio_too_long"
 
 
-class RateLimited(GatewayError):
+class RetryLater(GatewayError):
+    """A refusal the client should retry: carries ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class RateLimited(RetryLater):
     """OpenAI's shape: type ``requests``, code ``rate_limit_exceeded``; SDKs retry these."""
 
     status_code = 429
@@ -142,44 +157,28 @@ class RateLimited(GatewayError):
         retry_after_seconds: int,
         rate_limit_headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
         self.rate_limit_headers = rate_limit_headers or {}
 
     def headers(self) -> dict[str, str]:
-        return {**self.rate_limit_headers, "Retry-After": str(self.retry_after_seconds)}
+        return {**self.rate_limit_headers, **super().headers()}
 
 
-class RateLimiterUnavailable(GatewayError):
+class RateLimiterUnavailable(RetryLater):
     status_code = 503
     code = "rate_limiter_unavailable"
     error_type = "server_error"
 
-    def __init__(self, message: str, *, retry_after_seconds: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
-
-
-class UpstreamUnavailable(GatewayError):
+class UpstreamUnavailable(RetryLater):
     status_code = 503
     code = "upstream_unavailable"
     error_type = "server_error"
 
-    def __init__(self, message: str, *, retry_after_seconds: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
+class AuthUnavailable(RetryLater):
+    """The identity provider's signing keys could not be fetched."""
 
-
-class AuthUnavailable(GatewayError):
     status_code = 503
     code = "auth_unavailable"
     error_type = "server_error"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "5"}
