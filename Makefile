@@ -1,6 +1,6 @@
 # The two Quickstart commands and what they stand on.
 #   make up    set up .venv and run the product on its embedded defaults (asrgw up)
-#   make test  set up .venv (and the speech tools the tests use) and run the whole test suite
+#   make test  set up .venv (and the speech tools and Prometheus the tests use) and run the whole test suite
 
 PYTHON ?= python3
 VENV   ?= .venv
