@@ -55,9 +55,10 @@ class KeyCache:
     def put(self, presented: str, caller: AuthenticatedKey) -> None:
         if self.ttl_seconds <= 0:
             return
+        digest = self._digest(presented)
         with self._lock:
-            self._entries[self._digest(presented)] = (self.clock(), caller)
-            self._entries.move_to_end(self._digest(presented))
+            self._entries[digest] = (self.clock(), caller)
+            self._entries.move_to_end(digest)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 

@@ -11,9 +11,13 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway.audio_probe import probe_duration_ms
 from gateway.config import GatewaySettings
-from gateway.errors import PermissionDenied
 from gateway.nodes import NodePool
-from gateway.transcriptions.service import release, reserve_or_refuse, settle
+from gateway.transcriptions.service import (
+    refuse_disallowed_model,
+    release,
+    reserve_or_refuse,
+    settle,
+)
 from inference.protocol import LanguageDetection
 
 
@@ -29,8 +33,7 @@ async def detect_and_bill(
     database: Database,
     settings: GatewaySettings,
 ) -> tuple[LanguageDetection, UsageCharge]:
-    if not caller.allows_model(model):
-        raise PermissionDenied(f"This API key may not use the model '{model}'.", param="model")
+    refuse_disallowed_model(caller, model)
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, audio)
     ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
     await anyio.to_thread.run_sync(reserve_or_refuse, database, request_id, caller, audio_ms, ttl)

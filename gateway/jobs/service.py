@@ -28,7 +28,6 @@ from gateway.errors import (
     IdempotencyConflict,
     InvalidRequest,
     NotFoundError,
-    PermissionDenied,
     QuotaExceeded,
 )
 from gateway.idempotency import fingerprint
@@ -38,6 +37,7 @@ from gateway.jobs.storage import AudioStore
 from gateway.jobs.views import public_job
 from gateway.jobs.webhooks.signing import new_secret
 from gateway.jobs.webhooks.targets import resolve
+from gateway.transcriptions.service import refuse_disallowed_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ async def submit_job(
 ) -> tuple[JobPublic, bool]:
     """The new job (queued, its cost reserved), and True; or, for an ``Idempotency-Key`` seen
     before with the same request, that job and False."""
-    if not caller.allows_model(request.model):
-        raise PermissionDenied(
-            f"This API key may not use the model '{request.model}'.", param="model"
-        )
+    refuse_disallowed_model(caller, request.model)
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
     if request.webhook_url:
         await anyio.to_thread.run_sync(

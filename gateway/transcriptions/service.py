@@ -74,6 +74,12 @@ def resolve_model(requested: str, settings: GatewaySettings) -> str:
     return requested
 
 
+def refuse_disallowed_model(caller: AuthenticatedKey, model: str) -> None:
+    """403 before anything is probed or reserved when the key may not use ``model``."""
+    if not caller.allows_model(model):
+        raise PermissionDenied(f"This API key may not use the model '{model}'.", param="model")
+
+
 def reserve_or_refuse(
     database: Database,
     request_id: str,
@@ -128,10 +134,7 @@ async def transcribe_and_bill(
 ) -> BilledTranscription:
     """Answered from the result cache when the tenant sent this audio with these parameters
     before (billed at the plan's cache-hit price and recorded as cached), else by a node."""
-    if not caller.allows_model(request.model):
-        raise PermissionDenied(
-            f"This API key may not use the model '{request.model}'.", param="model"
-        )
+    refuse_disallowed_model(caller, request.model)
     audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
     refuse_long_sync_audio(audio_ms, settings)
     # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
