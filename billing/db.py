@@ -23,7 +23,11 @@ PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def create_db_engine(
-    database_url: str, *, echo: bool = False, pool_size: int = POOL_SIZE
+    database_url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = POOL_SIZE,
+    sqlite_busy_timeout_seconds: float = 30.0,
 ) -> Engine:
     """An engine for ``database_url``; an SQLite file's folder is created on demand."""
     url = make_url(database_url)
@@ -34,10 +38,15 @@ def create_db_engine(
         engine = create_engine(
             url,
             echo=echo,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_seconds},
             **({} if in_memory else {"pool_size": pool_size}),
         )
-        event.listen(engine, "connect", _configure_sqlite)
+        busy_ms = round(sqlite_busy_timeout_seconds * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_connection: Any, _record: Any) -> None:
+            _configure_sqlite(dbapi_connection, busy_ms)
+
         event.listen(engine, "begin", _begin_immediate)
         return engine
     engine = create_engine(url, echo=echo, pool_size=pool_size)
@@ -64,14 +73,15 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise DisconnectionError(f"idle connection is gone: {error}") from error
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def _configure_sqlite(dbapi_connection: Any, busy_timeout_ms: int) -> None:
     # The driver's own implicit BEGIN is replaced by _begin_immediate.
     dbapi_connection.isolation_level = None
     # WAL lets the CLI read usage while the gateway writes; foreign keys are off by default.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    # A writer waits this long for another's lock, then gets "database is locked".
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.close()
 
 
@@ -85,10 +95,20 @@ class Database:
     """Owns the engine; hands out one session per unit of work."""
 
     def __init__(
-        self, database_url: str, *, echo: bool = False, pool_size: int = POOL_SIZE
+        self,
+        database_url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = POOL_SIZE,
+        sqlite_busy_timeout_seconds: float = 30.0,
     ) -> None:
         self.url = database_url
-        self.engine = create_db_engine(database_url, echo=echo, pool_size=pool_size)
+        self.engine = create_db_engine(
+            database_url,
+            echo=echo,
+            pool_size=pool_size,
+            sqlite_busy_timeout_seconds=sqlite_busy_timeout_seconds,
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -7,7 +7,8 @@ BillingError
 ├── AlreadyExists      a unique name taken
 ├── InvalidValue       a value no plan or key may have
 ├── InsufficientQuota  the request's worst-case cost exceeds the credit or quota left
-└── Conflict           an idempotency key reused for a different operation
+├── Conflict           an idempotency key reused for a different operation
+└── LedgerUnavailable  the ledger database cannot be reached or is busy (retry later)
 ```
 Callers map them onto their own transport (HTTP envelope, CLI exit code).
 """
@@ -45,3 +46,8 @@ class InsufficientQuota(BillingError):
 
 class Conflict(BillingError):
     """The same idempotency key was used before for something else."""
+
+
+class LedgerUnavailable(BillingError):
+    """The ledger database is unreachable, or too busy to take a write in time (SQLite's
+    "database is locked"). Nothing was written; the caller may retry."""

@@ -1,85 +1,124 @@
-"""Idempotency keys: the first request with a key does the work; the others get its response."""
+"""Idempotency keys as leases: one request id per key, one attempt working it at a time, and
+the settled result kept for replays.
+
+```
+claim ──▶ in_progress, leased to attempt A ──settle (same transaction)──▶ completed (result)
+              │  ▲ renew while A runs
+              │  └──────────── a retry takes the lease over and runs under the same id ──┐
+              ├── A's lease lapses (A's gateway died) ───────────────────────────────────┤
+              └── A failed before settling (its client got the error) ──▶ failed ────────┘
+```
+
+A key is never freed once its settlement committed: the record and its result stay until the
+retention period ends (``purge_steps``).
+"""
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
-
-from billing.db import Database
 from billing.errors import Conflict
-from billing.models import IdempotencyRecord
+from billing.idempotency import statements as sql
+from billing.statements import Fetch, Step, Steps
 
 
-def claim(
-    database: Database, tenant_id: int, key: str, fingerprint: str, request_id: str
-) -> IdempotencyRecord | None:
-    """None when this request now owns the key; otherwise the record of the request that does
-    (in progress or completed). The same key with a different request is a ``Conflict``."""
-    try:
-        with database.transaction() as session:
-            existing = _get(session, tenant_id, key)
-            if existing is None:
-                session.add(
-                    IdempotencyRecord(
-                        tenant_id=tenant_id,
-                        key=key,
-                        fingerprint=fingerprint,
-                        request_id=request_id,
-                        state="in_progress",
-                    )
-                )
-                return None
-    except IntegrityError:
-        # Another replica inserted the same key between our read and our write.
-        with database.transaction() as session:
-            existing = _get(session, tenant_id, key)
-    if existing is None:
-        return claim(database, tenant_id, key, fingerprint, request_id)
-    if existing.fingerprint != fingerprint:
-        raise Conflict("This Idempotency-Key was already used with a different file or parameters.")
-    return existing
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """This attempt holds the key's lease and works the request ``request_id`` (its own, or
+    the original one when it took over a lapsed lease)."""
+
+    request_id: str
+    taken_over: bool
 
 
-def lookup(database: Database, tenant_id: int, key: str) -> IdempotencyRecord | None:
-    with database.transaction() as session:
-        return _get(session, tenant_id, key)
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The key's request settled: replay it from the ledger."""
+
+    request_id: str
+    result: str | None  # the canonical result, JSON
+    # A response recorded before results were stored (replayed byte for byte).
+    legacy_response: tuple[int, str, str, str] | None = None
 
 
-def complete(
-    database: Database,
-    tenant_id: int,
-    key: str,
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another attempt holds a live lease on the key."""
+
+    request_id: str
+    lease_expires_at: datetime | None
+
+
+Claim = Owned | Settled | Busy
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    tenant_id: int
+    key: str
+    token: str
+
+
+def claim_steps(
+    dialect: str,
+    lease: Lease,
+    fingerprint: str,
+    request_id: str,
     *,
-    status_code: int,
-    media_type: str,
-    headers: dict[str, str],
-    body: str,
-) -> None:
-    with database.transaction() as session:
-        record = _get(session, tenant_id, key)
-        if record is None:
-            return
-        record.state = "completed"
-        record.status_code = status_code
-        record.media_type = media_type
-        record.headers = json.dumps(headers, sort_keys=True)
-        record.body = body
-        session.add(record)
-
-
-def abandon(database: Database, tenant_id: int, key: str, request_id: str) -> None:
-    """The owning request failed: free the key so a retry can do the work."""
-    with database.transaction() as session:
-        record = _get(session, tenant_id, key)
-        if record is not None and record.request_id == request_id and record.state != "completed":
-            session.delete(record)
-
-
-def _get(session: Session, tenant_id: int, key: str) -> IdempotencyRecord | None:
-    return session.exec(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.tenant_id == tenant_id, IdempotencyRecord.key == key
+    now: datetime,
+    until: datetime,
+) -> Steps[Claim]:
+    """Claim ``lease.key`` for ``request_id`` until ``until``, take over a lapsed lease, or
+    tell who has it. The same key with another request is a ``Conflict``. One statement when
+    the key is new or its lease lapsed; a read besides otherwise."""
+    values = {
+        "claim_tenant_id": lease.tenant_id,
+        "claim_key": lease.key,
+        "claim_fingerprint": fingerprint,
+        "claim_state": "in_progress",
+        "claim_request_id": request_id,
+        "claim_lease_token": lease.token,
+        "claim_lease_expires_at": until,
+        "claim_created_at": now,
+        "now": now,
+    }
+    owner = yield Step(sql.claim_or_take_over(dialect), values, Fetch.scalar)
+    if owner is not None:
+        return Owned(owner, taken_over=owner != request_id)
+    row = yield Step(sql.read(), {"tenant": lease.tenant_id, "record_key": lease.key}, Fetch.first)
+    if row is None:  # purged between the two statements: claim it afresh
+        return (
+            yield from claim_steps(dialect, lease, fingerprint, request_id, now=now, until=until)
         )
-    ).first()
+    if row.fingerprint != fingerprint:
+        raise Conflict("This Idempotency-Key was already used with a different file or parameters.")
+    if row.state == "completed":
+        legacy = None
+        if row.result is None and row.body is not None:
+            legacy = (row.status_code or 200, row.media_type or "application/json",
+                      row.headers or "{}", row.body)  # fmt: skip
+        return Settled(row.request_id, row.result, legacy)
+    return Busy(row.request_id, row.lease_expires_at)
+
+
+def renew_steps(lease: Lease, until: datetime) -> Steps[bool]:
+    """Extend the lease; False when this attempt no longer holds it (taken over, completed)."""
+    params = {
+        "tenant": lease.tenant_id,
+        "record_key": lease.key,
+        "token": lease.token,
+        "until": until,
+    }
+    return (yield Step(sql.renew(), params, Fetch.first)) is not None
+
+
+def give_up_steps(lease: Lease) -> Steps[None]:
+    """This attempt failed before settling: the key is ``failed``, and a retry takes it over
+    at once."""
+    params = {"tenant": lease.tenant_id, "record_key": lease.key, "token": lease.token}
+    yield Step(sql.give_up(), params)
+
+
+def purge_steps(before: datetime) -> Steps[None]:
+    yield Step(sql.purge(), {"before": before})

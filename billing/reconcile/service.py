@@ -1,17 +1,24 @@
 """Reconciliation of one month: every total the product keeps must equal the rows under it.
 
 Checks, per tenant:
-- ``returned``: each usage row of the month has the charge the gateway returned for it, equal
-  in tokens and cost (and no returned charge lacks its row);
+- ``returned``, both ways: each usage row of the month has the charge returned for it, equal in
+  tokens and cost, or a result an Idempotency-Key replays (else: billed but never returned);
+  and each charge returned in the month has its usage row (else: returned but never billed);
 - ``invoice``: the month's invoice total equals its lines and the rows it holds;
 - ``account``: spent = all usage costs, credit = all credit entries, reserved = open
   reservations;
-- ``quota``: the month's used and reserved tokens equal its settled and open reservations.
+- ``quota``: the month's used and reserved tokens equal its settled and open reservations
+  (and the cache hits of the month, which are charged without one);
+- ``stale reservations``: no reservation is still open longer than ``grace`` past its expiry
+  (the sweeper releases them; one left means no gateway is sweeping);
+- ``stuck keys``: no Idempotency-Key is in progress with a lease that lapsed longer than
+  ``grace`` ago (a request accepted, never answered, never retried).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -21,6 +28,7 @@ from sqlmodel import Session, col, select
 from billing.accounts.repository import get_period
 from billing.models import (
     CreditEntry,
+    IdempotencyRecord,
     Invoice,
     InvoiceItem,
     InvoiceLine,
@@ -30,6 +38,7 @@ from billing.models import (
     TenantAccount,
     UsageEvent,
 )
+from billing.models.types import utcnow
 from billing.periods import period_bounds
 
 
@@ -51,8 +60,20 @@ def _sum(session: Session, column: Any, *conditions: Any) -> int:
     return int(session.execute(statement).scalar_one())
 
 
-def reconcile(session: Session, period: str) -> list[Finding]:
+# A reservation or lease lapsed for longer than this counts as stale: the sweeper runs every
+# GATEWAY_RESERVATION_SWEEP_SECONDS (30 s), and a client retries a key within minutes.
+DEFAULT_GRACE = timedelta(minutes=5)
+
+
+def reconcile(
+    session: Session,
+    period: str,
+    *,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+) -> list[Finding]:
     start, end = period_bounds(period)
+    stale_before = (now or utcnow()) - grace
     findings: list[Finding] = []
     for tenant in session.exec(select(Tenant).order_by(col(Tenant.name))).all():
         assert tenant.id is not None
@@ -60,12 +81,18 @@ def reconcile(session: Session, period: str) -> list[Finding]:
         findings += _invoice(session, tenant, period)
         findings += _account(session, tenant)
         findings += _quota(session, tenant, period)
+        findings += _stale(session, tenant, stale_before)
     return findings
 
 
-def _returned(session: Session, tenant: Tenant, start: object, end: object) -> list[Finding]:
+def _returned(session: Session, tenant: Tenant, start: datetime, end: datetime) -> list[Finding]:
+    replayable = select(IdempotencyRecord.request_id).where(  # type: ignore[call-overload]
+        IdempotencyRecord.tenant_id == tenant.id,
+        IdempotencyRecord.state == "completed",
+        col(IdempotencyRecord.result).is_not(None),
+    )
     rows = session.exec(
-        select(UsageEvent, ReturnedCharge)
+        select(UsageEvent, ReturnedCharge, col(UsageEvent.request_id).in_(replayable))
         .outerjoin(ReturnedCharge, col(ReturnedCharge.request_id) == col(UsageEvent.request_id))
         .where(
             UsageEvent.tenant_id == tenant.id,
@@ -73,15 +100,31 @@ def _returned(session: Session, tenant: Tenant, start: object, end: object) -> l
             col(UsageEvent.created_at) < end,
         )
     ).all()
-    ledger = sum(event.cost_micros for event, _ in rows)
-    returned = sum(charge.cost_micros for _, charge in rows if charge is not None)
-    missing = [event.request_id for event, charge in rows if charge is None]
+    ledger = sum(event.cost_micros for event, _, _ in rows)
+    returned = sum(charge.cost_micros for _, charge, _ in rows if charge is not None)
+    # A settled result a retry can still fetch is delivered on request: not a loss.
+    replay_only = sum(
+        event.cost_micros for event, charge, can_replay in rows if charge is None and can_replay
+    )
+    missing = [
+        event.request_id for event, charge, can_replay in rows if charge is None and not can_replay
+    ]
     different = [
         event.request_id
-        for event, charge in rows
+        for event, charge, _ in rows
         if charge is not None
         and (charge.cost_micros, charge.billed_tokens) != (event.cost_micros, event.billed_tokens)
     ]
+    unbilled = session.exec(
+        select(ReturnedCharge)
+        .outerjoin(UsageEvent, col(UsageEvent.request_id) == col(ReturnedCharge.request_id))
+        .where(
+            ReturnedCharge.tenant_id == tenant.id,
+            col(ReturnedCharge.created_at) >= start,
+            col(ReturnedCharge.created_at) < end,
+            col(UsageEvent.id).is_(None),
+        )
+    ).all()
     problems = []
     if missing:
         problems.append(f"{len(missing)} billed but never returned ({', '.join(missing[:3])})")
@@ -89,8 +132,38 @@ def _returned(session: Session, tenant: Tenant, start: object, end: object) -> l
         problems.append(
             f"{len(different)} returned with other numbers ({', '.join(different[:3])})"
         )
+    if unbilled:
+        ids = ", ".join(charge.request_id for charge in unbilled[:3])
+        problems.append(f"{len(unbilled)} returned but never billed ({ids})")
     detail = ("mismatch: " + "; ".join(problems)) if problems else f"{len(rows)} rows"
-    return [Finding(tenant.name, "returned", ledger, returned, detail)]
+    told = returned + replay_only + sum(charge.cost_micros for charge in unbilled)
+    return [Finding(tenant.name, "returned", ledger, told, detail)]
+
+
+def _stale(session: Session, tenant: Tenant, before: datetime) -> list[Finding]:
+    reservations = session.exec(
+        select(Reservation.request_id).where(  # type: ignore[call-overload]
+            Reservation.tenant_id == tenant.id,
+            Reservation.state == "open",
+            col(Reservation.expires_at) < before,
+        )
+    ).all()
+    keys = session.exec(
+        select(IdempotencyRecord.key).where(  # type: ignore[call-overload]
+            IdempotencyRecord.tenant_id == tenant.id,
+            IdempotencyRecord.state == "in_progress",
+            col(IdempotencyRecord.lease_expires_at) < before,
+        )
+    ).all()
+
+    def finding(check: str, stale: list[str], what: str) -> Finding:
+        detail = f"mismatch: {len(stale)} {what} ({', '.join(stale[:3])})" if stale else ""
+        return Finding(tenant.name, check, 0, len(stale), detail)
+
+    return [
+        finding("stale reservations", list(reservations), "open past their expiry"),
+        finding("stuck keys", list(keys), "keys in progress with a long-lapsed lease"),
+    ]
 
 
 def _invoice(session: Session, tenant: Tenant, period: str) -> list[Finding]:
@@ -144,6 +217,16 @@ def _quota(session: Session, tenant: Tenant, period: str) -> list[Finding]:
                 Reservation.tenant_id == tenant.id, Reservation.period == period
             )
         ),
+    )
+    # Cache hits are charged without a reservation, in the month they were answered.
+    start, end = period_bounds(period)
+    used += _sum(
+        session,
+        UsageEvent.billed_tokens,
+        UsageEvent.tenant_id == tenant.id,
+        col(UsageEvent.created_at) >= start,
+        col(UsageEvent.created_at) < end,
+        col(UsageEvent.request_id).not_in(select(Reservation.request_id)),
     )
     reserved = _sum(
         session,

@@ -1,12 +1,15 @@
-"""Releasing reservations left open by a gateway that crashed mid-request."""
+"""Releasing reservations left open by a gateway that crashed mid-request, and forgetting
+Idempotency-Keys past their retention."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from billing.db import Database
+from billing.idempotency.service import purge_steps
 from billing.models.types import utcnow
 from billing.reservations.service import expired_request_ids, release
+from billing.statements import run
 
 
 def release_expired(database: Database, now: datetime | None = None) -> int:
@@ -19,3 +22,9 @@ def release_expired(database: Database, now: datetime | None = None) -> int:
         with database.transaction() as session:
             released += release(session, request_id, now=now)
     return released
+
+
+def purge_keys(database: Database, before: datetime) -> None:
+    """Forget Idempotency-Keys created before ``before`` that no live attempt holds."""
+    with database.transaction() as session:
+        run(session.connection(), purge_steps(before))
