@@ -5,33 +5,41 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.config import BillingSettings
 from billing.db import Database
 from billing.errors import AlreadyExists, BillingError, InvalidValue, NotFound
 from billing.errors import Conflict as BillingConflict
+from billing.errors import LedgerUnavailable as BillingLedgerUnavailable
 from billing.migrate import upgrade_to_head
-from billing.reservations.sweeper import release_expired
+from billing.models.types import utcnow
+from billing.reservations.sweeper import purge_keys, release_expired
 from gateway import system
 from gateway.admin.auth import TokenVerifier
 from gateway.admin.router import router as admin_router
+from gateway.billed.idempotency import KeyClaims
+from gateway.billed.leases import LeaseKeeper
 from gateway.cache.service import build_result_cache
 from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
 from gateway.context import RequestContextMiddleware
-from gateway.errors import Conflict, GatewayError, InvalidRequest, NotFoundError
+from gateway.errors import Conflict, GatewayError, InvalidRequest, LedgerUnavailable, NotFoundError
 from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import start_job_tasks
 from gateway.keycache import KeyCache
+from gateway.ledger import Ledger
 from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
+from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
 from gateway.nodes.membership import run_membership_sync
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
@@ -57,17 +65,28 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await anyio.to_thread.run_sync(upgrade_to_head, billing_settings.database_url)
-        database = Database(billing_settings.database_url, echo=billing_settings.echo_sql)
-        timeout = httpx.Timeout(
-            settings.node_timeout_seconds, connect=settings.node_connect_timeout_seconds
+        database = Database(
+            billing_settings.database_url,
+            echo=billing_settings.echo_sql,
+            sqlite_busy_timeout_seconds=billing_settings.sqlite_busy_timeout_seconds,
         )
-        async with (
-            httpx.AsyncClient(timeout=timeout, transport=transport) as client,
-            anyio.create_task_group() as background,
-        ):
+        ledger = Ledger(database)
+        await ledger.open()
+        client: NodeClient = (
+            HttpxNodeClient(transport) if transport is not None else AiohttpNodeClient()
+        )
+        async with anyio.create_task_group() as background:
             app.state.database = database
+            app.state.ledger = ledger
+            app.state.lease_keeper = leases = LeaseKeeper(ledger, settings.request_lease_seconds)
+            app.state.key_claims = KeyClaims(
+                ledger,
+                lease_seconds=settings.request_lease_seconds,
+                wait_seconds=settings.idempotency_wait_seconds,
+            )
             app.state.nodes = nodes = NodePool(settings, client)
-            background.start_soon(sweep_reservations, database, settings.reservation_sweep_seconds)
+            background.start_soon(leases.run)
+            background.start_soon(sweep_ledger, database, settings)
             background.start_soon(nodes.run_health_checks)
             background.start_soon(
                 run_membership_sync, nodes, database, settings.node_health_interval_seconds
@@ -88,6 +107,9 @@ def create_app(
                     # The task group's scope is cancelled by now: close under a shield.
                     with anyio.CancelScope(shield=True):
                         await cache_redis.aclose()
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+                    await ledger.aclose()
                 database.dispose()
 
     app = FastAPI(
@@ -118,17 +140,20 @@ def create_app(
     return app
 
 
-async def sweep_reservations(database: Database, interval_seconds: float) -> None:
-    """Release reservations whose gateway died before settling them. Any replica may do it:
-    each release locks its tenant's account and is a no-op once the reservation is closed."""
+async def sweep_ledger(database: Database, settings: GatewaySettings) -> None:
+    """Release reservations whose gateway stopped renewing them (it died mid-request), and
+    forget Idempotency-Keys past their retention. Any replica may do it: each release locks
+    its tenant's account and is a no-op once the reservation is closed."""
     while True:
         try:
             released = await anyio.to_thread.run_sync(release_expired, database)
             if released:
                 logger.warning("released %d expired reservations", released)
+            retention = timedelta(seconds=settings.idempotency_retention_seconds)
+            await anyio.to_thread.run_sync(purge_keys, database, utcnow() - retention)
         except Exception:
-            logger.exception("reservation sweep failed")
-        await anyio.sleep(interval_seconds)
+            logger.exception("ledger sweep failed")
+        await anyio.sleep(settings.reservation_sweep_seconds)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -139,6 +164,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error.envelope(), status_code=error.status_code, headers=error.headers()
         )
+
+    @app.exception_handler(OperationalError)
+    async def handle_database_error(request: Request, error: OperationalError) -> JSONResponse:
+        # SQLite's "database is locked" past its busy timeout, or PostgreSQL gone.
+        logger.warning("ledger database unavailable: %s", error.orig)
+        unavailable = LedgerUnavailable(
+            "The billing ledger is busy or unreachable; nothing was billed. Retry shortly.",
+            retry_after_seconds=1,
+        )
+        return await handle_gateway_error(request, unavailable)
 
     @app.exception_handler(BillingError)
     async def handle_billing_error(request: Request, error: BillingError) -> JSONResponse:
@@ -190,4 +225,9 @@ def as_gateway_error(error: BillingError) -> GatewayError:
         return Conflict(error.message)
     if isinstance(error, InvalidValue):
         return InvalidRequest(error.message, code="invalid_value")
+    if isinstance(error, BillingLedgerUnavailable):
+        return LedgerUnavailable(
+            "The billing ledger is busy or unreachable; nothing was billed. Retry shortly.",
+            retry_after_seconds=1,
+        )
     return GatewayError(error.message)

@@ -44,10 +44,19 @@ class GatewaySettings(BaseSettings):
     # Consecutive failures that open a node's circuit, and how long it stays open.
     node_failure_threshold: int = Field(default=3, ge=1)
     node_circuit_open_seconds: float = Field(default=10.0, gt=0)
-    # How long past the node timeout a reservation may stay open before the sweeper frees it,
-    # and how often the sweeper looks.
+    # A synchronous request's reservation and Idempotency-Key lease last this long and are
+    # renewed every third of it while the request runs: a gateway that dies mid-request holds
+    # a tenant's credit, and its key, at most about this long (plus a sweep).
+    request_lease_seconds: float = Field(default=30.0, ge=0.3)
+    # A retry that finds its Idempotency-Key leased to a live attempt waits at most this long
+    # for it (then 409 idempotency_request_in_progress with Retry-After).
+    idempotency_wait_seconds: float = Field(default=10.0, ge=0)
+    # How long a settled Idempotency-Key is remembered and replayed (then a retry is new).
+    idempotency_retention_seconds: float = Field(default=86_400.0, gt=0)
+    # How long past a job's deadline its reservation may stay open before the sweeper frees it,
+    # and how often the sweeper looks for expired reservations.
     reservation_margin_seconds: float = 60.0
-    reservation_sweep_seconds: float = 30.0
+    reservation_sweep_seconds: float = Field(default=30.0, gt=0)
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
     # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open (loopback).

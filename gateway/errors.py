@@ -14,12 +14,15 @@ GatewayError                    500 internal_error
 ├── Conflict                    409 conflict (already_exists, …)
 ├── QuotaExceeded               402 insufficient_quota (never 429: SDKs retry those)
 ├── IdempotencyConflict         409 idempotency_key_reused
+├── ClientGone                  499 client_closed_request (never reaches the client)
 ├── FileTooLarge                413 file_too_large
 │   └── AudioTooLong            413 audio_too_long
 └── RetryLater                  (+ Retry-After)
     ├── RateLimited             429 rate_limit_exceeded (+ x-ratelimit-*)
     ├── RateLimiterUnavailable  503 rate_limiter_unavailable (store down, mode closed)
     ├── UpstreamUnavailable     503 upstream_unavailable
+    ├── IdempotencyInProgress   409 idempotency_request_in_progress
+    ├── LedgerUnavailable       503 ledger_unavailable (database unreachable or busy)
     └── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
 
 gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
@@ -122,6 +125,14 @@ class IdempotencyConflict(GatewayError):
     error_type = "invalid_request_error"
 
 
+class ClientGone(GatewayError):
+    """The client disconnected before its result was ready: nothing is billed or sent."""
+
+    status_code = 499
+    code = "client_closed_request"
+    error_type = "invalid_request_error"
+
+
 class FileTooLarge(GatewayError):
     status_code = 413
     code = "file_too_large"
@@ -181,4 +192,20 @@ class AuthUnavailable(RetryLater):
 
     status_code = 503
     code = "auth_unavailable"
+    error_type = "server_error"
+
+
+class IdempotencyInProgress(RetryLater):
+    """Another attempt holds the Idempotency-Key's lease past the bounded wait."""
+
+    status_code = 409
+    code = "idempotency_request_in_progress"
+    error_type = "invalid_request_error"
+
+
+class LedgerUnavailable(RetryLater):
+    """The ledger database cannot take the request's money now: nothing was billed."""
+
+    status_code = 503
+    code = "ledger_unavailable"
     error_type = "server_error"

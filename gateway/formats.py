@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from gateway.errors import InvalidRequest
 from inference.protocol import Segment, TranscriptionResult
 
 
@@ -43,6 +44,18 @@ LANGUAGE_NAMES = {
     "pt": "portuguese",
     "ru": "russian",
 }
+
+
+# OpenAI's per-segment decoder statistics: real values when an engine reports them (Whisper
+# does), null when it does not (never invented).
+SEGMENT_STATISTICS = (
+    "seek",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+)
 
 
 def cues(result: TranscriptionResult) -> list[Segment]:
@@ -94,15 +107,11 @@ def render_verbose_json(
         body["segments"] = [
             {
                 "id": index,
-                "seek": 0,
                 "start": segment.start,
                 "end": segment.end,
                 "text": segment.text,
-                "tokens": [],
-                "temperature": 0.0,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
+                # Decoder statistics only where the engine produced them; null otherwise.
+                **{name: getattr(segment, name, None) for name in SEGMENT_STATISTICS},
             }
             for index, segment in enumerate(result.segments)
         ]
@@ -131,3 +140,38 @@ def render_body(
     if response_format is ResponseFormat.vtt:
         return render_vtt(result)
     return result.text
+
+
+def parse_response_format(value: str | None) -> ResponseFormat:
+    try:
+        return ResponseFormat(value or ResponseFormat.json)
+    except ValueError:
+        allowed = ", ".join(f"'{member.value}'" for member in ResponseFormat)
+        raise InvalidRequest(
+            f"Invalid value for 'response_format': '{value}'. Supported values are: {allowed}.",
+            param="response_format",
+            code="invalid_value",
+        ) from None
+
+
+def parse_granularities(
+    values: list[str] | None, response_format: ResponseFormat
+) -> frozenset[TimestampGranularity]:
+    granularities: set[TimestampGranularity] = set()
+    for value in values or []:
+        try:
+            granularities.add(TimestampGranularity(value))
+        except ValueError:
+            raise InvalidRequest(
+                f"Invalid value for 'timestamp_granularities[]': '{value}'. "
+                "Supported values are: 'word', 'segment'.",
+                param="timestamp_granularities",
+                code="invalid_value",
+            ) from None
+    if granularities and response_format is not ResponseFormat.verbose_json:
+        raise InvalidRequest(
+            "timestamp_granularities requires response_format 'verbose_json'.",
+            param="timestamp_granularities",
+            code="invalid_value",
+        )
+    return frozenset(granularities)

@@ -29,6 +29,7 @@ from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from billing.models.types import utcnow
 from billing.monitoring import repository as ledger_counts
 from inference.protocol import DETECT_LANGUAGE_PATH, TRANSCRIBE_PATH
 
@@ -60,7 +61,11 @@ REQUEST_SECONDS = Histogram(
     ["method", "route"],
     buckets=SECONDS_BUCKETS,
 )
-REQUESTS_IN_FLIGHT = Gauge("asrgw_requests_in_flight", "HTTP requests being handled now.")
+# ``livesum``: with several worker processes (prometheus_client's multiprocess mode, see
+# gateway.monitoring), the sum over the workers alive.
+REQUESTS_IN_FLIGHT = Gauge(
+    "asrgw_requests_in_flight", "HTTP requests being handled now.", multiprocess_mode="livesum"
+)
 
 # Upstream: each attempt of a dispatch to a node (a retried request counts once per node tried).
 
@@ -113,6 +118,7 @@ CACHE_LOOKUPS = Counter(
 CACHE_BYTES = Gauge(
     "asrgw_cache_bytes",
     "Bytes of cached results held in this process (the in-memory store only).",
+    multiprocess_mode="livesum",
 )
 # ``operation``: "get" or "put".
 CACHE_ERRORS = Counter(
@@ -217,6 +223,12 @@ RESERVATIONS_OPEN: Family = (
     "settling until the sweeper frees them); fleet-wide: aggregate with max().",
     [],
 )
+RESERVATIONS_EXPIRED: Family = (
+    "asrgw_reservations_expired",
+    "Reservations still open past their expiry (their gateway stopped renewing them and no "
+    "sweeper has released them yet); fleet-wide: aggregate with max().",
+    [],
+)
 JOBS: Family = (
     "asrgw_jobs",
     "Asynchronous jobs in the ledger by state (queued, processing); fleet-wide: aggregate "
@@ -266,7 +278,7 @@ class LedgerCollector(Collector):
     """Counts read from the ledger at scrape time (cheap, index-backed queries). A failed read
     leaves these gauges out of the scrape and counts ``asrgw_ledger_gauge_errors_total``."""
 
-    FAMILIES = (RESERVATIONS_OPEN, JOBS)
+    FAMILIES = (RESERVATIONS_OPEN, RESERVATIONS_EXPIRED, JOBS)
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -278,16 +290,20 @@ class LedgerCollector(Collector):
         try:
             with self.database.engine.connect() as connection:
                 reservations_open = ledger_counts.open_reservations(connection)
+                reservations_expired = ledger_counts.expired_reservations(connection, utcnow())
                 jobs = ledger_counts.jobs_by_state(connection, ACTIVE_JOB_STATES)
         except Exception:
             logger.exception("could not read the ledger gauges")
             LEDGER_GAUGE_ERRORS.inc()
             return
-        reservations, jobs_family = self.describe()
+        reservations, expired, jobs_family = self.describe()
         assert isinstance(reservations, GaugeMetricFamily)
+        assert isinstance(expired, GaugeMetricFamily)
         assert isinstance(jobs_family, GaugeMetricFamily)
         reservations.add_metric([], reservations_open)
+        expired.add_metric([], reservations_expired)
         for state in ACTIVE_JOB_STATES:
             jobs_family.add_metric([state], jobs.get(state, 0))
         yield reservations
+        yield expired
         yield jobs_family

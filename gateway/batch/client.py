@@ -1,7 +1,9 @@
-"""HTTP to the gateway with the retries a batch needs: 429 and 502/503/504 are retried after
-the server's ``Retry-After`` (or an exponential backoff when it gives none), as are connection
-failures. Every billed POST carries an ``Idempotency-Key`` derived from the audio and the
-parameters, so a retry of a request whose answer was lost is never billed twice."""
+"""HTTP to the gateway with the retries a batch needs: 429, 502/503/504 and 409
+``idempotency_request_in_progress`` (an earlier attempt of the same file still holds its key,
+for instance on a gateway that was stopped mid-request) are retried after the server's
+``Retry-After`` (or an exponential backoff when it gives none), as are connection failures.
+Every billed POST carries an ``Idempotency-Key`` derived from the audio and the parameters, so
+a retry of a request whose answer was lost is never billed twice."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import httpx
 
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+IN_PROGRESS = "idempotency_request_in_progress"
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 60.0
 
@@ -47,6 +50,19 @@ def backoff_seconds(attempt: int) -> float:
     """Exponential with jitter, so many clients retrying at once spread out."""
     ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def _retried(response: httpx.Response) -> bool:
+    if response.status_code in RETRIED_STATUSES:
+        return True
+    return response.status_code == 409 and _error_code(response) == IN_PROGRESS
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def describe_refusal(response: httpx.Response) -> RequestFailed:
@@ -82,7 +98,7 @@ class GatewayClient:
                     raise RequestFailed(f"could not reach the gateway: {error!r}") from error
                 self.sleep(backoff_seconds(attempt))
                 continue
-            if response.status_code in RETRIED_STATUSES and attempt <= self.max_retries:
+            if _retried(response) and attempt <= self.max_retries:
                 wait = retry_after_seconds(response)
                 self.sleep(wait if wait is not None else backoff_seconds(attempt))
                 continue

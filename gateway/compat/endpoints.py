@@ -13,16 +13,17 @@ from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.usage.schemas import UsageCharge
+from gateway.billed.call import BilledCallDep
+from gateway.billed.dispatch import Billed
+from gateway.billed.responses import charge_headers
 from gateway.compat.formats import AsrOutput, language_name, render_asr
 from gateway.compat.pcm import wav_from_pcm16
-from gateway.compat.service import detect_and_bill
+from gateway.compat.service import detect_language as detect_and_bill
 from gateway.errors import FileTooLarge, InvalidAudio, InvalidRequest
 from gateway.formats import TimestampGranularity
-from gateway.transcriptions.billed import BilledCallDep
-from gateway.transcriptions.endpoints import billing_headers, charge_headers
-from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
-from gateway.transcriptions.service import read_upload, resolve_model
+from gateway.transcriptions.schemas import TranscriptionInput
+from gateway.transcriptions.service import read_upload, resolve_model, transcribe
+from inference.protocol import LanguageDetection, TranscriptionResult
 
 router = APIRouter(tags=["compatible APIs"])
 
@@ -62,7 +63,7 @@ async def asr(
         )
     audio = await read_audio_file(audio_file, encode, call.settings.max_upload_bytes)
     filename = audio_file.filename or "audio"
-    transcription = TranscriptionInput(
+    request = TranscriptionInput(
         audio=audio,
         filename=filename if encode else f"{filename}.wav",
         content_type=upload_type(audio_file, encode),
@@ -72,9 +73,9 @@ async def asr(
         granularities=frozenset({TimestampGranularity.word} if word_timestamps else ()),
     )
 
-    def render(billed: BilledTranscription) -> Response:
+    def render(billed: Billed[TranscriptionResult]) -> Response:
         headers = {
-            **billing_headers(billed),
+            **charge_headers(billed.charge, cached=billed.cached),
             "Asr-Engine": billed.result.model,
             "Content-Disposition": f'attachment; filename="{quote(filename)}.{output.value}"',
         }
@@ -83,7 +84,7 @@ async def asr(
             return JSONResponse(body, headers=headers)
         return Response(body, media_type="text/plain; charset=utf-8", headers=headers)
 
-    return await call.transcribe(transcription, render, {"output": output.value})
+    return await transcribe(call, request, render)
 
 
 @router.post("/detect-language", response_model=None)
@@ -98,28 +99,19 @@ async def detect_language(
     audio = await read_audio_file(audio_file, encode, call.settings.max_upload_bytes)
     resolved = resolve_model(model or "", call.settings)
 
-    async def work() -> tuple[Response, UsageCharge]:
-        detection, charge = await detect_and_bill(
-            call.request_id,
-            call.caller,
-            audio,
-            audio_file.filename or "audio",
-            upload_type(audio_file, encode),
-            resolved,
-            nodes=call.nodes,
-            database=call.database,
-            settings=call.settings,
-        )
+    def render(billed: Billed[LanguageDetection]) -> Response:
+        detection = billed.result
         body = {
             "detected_language": language_name(detection.language),
             "language_code": detection.language,
             # The models here name a language without a probability.
             "confidence": None,
         }
-        headers = {**charge_headers(charge), "x-cache": "miss"}
-        return JSONResponse(body, headers=headers), charge
+        return JSONResponse(body, headers=charge_headers(billed.charge, cached=billed.cached))
 
-    return await call.once(audio, {"model": resolved}, work)
+    filename = audio_file.filename or "audio"
+    content_type = upload_type(audio_file, encode)
+    return await detect_and_bill(call, audio, filename, content_type, resolved, render)
 
 
 class JsonTranscription(BaseModel):
@@ -144,7 +136,7 @@ async def json_transcribe(body: JsonTranscription, call: BilledCallDep) -> Respo
     limit = call.settings.max_upload_bytes
     if len(audio) > limit:
         raise FileTooLarge(f"The decoded file exceeds the limit of {limit} bytes.", param="file")
-    transcription = TranscriptionInput(
+    request = TranscriptionInput(
         audio=audio,
         filename="audio",
         content_type="application/octet-stream",
@@ -154,8 +146,8 @@ async def json_transcribe(body: JsonTranscription, call: BilledCallDep) -> Respo
         granularities=frozenset(),
     )
 
-    def render(billed: BilledTranscription) -> Response:
+    def render(billed: Billed[TranscriptionResult]) -> Response:
         payload: dict[str, Any] = {"text": billed.result.text, "language": billed.result.language}
-        return JSONResponse(payload, headers=billing_headers(billed))
+        return JSONResponse(payload, headers=charge_headers(billed.charge, cached=billed.cached))
 
-    return await call.transcribe(transcription, render, {})
+    return await transcribe(call, request, render)

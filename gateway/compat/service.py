@@ -1,56 +1,54 @@
-"""Language detection, billed like a transcription: its output is the language code."""
+"""Language detection as a billed order: its output is the language code, billed in the plan's
+token unit like a transcript.
+
+The node listens to the first 30 seconds only (as whisper-asr-webservice does), so that is what
+is held and recorded as the request's audio, whatever the file's length.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+from collections.abc import Callable
 
-import anyio
+from fastapi.responses import Response
 
-from billing.db import Database
-from billing.keys.schemas import AuthenticatedKey
-from billing.usage.schemas import BillableTranscription, UsageCharge
-from gateway.audio_probe import probe_duration_ms
-from gateway.config import GatewaySettings
-from gateway.nodes import NodePool
-from gateway.transcriptions.service import (
-    refuse_disallowed_model,
-    release,
-    reserve_or_refuse,
-    settle,
-)
+from gateway.billed.call import BilledCall
+from gateway.billed.dispatch import Billed, Order, Usage
+from gateway.transcriptions.service import probe_audio_ms, refuse_disallowed_model
 from inference.protocol import LanguageDetection
 
+# What the node listens to (inference.app LANGUAGE_DETECTION_SECONDS).
+DETECTION_AUDIO_MS = 30_000
 
-async def detect_and_bill(
-    request_id: str,
-    caller: AuthenticatedKey,
+
+async def detect_language(
+    call: BilledCall,
     audio: bytes,
     filename: str,
     content_type: str,
     model: str,
-    *,
-    nodes: NodePool,
-    database: Database,
-    settings: GatewaySettings,
-) -> tuple[LanguageDetection, UsageCharge]:
-    refuse_disallowed_model(caller, model)
-    audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, audio)
-    ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
-    await anyio.to_thread.run_sync(reserve_or_refuse, database, request_id, caller, audio_ms, ttl)
-    try:
-        detection = await nodes.detect_language(
-            audio, filename, content_type, model, audio_ms=audio_ms
-        )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(release, database, request_id)
-        raise
-    billable = BillableTranscription(
-        request_id=request_id,
-        caller=caller,
-        model=detection.model,
-        audio_ms=audio_ms,
-        transcript=detection.language,
+    render: Callable[[Billed[LanguageDetection]], Response],
+) -> Response:
+    md5 = hashlib.md5(audio, usedforsecurity=False).digest()
+
+    async def prepare() -> Order[LanguageDetection]:
+        refuse_disallowed_model(call.caller, model)
+        heard_ms = min(await probe_audio_ms(audio), DETECTION_AUDIO_MS)
+
+        async def produce() -> LanguageDetection:
+            return await call.nodes.detect_language(
+                audio, filename, content_type, model, audio_ms=heard_ms
+            )
+
+        def usage_of(detection: LanguageDetection) -> Usage:
+            return Usage(text=detection.language, model=detection.model, audio_ms=heard_ms)
+
+        return Order(heard_ms, produce, usage_of)
+
+    return await call.respond(
+        audio_md5=md5,
+        identity={"model": model},
+        result_type=LanguageDetection,
+        prepare=prepare,
+        render=render,
     )
-    charge = await anyio.to_thread.run_sync(settle, database, billable)
-    return detection, charge

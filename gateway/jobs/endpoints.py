@@ -9,20 +9,16 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, Header, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
+from gateway.billed.responses import charge_headers
 from gateway.deps import DatabaseDep, SettingsDep, TranscribeKey
 from gateway.errors import InvalidRequest
-from gateway.formats import MEDIA_TYPES
+from gateway.formats import MEDIA_TYPES, parse_granularities, parse_response_format
 from gateway.jobs import service
 from gateway.jobs.errors import JobNotCompleted, JobResultExpired
 from gateway.jobs.schemas import JobList, JobPublic, JobRequest, JobStatus
 from gateway.jobs.storage import AudioStore
 from gateway.jobs.views import rendered_result
 from gateway.ratelimits.dependency import RateLimitedKey
-from gateway.transcriptions.endpoints import (
-    charge_headers,
-    parse_granularities,
-    parse_response_format,
-)
 from gateway.transcriptions.service import read_upload, resolve_model
 
 router = APIRouter()
@@ -131,7 +127,7 @@ async def get_job(
             f"Job '{job_id}' is {job.state}; its result is available once it is completed."
         )
     body, charge = rendered
-    headers = {**charge_headers(charge), "x-cache": "hit" if job.cached else "miss"}
+    headers = charge_headers(charge, cached=job.cached)
     if isinstance(body, dict):
         return JSONResponse(body, headers=headers)
     return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)

@@ -30,9 +30,8 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.models import Job
 from billing.models.types import utcnow
 from billing.reservations import service as reservations
-from billing.usage.schemas import BillableTranscription, UsageCharge
-from billing.usage.service import record_returned_charge
-from gateway import metrics
+from billing.reservations.service import Settlement
+from billing.usage.schemas import BillableTranscription
 from gateway.jobs import repository
 from gateway.jobs.schemas import JobStatus, WebhookStatus
 from inference.protocol import TranscriptionResult
@@ -107,35 +106,24 @@ def renew_lease(
 def complete(
     database: Database,
     claim: Claim,
+    billable: BillableTranscription,
     result: TranscriptionResult,
     *,
-    cached: bool,
     now: datetime | None = None,
-) -> UsageCharge | None:
-    """Bill the job and store its result, together; None (nothing written) when the claim no
-    longer holds the job."""
+) -> Settlement | None:
+    """Bill the job (its usage row and returned charge) and store its result, together; None
+    (nothing written) when the claim no longer holds the job."""
     now = now or utcnow()
-    billable = BillableTranscription(
-        request_id=claim.job.id,
-        caller=claim.caller,
-        model=result.model,
-        audio_ms=round(result.duration * 1000),
-        transcript=result.text,
-        cached=cached,
-    )
     with database.transaction() as session:
         job = repository.lock(session, claim.job.id)
         if job is None or not _holds(job, claim):
             return None
-        charge = reservations.settle(session, billable, now=now)
-        # What the job will tell the client it cost, kept for reconciliation.
-        record_returned_charge(session, job.tenant_id, charge)
+        settlement = reservations.settle_request(session, billable, now=now)
         job.result = result.model_dump_json()
-        job.usage = charge.model_dump_json()
-        job.cached = cached
+        job.usage = settlement.charge.model_dump_json()
+        job.cached = billable.cached
         _finish(session, job, JobStatus.completed, now, release=False)
-    metrics.record_charge(billable, charge)
-    return charge
+    return settlement
 
 
 def fail(

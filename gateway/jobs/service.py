@@ -22,6 +22,7 @@ from billing.models.types import utcnow
 from billing.reservations import service as reservations
 from gateway import metrics
 from gateway.audio_probe import probe_duration_ms
+from gateway.billed.idempotency import fingerprint
 from gateway.cache.keys import audio_md5
 from gateway.config import GatewaySettings
 from gateway.errors import (
@@ -30,7 +31,6 @@ from gateway.errors import (
     NotFoundError,
     QuotaExceeded,
 )
-from gateway.idempotency import fingerprint
 from gateway.jobs import lifecycle, repository
 from gateway.jobs.schemas import JobList, JobPublic, JobRequest, JobStatus
 from gateway.jobs.storage import AudioStore

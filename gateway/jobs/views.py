@@ -10,6 +10,7 @@ from typing import Any
 from billing.models import Job, JobWebhookDelivery
 from billing.models.types import utcnow
 from billing.usage.schemas import UsageCharge
+from gateway.billed.responses import usage_body
 from gateway.config import GatewaySettings
 from gateway.formats import ResponseFormat, TimestampGranularity, render_body
 from gateway.jobs.schemas import (
@@ -20,7 +21,6 @@ from gateway.jobs.schemas import (
     WebhookDeliveryPublic,
     WebhookStatus,
 )
-from gateway.transcriptions.endpoints import usage_body
 from inference.protocol import TranscriptionResult
 
 

@@ -13,10 +13,16 @@ import logging
 import os
 import socket
 import uuid
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import anyio
+from pydantic import BaseModel
 
 from billing.db import Database
+from billing.reservations.service import Settlement
+from billing.usage.schemas import BillableTranscription
+from gateway.billed.dispatch import Order, run_billed
 from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, UpstreamUnavailable
@@ -26,6 +32,7 @@ from gateway.jobs.lifecycle import Claim
 from gateway.jobs.storage import AudioStore
 from gateway.jobs.views import granularities_of
 from gateway.nodes import NodePool
+from gateway.transcriptions.service import transcript_usage
 from inference.protocol import TranscribeParams, TranscriptionResult
 
 logger = logging.getLogger(__name__)
@@ -44,7 +51,41 @@ def worker_count(settings: GatewaySettings, database: Database) -> int:
 
 
 class _LeaseLost(Exception):
-    pass
+    """The claim no longer holds its job (cancelled, or taken over after its lease lapsed)."""
+
+
+class JobBilling:
+    """A job's money in the one billed sequence (``gateway.billed.dispatch``): its worst case
+    was held when it was queued and stays held across retries; the worker's lease keeps it;
+    a failure is the worker's to handle (put back, or failed and released); the settlement
+    and the job's completion are one transaction, only while this claim holds the job."""
+
+    def __init__(self, database: Database, claim: Claim) -> None:
+        self.database = database
+        self.claim = claim
+        self.request_id = claim.job.id
+        self.caller = claim.caller
+
+    async def hold(self, order: Order[Any]) -> None:
+        """Held at submission."""
+
+    def keep_alive(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    async def before_settle(self) -> None:
+        """A job's result is kept for the client to fetch: nothing to check."""
+
+    async def abandon(self) -> None:
+        """The worker puts the job back (the hold stays) or fails it (releasing the hold)."""
+
+    async def settle(self, billable: BillableTranscription, result: BaseModel) -> Settlement:
+        assert isinstance(result, TranscriptionResult)
+        settlement = await anyio.to_thread.run_sync(
+            lambda: lifecycle.complete(self.database, self.claim, billable, result)
+        )
+        if settlement is None:
+            raise _LeaseLost(self.request_id)
+        return settlement
 
 
 class JobWorker:
@@ -137,7 +178,11 @@ class JobWorker:
     async def _attempt(self, claim: Claim) -> None:
         job = claim.job
         try:
-            result, cached = await self._transcribe(claim)
+            order = await self._order(claim)
+            billed = await run_billed(JobBilling(self.database, claim), order, TranscriptionResult)
+        except _LeaseLost:
+            logger.info("job %s finished but is no longer %s's; result dropped", job.id, self.owner)
+            return
         except UpstreamUnavailable as error:
             await self._retry_or_fail(claim, error.code, error.message, error.retry_after_seconds)
             return
@@ -153,44 +198,43 @@ class JobWorker:
             message = "The job failed unexpectedly; nothing was billed."
             await self._retry_or_fail(claim, "internal_error", message, 0.0)
             return
-        charge = await anyio.to_thread.run_sync(
-            lambda: lifecycle.complete(self.database, claim, result, cached=cached)
-        )
-        if charge is None:
-            logger.info("job %s finished but is no longer %s's; result dropped", job.id, self.owner)
-            return
-        logger.info("job %s completed: %d tokens billed", job.id, charge.billed_tokens)
-        if self.cache is not None and not cached:
-            try:
-                await self.cache.remember(job.tenant_id, job.audio_md5, self._params(claim), result)
-            except Exception:
-                logger.exception("could not cache the result of job %s", job.id)
+        logger.info("job %s completed: %d tokens billed", job.id, billed.charge.billed_tokens)
         await self._delete_audio(claim)
 
-    async def _transcribe(self, claim: Claim) -> tuple[TranscriptionResult, bool]:
+    async def _order(self, claim: Claim) -> Order[TranscriptionResult]:
+        """The job's work: its cached result, or the node's transcript of its stored audio."""
         job = claim.job
         params = self._params(claim)
+        cached = None
         if self.cache is not None:
             cached = await self.cache.lookup(job.tenant_id, job.audio_md5, params)
-            if cached is not None:
-                return cached, True
-        try:
-            if job.audio_key is None:
-                raise FileNotFoundError(job.id)
-            audio = await anyio.to_thread.run_sync(self.store.get, job.audio_key)
-        except FileNotFoundError:
-            raise GatewayError(
-                "The job's audio is no longer stored; nothing was billed.", code="audio_missing"
-            ) from None
-        result = await self.nodes.transcribe(
-            audio,
-            job.filename,
-            job.content_type,
-            params,
-            audio_ms=job.audio_ms,
-            timeout_seconds=self.settings.job_node_timeout_seconds,
-        )
-        return result, False
+
+        async def produce() -> TranscriptionResult:
+            try:
+                if job.audio_key is None:
+                    raise FileNotFoundError(job.id)
+                audio = await anyio.to_thread.run_sync(self.store.get, job.audio_key)
+            except FileNotFoundError:
+                raise GatewayError(
+                    "The job's audio is no longer stored; nothing was billed.",
+                    code="audio_missing",
+                ) from None
+            result = await self.nodes.transcribe(
+                audio,
+                job.filename,
+                job.content_type,
+                params,
+                audio_ms=job.audio_ms,
+                timeout_seconds=self.settings.job_node_timeout_seconds,
+            )
+            if self.cache is not None:
+                try:
+                    await self.cache.remember(job.tenant_id, job.audio_md5, params, result)
+                except Exception:
+                    logger.exception("could not cache the result of job %s", job.id)
+            return result
+
+        return Order(job.audio_ms, produce, transcript_usage, cached)
 
     def _params(self, claim: Claim) -> TranscribeParams:
         job = claim.job

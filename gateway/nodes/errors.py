@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-
 from gateway.errors import (
     AudioTooLong,
     FileTooLarge,
@@ -16,6 +14,7 @@ from gateway.errors import (
     UnsupportedLanguage,
     UpstreamUnavailable,
 )
+from gateway.nodes.client import NodeResponse
 from inference.protocol import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -27,7 +26,7 @@ class NodeNotFound(GatewayError):
     error_type = "invalid_request_error"
 
 
-def node_error(url: str, response: httpx.Response) -> GatewayError:
+def node_error(url: str, response: NodeResponse) -> GatewayError:
     """Map a node's 4xx/5xx onto the customer-facing error."""
     try:
         detail = response.json()["error"]

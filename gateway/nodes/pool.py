@@ -23,17 +23,16 @@ import time
 from datetime import UTC, datetime
 
 import anyio
-import httpx
 
 from gateway import metrics
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes.breaker import CircuitBreaker, Clock
+from gateway.nodes.client import FailedAfterSending, NodeClient, NodeResponse, NotSent
 from gateway.nodes.errors import NodeNotFound, node_error
 from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
 from gateway.nodes.wire import (
     MultipartBody,
-    describe,
     json_object,
     multipart_body,
     parse_models,
@@ -63,7 +62,7 @@ class NodePool:
     def __init__(
         self,
         settings: GatewaySettings,
-        client: httpx.AsyncClient,
+        client: NodeClient,
         *,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -175,9 +174,9 @@ class NodePool:
             response = await self.client.get(
                 f"{node.url}{READY_PATH}", timeout=self.settings.node_health_timeout_seconds
             )
-        except httpx.TransportError as error:
+        except (NotSent, FailedAfterSending) as error:
             node.last_check_at = datetime.now(UTC)
-            self._set_health(node, ready=False, error=describe(error))
+            self._set_health(node, ready=False, error=str(error))
             return
         body = json_object(response)
         models = parse_models(body.get("models"))
@@ -256,7 +255,7 @@ class NodePool:
         audio_ms: int | None,
         *,
         timeout_seconds: float | None = None,
-    ) -> httpx.Response:
+    ) -> NodeResponse:
         """A successful response of one node to ``path``, trying others as the rules allow."""
         self._refuse_unknown_model(model)
         longest = timeout_seconds or self.settings.node_timeout_seconds
@@ -271,12 +270,9 @@ class NodePool:
             if node is None or remaining <= 0:
                 break
             tried.add(node)
-            timeout = httpx.Timeout(
-                min(self.read_timeout_seconds(audio_ms, longest), remaining),
-                connect=self.settings.node_connect_timeout_seconds,
-            )
+            read_timeout = min(self.read_timeout_seconds(audio_ms, longest), remaining)
             try:
-                response = await self._send(node, path, body, timeout)
+                response = await self._send(node, path, body, read_timeout)
             except _NotSent as error:
                 failures.append(f"{node.url}: {error}")
                 continue
@@ -321,8 +317,8 @@ class NodePool:
         node: Node,
         path: str,
         body: MultipartBody,
-        timeout: httpx.Timeout,
-    ) -> httpx.Response:
+        read_timeout: float,
+    ) -> NodeResponse:
         node.outstanding += 1
         node.breaker.on_dispatch()
         started = time.perf_counter()
@@ -331,20 +327,21 @@ class NodePool:
             try:
                 response = await self.client.post(
                     f"{node.url}{path}",
-                    content=body.content,
-                    headers={**self.headers, "Content-Type": body.content_type},
-                    timeout=timeout,
+                    body.content,
+                    {**self.headers, "Content-Type": body.content_type},
+                    read_timeout=read_timeout,
+                    connect_timeout=self.settings.node_connect_timeout_seconds,
                 )
-            except httpx.PoolTimeout as error:
-                # The gateway's own connection pool is full: nothing reached the node.
-                outcome = "pool_timeout"
-                raise _NotSent(describe(error)) from error
-            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            except NotSent as error:
+                if error.pool_timeout:
+                    # The gateway's own connection pool is full: nothing reached the node.
+                    outcome = "pool_timeout"
+                    raise _NotSent(str(error)) from error
                 outcome = "connect_error"
                 self._record_failure(node)
-                self._set_health(node, ready=False, error=describe(error))
-                raise _NotSent(describe(error)) from error
-            except httpx.TransportError as error:
+                self._set_health(node, ready=False, error=str(error))
+                raise _NotSent(str(error)) from error
+            except FailedAfterSending as error:
                 outcome = "transport_error"
                 self._record_failure(node)
                 logger.warning("node %s failed mid-request: %r", node.url, error)

@@ -6,9 +6,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import TypeAdapter, ValidationError
 
+from gateway.nodes.client import NodeResponse
 from inference.protocol import ModelInfo, TranscribeParams
 
 MODEL_LIST = TypeAdapter(list[ModelInfo])
@@ -32,7 +32,7 @@ def describe(error: Exception) -> str:
     return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
-def json_object(response: httpx.Response) -> dict[str, Any]:
+def json_object(response: NodeResponse) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
@@ -47,7 +47,7 @@ def parse_models(raw: object) -> list[ModelInfo] | None:
         return None
 
 
-def retry_after_header(response: httpx.Response) -> list[float]:
+def retry_after_header(response: NodeResponse) -> list[float]:
     try:
         return [max(0.0, float(response.headers["retry-after"]))]
     except (KeyError, ValueError):

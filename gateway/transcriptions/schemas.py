@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from billing.usage.schemas import UsageCharge
 from gateway.formats import TimestampGranularity
-from inference.protocol import TranscriptionResult
 
 
 @dataclass(frozen=True)
@@ -18,10 +16,3 @@ class TranscriptionInput:
     language: str
     prompt: str | None
     granularities: frozenset[TimestampGranularity]
-
-
-@dataclass(frozen=True)
-class BilledTranscription:
-    result: TranscriptionResult
-    charge: UsageCharge
-    cached: bool = False

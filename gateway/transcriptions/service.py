@@ -1,42 +1,30 @@
-"""Probe, reserve, transcribe, settle — in that order.
+"""A transcription as a billed order: checks before anything is held, then the node (or the
+result cache) as the work of the money sequence (``gateway.billed.dispatch``).
 
-Nothing is billed unless a transcript came back; the reservation is released on any failure
-before that; the usage row is committed before the response is sent.
+Nothing is billed unless a transcript came back; the hold is given back on any failure before
+that; the usage row is committed before the response is sent.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
+import hashlib
+from collections.abc import Callable
 
 import anyio
 from fastapi import UploadFile
+from fastapi.responses import Response
 
-from billing.db import Database
-from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
-from billing.reservations import service as reservations
-from billing.usage.schemas import BillableTranscription, UsageCharge
-from billing.usage.service import record_returned_charge
-from gateway import metrics
-from gateway.audio_probe import probe_duration_ms
-from gateway.cache.keys import audio_md5
-from gateway.cache.service import ResultCache
+from gateway.audio_probe import probe_duration_ms, wav_duration_ms
+from gateway.billed.call import BilledCall
+from gateway.billed.dispatch import Billed, Order, Usage
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
-from gateway.errors import (
-    AudioTooLong,
-    FileTooLarge,
-    InvalidAudio,
-    PermissionDenied,
-    QuotaExceeded,
-)
+from gateway.errors import AudioTooLong, FileTooLarge, InvalidAudio, PermissionDenied
 from gateway.formats import TimestampGranularity
-from gateway.nodes import NodePool
-from gateway.transcriptions.schemas import BilledTranscription, TranscriptionInput
-from inference.protocol import TranscribeParams
+from gateway.transcriptions.schemas import TranscriptionInput
+from inference.protocol import TranscribeParams, TranscriptionResult
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
-logger = logging.getLogger(__name__)
 
 
 async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
@@ -80,96 +68,65 @@ def refuse_disallowed_model(caller: AuthenticatedKey, model: str) -> None:
         raise PermissionDenied(f"This API key may not use the model '{model}'.", param="model")
 
 
-def reserve_or_refuse(
-    database: Database,
-    request_id: str,
-    caller: AuthenticatedKey,
-    audio_ms: int,
-    ttl: timedelta,
-    cached: bool = False,
-) -> None:
-    try:
-        with database.transaction() as session:
-            reservations.reserve(session, request_id, caller, audio_ms, ttl=ttl, cached=cached)
-    except InsufficientQuota as error:
-        metrics.QUOTA_REJECTIONS.inc()
-        raise QuotaExceeded(error.message) from None
+async def probe_audio_ms(audio: bytes) -> int:
+    """The audio's length: from a WAV's header on the spot, else FFmpeg on a worker thread."""
+    from_header = wav_duration_ms(audio)
+    if from_header is not None:
+        return from_header
+    return await anyio.to_thread.run_sync(probe_duration_ms, audio)
 
 
-def release(database: Database, request_id: str) -> None:
-    with database.transaction() as session:
-        reservations.release(session, request_id)
-
-
-def settle(database: Database, billable: BillableTranscription) -> UsageCharge:
-    with database.transaction() as session:
-        charge = reservations.settle(session, billable)
-    metrics.record_charge(billable, charge)
-    return charge
-
-
-def _record_returned(database: Database, tenant_id: int, charge: UsageCharge) -> None:
-    with database.transaction() as session:
-        record_returned_charge(session, tenant_id, charge)
-
-
-async def log_returned_charge(database: Database, tenant_id: int, charge: UsageCharge) -> None:
-    """Record what this response tells the client, apart from the ledger row. A failure here
-    must not fail a request that is already billed: reconciliation will flag the gap."""
-    try:
-        await anyio.to_thread.run_sync(_record_returned, database, tenant_id, charge)
-    except Exception:
-        logger.exception("could not record the returned charge of %s", charge.request_id)
-
-
-async def transcribe_and_bill(
-    request_id: str,
-    caller: AuthenticatedKey,
-    request: TranscriptionInput,
-    *,
-    nodes: NodePool,
-    database: Database,
-    settings: GatewaySettings,
-    cache: ResultCache | None = None,
-) -> BilledTranscription:
-    """Answered from the result cache when the tenant sent this audio with these parameters
-    before (billed at the plan's cache-hit price and recorded as cached), else by a node."""
-    refuse_disallowed_model(caller, request.model)
-    audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
-    refuse_long_sync_audio(audio_ms, settings)
-    # A reservation outlives a crashed gateway by at most this long; then the sweeper frees it.
-    ttl = timedelta(seconds=settings.node_timeout_seconds + settings.reservation_margin_seconds)
-    params = TranscribeParams(
+def transcribe_params(request: TranscriptionInput) -> TranscribeParams:
+    return TranscribeParams(
         model=request.model,
         language=request.language or "auto",
         hotwords=request.prompt or None,
         word_timestamps=TimestampGranularity.word in request.granularities,
     )
-    md5 = audio_md5(request.audio)
-    cached = await cache.lookup(caller.tenant_id, md5, params) if cache is not None else None
-    await anyio.to_thread.run_sync(
-        reserve_or_refuse, database, request_id, caller, audio_ms, ttl, cached is not None
-    )
-    if cached is not None:
-        result = cached
-    else:
-        try:
-            result = await nodes.transcribe(
+
+
+def transcript_usage(result: TranscriptionResult) -> Usage:
+    return Usage(text=result.text, model=result.model, audio_ms=round(result.duration * 1000))
+
+
+async def transcribe(
+    call: BilledCall,
+    request: TranscriptionInput,
+    render: Callable[[Billed[TranscriptionResult]], Response],
+) -> Response:
+    """Transcribe ``request`` (or answer it from the tenant's result cache, billed at the
+    plan's cache-hit price and recorded as cached), bill it once, and ``render`` it."""
+    params = transcribe_params(request)
+    md5 = hashlib.md5(request.audio, usedforsecurity=False).digest()
+    cache = call.cache
+
+    async def prepare() -> Order[TranscriptionResult]:
+        refuse_disallowed_model(call.caller, request.model)
+        audio_ms = await probe_audio_ms(request.audio)
+        refuse_long_sync_audio(audio_ms, call.settings)
+        tenant_id = call.caller.tenant_id
+        cached = await cache.lookup(tenant_id, md5.hex(), params) if cache is not None else None
+
+        async def produce() -> TranscriptionResult:
+            result = await call.nodes.transcribe(
                 request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
             )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(release, database, request_id)
-            raise
-    billable = BillableTranscription(
-        request_id=request_id,
-        caller=caller,
-        model=result.model,
-        audio_ms=round(result.duration * 1000),
-        transcript=result.text,
-        cached=cached is not None,
+            if cache is not None:
+                await cache.remember(tenant_id, md5.hex(), params, result)
+            return result
+
+        return Order(audio_ms, produce, transcript_usage, cached)
+
+    identity = {
+        "model": params.model,
+        "language": params.language,
+        "prompt": params.hotwords,
+        "word_timestamps": params.word_timestamps,
+    }
+    return await call.respond(
+        audio_md5=md5,
+        identity=identity,
+        result_type=TranscriptionResult,
+        prepare=prepare,
+        render=render,
     )
-    charge = await anyio.to_thread.run_sync(settle, database, billable)
-    if cache is not None and cached is None:
-        await cache.remember(caller.tenant_id, md5, params, result)
-    return BilledTranscription(result=result, charge=charge, cached=cached is not None)

@@ -11,16 +11,21 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import select
 
 from billing.config import BillingSettings
 from billing.db import Database
+from billing.models import Reservation
+from billing.models.types import utcnow
+from billing.periods import billing_period
+from billing.reconcile.service import Finding, reconcile
 from gateway import metrics
 from gateway.app import create_app
 from gateway.cache.keys import audio_md5, result_cache_key
 from gateway.cache.store import MemoryResultStore, RedisResultStore
 from gateway.config import GatewaySettings
 from inference.protocol import TranscribeParams
-from tests.fixtures.factories import create_tenant_with_key, usage_rows
+from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
 from tests.gateway.conftest import gateway_settings
@@ -42,6 +47,11 @@ def two_tenants(database: Database) -> tuple[str, str]:
     )
     globex = create_tenant_with_key(database, "globex", price_per_1k_tokens_micros=20_000)
     return acme, globex
+
+
+def reconcile_now(database: Database) -> list[Finding]:
+    with database.transaction() as session:
+        return reconcile(session, billing_period(utcnow()))
 
 
 def app_for(database: Database, settings: GatewaySettings) -> TestClient:
@@ -137,6 +147,67 @@ class TestPerTenantCache:
             (False, 60),
             (True, 0),
         ]
+
+    def test_a_hit_is_charged_without_a_reservation(
+        self, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(
+            database, "acme", prepaid=True, credit_micros=10_000, cache_hit_price_bp=5_000
+        )
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            miss = transcribe(client, key, audio)
+            hit = transcribe(client, key, audio)
+        assert hit.headers["x-cache"] == "hit"
+        cost = int(hit.headers["x-billing-cost-micros"])
+        assert cost * 2 in (int(miss.headers["x-billing-cost-micros"]) + d for d in (-1, 0, 1))
+        with database.transaction() as session:
+            held = session.exec(select(Reservation)).all()
+        # Only the miss was held; the hit was checked and charged in one statement.
+        assert [row.request_id for row in held] == [miss.headers["x-billing-request-id"]]
+        rows = usage_rows(database)
+        assert [(row.cached, row.cost_micros) for row in rows][1] == (True, cost)
+        totals = account(database, "acme")
+        assert totals.spent_micros == sum(row.cost_micros for row in rows)
+        assert totals.reserved_micros == 0
+        findings = reconcile_now(database)
+        assert [f for f in findings if not f.ok] == []
+
+    def test_a_paid_hit_past_the_credit_is_refused_and_writes_nothing(
+        self, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        # The miss spends all the credit; a hit at half price no longer fits.
+        key = create_tenant_with_key(
+            database,
+            "acme",
+            prepaid=True,
+            credit_micros=60,
+            max_tokens_per_audio_second=1,
+            cache_hit_price_bp=5_000,
+        )
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            miss = transcribe(client, key, audio)
+            hit = transcribe(client, key, audio)
+        assert miss.status_code == 200
+        assert hit.status_code == 402
+        assert hit.json()["error"]["code"] == "insufficient_quota"
+        assert len(usage_rows(database)) == 1
+        assert account(database, "acme").available_micros == 0
+
+    def test_hits_count_towards_the_monthly_quota(
+        self, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        # 3 tokens a request (2.1 s at 1 token a second); a quota of 6 holds two of them.
+        key = create_tenant_with_key(
+            database, "acme", monthly_token_quota=6, max_tokens_per_audio_second=1
+        )
+        audio = weather_wav.read_bytes()
+        with app_for(database, gateway_settings(node_url)) as client:
+            statuses = [transcribe(client, key, audio).status_code for _ in range(3)]
+        assert statuses == [200, 200, 402]
+        assert [row.cached for row in usage_rows(database)] == [False, True]
+        assert [f for f in reconcile_now(database) if not f.ok] == []
 
     def test_off_means_every_request_goes_to_a_node(
         self, node_url: str, database: Database, two_tenants: tuple[str, str], weather_wav: Path

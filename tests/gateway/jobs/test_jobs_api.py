@@ -15,6 +15,7 @@ from sqlmodel import select
 from billing.db import Database
 from billing.models import Job, ReturnedCharge
 from billing.models.types import utcnow
+from billing.usage.schemas import BillableTranscription
 from gateway.jobs import lifecycle
 from gateway.jobs.maintenance import clean_up
 from gateway.jobs.storage import DirectoryAudioStore
@@ -302,12 +303,15 @@ class TestRetries:
         job = job_row(database, job_id)
         assert job.state == "completed"
         assert job.attempts == 2
-        late = lifecycle.complete(
-            database,
-            stalled,
-            lifecycle.TranscriptionResult.model_validate_json(job.result or ""),
-            cached=False,
+        result = lifecycle.TranscriptionResult.model_validate_json(job.result or "")
+        billable = BillableTranscription(
+            request_id=job_id,
+            caller=stalled.caller,
+            model=result.model,
+            audio_ms=round(result.duration * 1000),
+            transcript=result.text,
         )
+        late = lifecycle.complete(database, stalled, billable, result)
         assert late is None
         assert [row.request_id for row in usage_rows(database)] == [job_id]
         assert reservation_states(database) == {job_id: "settled"}

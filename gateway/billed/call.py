@@ -1,0 +1,145 @@
+"""``BilledCall``: the dependency of every billed audio route. It resolves the key, its scope
+and rate limits first (before the upload is looked at), and runs the route's work through the
+money sequence once per ``Idempotency-Key``:
+
+```
+no key ─────────────────────────────────────▶ run_billed ──▶ render
+key ──claim──▶ owned (new, or a lapsed lease taken over) ──▶ run_billed under the key's
+         │                                                    request id ──▶ render
+         ├──▶ settled ──▶ the stored result and the ledger's charge, rendered as asked,
+         │               billed nothing more
+         └──▶ another attempt holds it ──▶ wait (bounded) ──▶ 409 + Retry-After
+```
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from billing.idempotency.service import Lease, Settled
+from billing.keys.schemas import AuthenticatedKey
+from gateway.billed.dispatch import Billed, Order, RequestBilling, run_billed
+from gateway.billed.idempotency import KeyClaims, fingerprint_md5, new_lease
+from gateway.billed.leases import LeaseKeeper
+from gateway.billed.responses import REPLAYED_HEADER
+from gateway.cache.service import ResultCache
+from gateway.config import GatewaySettings
+from gateway.deps import NodesDep, RequestId, ResultCacheDep, SettingsDep, TranscribeKey
+from gateway.ledger import Ledger
+from gateway.nodes import NodePool
+from gateway.ratelimits.dependency import RateLimitedKey
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class BilledCall:
+    request: Request
+    caller: AuthenticatedKey
+    request_id: str
+    settings: GatewaySettings
+    nodes: NodePool
+    ledger: Ledger
+    keys: KeyClaims
+    leases: LeaseKeeper
+    cache: ResultCache | None
+
+    async def respond(
+        self,
+        *,
+        audio_md5: bytes,
+        identity: Mapping[str, object],
+        result_type: type[R],
+        prepare: Callable[[], Awaitable[Order[R]]],
+        render: Callable[[Billed[R]], Response],
+    ) -> Response:
+        """``render`` of the billed result of ``prepare()``'s order, once per Idempotency-Key.
+        ``identity``: every parameter that changes the result (never the response format: a
+        replay renders the stored result in whatever format the retry asks for)."""
+        key = self.request.headers.get("idempotency-key")
+        if not key:
+            billing = self._billing(self.request_id)
+            return render(await run_billed(billing, await prepare(), result_type))
+        lease = new_lease(self.caller.tenant_id, key)
+        request_fingerprint = fingerprint_md5(
+            audio_md5, {"route": self.request.url.path, **identity}
+        )
+        claim = await self.keys.claim(lease, request_fingerprint, self.request_id)
+        if isinstance(claim, Settled):
+            return await self._replay(claim, result_type, render)
+        billing = self._billing(claim.request_id, lease, taken_over=claim.taken_over)
+        with self.keys.working(lease):
+            try:
+                order = await prepare()
+            except BaseException:
+                await self.ledger.give_up_key(lease)
+                raise
+            return render(await run_billed(billing, order, result_type))
+
+    def _billing(
+        self, request_id: str, lease: Lease | None = None, *, taken_over: bool = False
+    ) -> RequestBilling:
+        return RequestBilling(
+            ledger=self.ledger,
+            leases=self.leases,
+            request=self.request,
+            request_id=request_id,
+            caller=self.caller,
+            key_lease=lease,
+            taken_over=taken_over,
+        )
+
+    async def _replay(
+        self, settled: Settled, result_type: type[R], render: Callable[[Billed[R]], Response]
+    ) -> Response:
+        if settled.legacy_response is not None:
+            status_code, media_type, headers, body = settled.legacy_response
+            return Response(
+                content=body,
+                status_code=status_code,
+                media_type=media_type,
+                headers={**json.loads(headers), REPLAYED_HEADER: "true"},
+            )
+        assert settled.result is not None  # a completed key always stored its result
+        charge, cached = await self.ledger.usage_of(settled.request_id)
+        billed = Billed(
+            result_type.model_validate_json(settled.result), charge, cached, replayed=True
+        )
+        response = render(billed)
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
+
+
+async def get_billed_call(
+    request: Request,
+    caller: TranscribeKey,
+    _admitted: RateLimitedKey,
+    request_id: RequestId,
+    settings: SettingsDep,
+    nodes: NodesDep,
+    cache: ResultCacheDep,
+) -> BilledCall:
+    """The key and its scope first, then the rate limits (before the upload is looked at),
+    then the rest. An ``async def``: nothing here blocks, so no worker thread is taken."""
+    state = request.app.state
+    return BilledCall(
+        request,
+        caller,
+        request_id,
+        settings,
+        nodes,
+        state.ledger,
+        state.key_claims,
+        state.lease_keeper,
+        cache,
+    )
+
+
+BilledCallDep = Annotated[BilledCall, Depends(get_billed_call)]

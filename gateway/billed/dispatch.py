@@ -1,0 +1,199 @@
+"""The money sequence of a billed request, written once:
+
+```
+hold ──▶ produce (node, or the result cache) ──▶ settle ──▶ Billed(result, charge)
+  │            └── any failure ──▶ abandon (nothing billed) ──▶ raise
+  └── 402 when the worst case does not fit
+```
+
+``Billing`` says how one kind of request writes its money: a synchronous request holds its
+worst case just before dispatch and gives it back on failure (``RequestBilling``); a job held
+its worst case when it was queued and settles under its lease (``gateway.jobs.worker``). The
+sequence itself, and what reaches the ledger, is the same for every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from billing.errors import InsufficientQuota
+from billing.idempotency.service import Lease
+from billing.keys.schemas import AuthenticatedKey
+from billing.models.types import utcnow
+from billing.reservations.repository import KeyCompletion
+from billing.reservations.service import Settlement, plan_hold
+from billing.usage.schemas import BillableTranscription, UsageCharge
+from gateway import metrics
+from gateway.billed.leases import LeaseKeeper
+from gateway.errors import ClientGone, QuotaExceeded
+from gateway.ledger import Ledger
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a result is billed for: the text counted in the plan's unit (a transcript, or a
+    detected language's code), the model, and the audio's length."""
+
+    text: str
+    model: str
+    audio_ms: int
+
+
+@dataclass(frozen=True)
+class Order(Generic[R]):
+    """One unit of billed work, checked and ready: what it may cost and how to produce it."""
+
+    audio_ms: int  # the probed length, which bounds the reservation
+    produce: Callable[[], Awaitable[R]]
+    usage_of: Callable[[R], Usage]
+    cached: R | None = None  # answered by the result cache: held and billed at the hit price
+
+
+@dataclass(frozen=True)
+class Billed(Generic[R]):
+    result: R
+    charge: UsageCharge
+    cached: bool
+    replayed: bool = False
+
+
+class Billing(Protocol):
+    """How one kind of billed request writes its money (see the module docstring)."""
+
+    request_id: str
+    caller: AuthenticatedKey
+
+    async def hold(self, order: Order[Any]) -> None: ...
+
+    def keep_alive(self) -> AbstractContextManager[object]: ...
+
+    async def before_settle(self) -> None: ...
+
+    async def abandon(self) -> None: ...
+
+    async def settle(self, billable: BillableTranscription, result: BaseModel) -> Settlement: ...
+
+
+async def run_billed(billing: Billing, order: Order[R], result_type: type[R]) -> Billed[R]:
+    """Hold, produce, settle: the one money sequence. Nothing is billed unless a result came
+    back and its settlement committed; any failure before that gives the hold back."""
+    cached = order.cached is not None
+    try:
+        await billing.hold(order)
+    except InsufficientQuota as error:
+        metrics.QUOTA_REJECTIONS.inc()
+        raise QuotaExceeded(error.message) from None
+    with billing.keep_alive():
+        try:
+            result = order.cached if order.cached is not None else await order.produce()
+            await billing.before_settle()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await billing.abandon()
+            raise
+    usage = order.usage_of(result)
+    billable = BillableTranscription(
+        request_id=billing.request_id,
+        caller=billing.caller,
+        model=usage.model,
+        audio_ms=usage.audio_ms,
+        transcript=usage.text,
+        cached=cached,
+    )
+    try:
+        settlement = await billing.settle(billable, result)
+    except InsufficientQuota as error:
+        # The hold had expired and was given back; what is left no longer covers the charge.
+        with anyio.CancelScope(shield=True):
+            await billing.abandon()
+        metrics.QUOTA_REJECTIONS.inc()
+        raise QuotaExceeded(error.message) from None
+    if settlement.stored_result is not None:
+        # Another attempt of the same Idempotency-Key settled first: answer what it billed.
+        result = result_type.model_validate_json(settlement.stored_result)
+    metrics.record_charge(billable, settlement.charge)
+    return Billed(result, settlement.charge, cached)
+
+
+class RequestBilling:
+    """A synchronous request's money: hold just before dispatch (or, for a retry that took an
+    Idempotency-Key over, hold the original reservation again), keep it alive while the node
+    works, give it back on failure, settle with the key's stored result. A cache hit holds
+    nothing and is checked and charged at once when it settles."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        leases: LeaseKeeper,
+        request: Request,
+        request_id: str,
+        caller: AuthenticatedKey,
+        key_lease: Lease | None = None,
+        taken_over: bool = False,
+    ) -> None:
+        self.ledger = ledger
+        self.leases = leases
+        self.request = request
+        self.request_id = request_id
+        self.caller = caller
+        self.key_lease = key_lease
+        self.taken_over = taken_over
+        # A cache hit holds nothing: it is checked and charged in one statement at settlement.
+        self.unheld_hit = False
+
+    async def hold(self, order: Order[R]) -> None:
+        if order.cached is not None and not self.taken_over:
+            self.unheld_hit = True
+            return
+        ttl = timedelta(seconds=self.leases.lease_seconds)
+        hold = plan_hold(
+            self.request_id,
+            self.caller,
+            order.audio_ms,
+            ttl=ttl,
+            now=utcnow(),
+            cached=order.cached is not None,
+        )
+        if not self.taken_over:
+            await self.ledger.reserve(self.caller, hold)
+            return
+        # One reservation per key, ever: a crashed attempt's is still open (adopt it), was
+        # released (hold it again), or was never made.
+        state = await self.ledger.reopen(self.caller, hold)
+        if state == "open":
+            await self.ledger.renew(self.request_id, hold.expires_at)
+        elif state is None:
+            await self.ledger.reserve(self.caller, hold)
+
+    def keep_alive(self) -> AbstractContextManager[object]:
+        return self.leases.keep(self.request_id, self.key_lease)
+
+    async def before_settle(self) -> None:
+        # Without a key nothing could replay the result: a client that has left is not billed.
+        if self.key_lease is None and await self.request.is_disconnected():
+            raise ClientGone("The client disconnected before the result was ready.")
+
+    async def abandon(self) -> None:
+        if not self.unheld_hit:
+            await self.ledger.release(self.request_id, self.caller.tenant_id)
+        if self.key_lease is not None:
+            await self.ledger.give_up_key(self.key_lease)
+
+    async def settle(self, billable: BillableTranscription, result: BaseModel) -> Settlement:
+        key = None
+        if self.key_lease is not None:
+            key = KeyCompletion(self.key_lease.key, result.model_dump_json())
+        if self.unheld_hit:
+            return await self.ledger.charge_hit(billable, key)
+        return await self.ledger.settle(billable, key)

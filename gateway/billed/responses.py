@@ -1,0 +1,34 @@
+"""What a billed response tells the client about its cost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from billing.usage.schemas import UsageCharge
+
+REPLAYED_HEADER = "idempotent-replayed"
+
+
+def usage_body(charge: UsageCharge) -> dict[str, Any]:
+    """The ``usage`` object of a JSON body: OpenAI's token usage plus audio seconds and cost."""
+    return {
+        "type": "tokens",
+        "input_tokens": 0,
+        "output_tokens": charge.billed_tokens,
+        "total_tokens": charge.billed_tokens,
+        "seconds": charge.audio_ms / 1000,
+        "token_unit": charge.token_unit,
+        "cost_micros": charge.cost_micros,
+        "currency": charge.currency,
+    }
+
+
+def charge_headers(charge: UsageCharge, *, cached: bool) -> dict[str, str]:
+    """``x-billing-*`` (the ledger row's numbers and request id) and ``x-cache``."""
+    return {
+        "x-billing-output-tokens": str(charge.billed_tokens),
+        "x-billing-cost-micros": str(charge.cost_micros),
+        "x-billing-currency": charge.currency,
+        "x-billing-request-id": charge.request_id,
+        "x-cache": "hit" if cached else "miss",
+    }
