@@ -14,26 +14,40 @@ of a crash). Labels stay bounded:
 - ``method``: the usual HTTP methods, anything else as "other".
 
 ``/metrics`` takes ``Authorization: Bearer <GATEWAY_METRICS_TOKEN>`` when that is set.
+
+With ``asrgw gateway --workers N`` the workers count into files under ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus_client's multiprocess mode, set up by the CLI), and any worker's ``/metrics``
+serves every worker's counts together.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, FastAPI, Header, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.errors import GatewayError
 
+# prometheus_client's own variable: set, counted metrics go to files shared by the workers.
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # Error envelopes are a few hundred bytes; a larger error body is not parsed.
@@ -64,11 +78,35 @@ def require_metrics_token(token: str, authorization: str | None) -> None:
 
 
 def exposition(app: FastAPI) -> bytes:
-    """This process's metrics, then the pool's and the ledger's read now."""
+    """The counted metrics (this process's, or every worker's when ``asrgw gateway
+    --workers N`` runs them in multiprocess mode), then the pool's and the ledger's read now."""
     scrape_time = CollectorRegistry(auto_describe=False)
     scrape_time.register(metrics.PoolCollector(app.state.nodes))
     scrape_time.register(metrics.LedgerCollector(app.state.database))
-    return generate_latest(REGISTRY) + generate_latest(scrape_time)
+    return generate_latest(counted_registry()) + generate_latest(scrape_time)
+
+
+def counted_registry() -> CollectorRegistry:
+    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if not directory:
+        return REGISTRY
+    forget_dead_workers(Path(directory))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def forget_dead_workers(directory: Path) -> None:
+    """A worker that died (and was replaced) leaves its live gauges' files: drop them, so
+    ``livesum`` gauges count the living only. Counters and histograms keep its counts."""
+    for path in directory.glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 
 import click
 
@@ -36,7 +37,8 @@ def cli(log_level: str) -> None:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Worker processes sharing the port, one per core; more than one needs GATEWAY_REDIS_URL.",
+    help="Worker processes sharing the port, one per core; more than one needs "
+    "GATEWAY_REDIS_URL. /metrics then serves every worker's counts together.",
 )
 def gateway(host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway (customer API) on its settings."""
@@ -64,14 +66,17 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
         upgrade_to_head(BillingSettings().database_url)
     # Migrated once here; the workers, which inherit this environment, must not race to do it.
     os.environ["GATEWAY_MIGRATE_ON_START"] = "false"
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        log_level="info",
-    )
+    # Every worker counts its metrics into files here; any worker's /metrics serves them all.
+    with tempfile.TemporaryDirectory(prefix="asrgw-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""``asrgw gateway --workers N``: several processes on one port, one key's limit between them."""
+"""``asrgw gateway --workers N``: several processes on one port, one key's limit between them,
+one set of metrics served by any of them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from billing.db import Database
 from billing.migrate import upgrade_to_head
@@ -67,6 +69,11 @@ def test_two_workers_admit_one_limit(node_url: str, tmp_path: Path) -> None:
             log,
         ):
             responses = asyncio.run(fire())
+            # Each scrape on a connection of its own: whichever worker answers counts all.
+            scrapes = [
+                transcription_requests(httpx.get(f"{url}/metrics", timeout=30).text)
+                for _ in range(6)
+            ]
     finally:
         delete_prefixed(redis_url, prefix)
     workers = set(re.findall(r"Started server process \[(\d+)\]", log.read_text()))
@@ -77,4 +84,18 @@ def test_two_workers_admit_one_limit(node_url: str, tmp_path: Path) -> None:
         if response.status_code == 429:
             assert response.json()["error"]["code"] == "rate_limit_exceeded"
     assert usage_rows(database) == []
+    assert scrapes == [REQUESTS] * 6
     database.dispose()
+
+
+def transcription_requests(exposition: str) -> float:
+    """``asrgw_requests_total`` of the transcription route, over every status and code."""
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if (
+                sample.name == "asrgw_requests_total"
+                and sample.labels.get("route") == "/v1/audio/transcriptions"
+            ):
+                total += sample.value
+    return total
