@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from billing.models import ReturnedCharge, UsageEvent
+from billing.models import UsageEvent
 from billing.tenants.service import require_tenant
 from billing.usage import repository
 from billing.usage.schemas import KeyUsageSummary, UsageCharge
@@ -46,15 +46,3 @@ def usage_per_key(
             repository.usage_by_key(session, tenant_id, since)
         )
     ]
-
-
-def record_returned_charge(session: Session, tenant_id: int, charge: UsageCharge) -> None:
-    """Log what the client was told a request cost (compared with the ledger by reconcile)."""
-    session.add(
-        ReturnedCharge(
-            request_id=charge.request_id,
-            tenant_id=tenant_id,
-            billed_tokens=charge.billed_tokens,
-            cost_micros=charge.cost_micros,
-        )
-    )

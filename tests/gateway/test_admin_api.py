@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from billing.db import Database
-from billing.usage.service import charge_for, record_returned_charge
+from billing.models import ReturnedCharge
 from gateway.config import GatewaySettings
 from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
 from tests.gateway.admin_client import admin_client, admin_settings, bearer, token
@@ -227,15 +227,25 @@ class TestBillingEndpoints:
         assert [(item["period"], item["state"]) for item in listed] == [("2026-11", "finalized")]
 
     def test_reconcile(self, billed: Admin) -> None:
-        unreturned = billed.get("/admin/reconcile", period="2026-11").json()
-        assert unreturned["ok"] is False
-        assert {f["check"] for f in unreturned["findings"] if not f["ok"]} == {"returned"}
-        # What a gateway does after each response: log the charge it returned.
-        with billed.database.transaction() as session:
-            for row in usage_rows(billed.database):
-                record_returned_charge(session, row.tenant_id, charge_for(row))
         billed.post("/admin/invoices/acme/2026-11/draft")
         report = billed.get("/admin/reconcile", period="2026-11").json()
         assert report["ok"] is True
         assert {f["tenant"] for f in report["findings"]} == {"acme", "globex"}
         assert all(f["difference"] == 0 for f in report["findings"])
+        # A charge told to a client with no usage row under it is caught the other way round.
+        (row, *_) = usage_rows(billed.database)
+        with billed.database.transaction() as session:
+            session.add(
+                ReturnedCharge(
+                    request_id="req_never_billed",
+                    tenant_id=row.tenant_id,
+                    billed_tokens=row.billed_tokens,
+                    cost_micros=row.cost_micros,
+                    created_at=NOVEMBER + timedelta(days=3),
+                )
+            )
+        unbilled = billed.get("/admin/reconcile", period="2026-11").json()
+        assert unbilled["ok"] is False
+        (finding,) = [f for f in unbilled["findings"] if not f["ok"]]
+        assert finding["check"] == "returned"
+        assert "1 returned but never billed (req_never_billed)" in finding["detail"]
