@@ -1,7 +1,8 @@
 """An inference node stand-in that answers at once, so a benchmark times only the gateway.
 
 It speaks the node's wire format (``inference/protocol.py``): ``POST /v1/transcribe`` reads the
-whole upload and answers one fixed canonical ``TranscriptionResult``; ``POST
+whole upload and answers one fixed canonical ``TranscriptionResult`` (and ``POST
+/v1/audio/transcriptions`` the same text as OpenAI's JSON, as an upstream of other gateways); ``POST
 /v1/detect-language`` a fixed ``LanguageDetection``; ``GET /v1/models`` and ``GET
 /health/ready`` the one model it pretends to serve. Raw ASGI, no framework, no decoding.
 
@@ -55,6 +56,8 @@ ANSWERS: dict[tuple[str, str], bytes] = {
         {"status": "ready", "models": [MODEL_INFO.model_dump()]}
     ).encode(),
     ("GET", LIVE_PATH): b'{"status": "ok"}',
+    # The same answer in OpenAI's shape, for gateways that proxy OpenAI-compatible upstreams.
+    ("POST", "/v1/audio/transcriptions"): json.dumps({"text": RESULT.text}).encode(),
 }
 NOT_FOUND = json.dumps(
     {"error": {"message": "not found", "type": "invalid_request_error", "code": "not_found"}}
