@@ -100,6 +100,7 @@ class Target:
     headers: dict[str, str]
     bodies: dict[str, Path]  # size label → prebuilt request body
     expect_cache: str | None = None
+    pid: int | None = None  # the serving process, whose CPU time is measured
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Measurement:
     requests_per_second: float
     wrk_p50_ms: float
     errors: int
+    cpu_ms_per_request: float = float("nan")
 
 
 def noise_wav(size_bytes: int, seed: int) -> bytes:
@@ -154,14 +156,28 @@ def require_wrk() -> str:
 
 
 @contextmanager
-def serving(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def serving(
+    command: list[str],
+    env: dict[str, str],
+    ready_url: str,
+    log: Path,
+    *,
+    without: tuple[str, ...] = (),
+) -> Iterator[int]:
+    """``command`` running until the block ends; ``without`` names variables not passed on."""
+    environment = {k: v for k, v in os.environ.items() if k not in without}
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, cwd=ROOT, stdout=output, stderr=output
+            command, env={**environment, **env}, cwd=ROOT, stdout=output, stderr=output
         )
         try:
-            wait_until_ready(ready_url, process)
-            yield
+            try:
+                wait_until_ready(ready_url, process)
+            except (RuntimeError, TimeoutError):
+                output.flush()
+                sys.stderr.write(log.read_text(errors="replace")[-4000:])
+                raise
+            yield process.pid
         finally:
             process.terminate()
             try:
@@ -224,10 +240,26 @@ wrk.headers["Content-Type"] = "{content_type}"
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of ``pid`` and its children (uvicorn workers), from /proc."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def concurrent(
     wrk: str, target: Target, size: str, options: argparse.Namespace, workdir: Path
-) -> tuple[float, float, int]:
-    """wrk's requests/s, its p50 in ms, and how many answers were not 2xx or failed."""
+) -> tuple[float, float, int, float]:
+    """wrk's requests/s, its p50 in ms, how many answers were not 2xx or failed, and the
+    serving process's CPU milliseconds per request (a measure the machine's load bends little:
+    CPU time, not waiting)."""
     script = workdir / f"{target.name.replace(' ', '-')}-{size.replace(' ', '')}.lua"
     header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in target.headers.items())
     script.write_text(
@@ -245,7 +277,11 @@ def concurrent(
         str(script),
         target.url,
     ]
+    cpu_before = cpu_seconds(target.pid) if target.pid else float("nan")
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu_used = (cpu_seconds(target.pid) - cpu_before) if target.pid else float("nan")
+    requests_done = re.search(r"(\d+) requests in", output)
+    cpu_ms = cpu_used * 1000 / int(requests_done.group(1)) if requests_done else float("nan")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"\s50%\s+([\d.]+)(us|ms|s)\b", output)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -259,7 +295,7 @@ def concurrent(
         errors += sum(int(part) for part in found.groups())
     if errors:
         print(f"{target.name} {size}: wrk saw errors:\n{output}", flush=True)
-    return rate, wrk_p50, errors
+    return rate, wrk_p50, errors, cpu_ms
 
 
 def measure(
@@ -269,11 +305,12 @@ def measure(
     for size in SIZES:
         requests = options.requests if size == "100 KB" else max(20, options.requests // 2)
         p50, p95 = sequential(target, size, requests)
-        rate, wrk_p50, errors = concurrent(wrk, target, size, options, workdir)
-        results.append(Measurement(target.name, size, p50, p95, rate, wrk_p50, errors))
+        rate, wrk_p50, errors, cpu_ms = concurrent(wrk, target, size, options, workdir)
+        results.append(Measurement(target.name, size, p50, p95, rate, wrk_p50, errors, cpu_ms))
         print(
             f"{target.name:>13} {size:>6}: p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  "
-            f"{rate:8.1f} req/s  (wrk p50 {wrk_p50:.1f} ms, errors {errors})",
+            f"{rate:8.1f} req/s  (wrk p50 {wrk_p50:.1f} ms, errors {errors}, "
+            f"server CPU {cpu_ms:.2f} ms/request)",
             flush=True,
         )
     return results
@@ -314,7 +351,7 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                 {},
                 f"{node_url}/health/ready",
                 workdir / "node.log",
-            ),
+            ) as node_pid,
             ledger(options.database_url, workdir) as database_url,
         ):
             direct = Target(
@@ -323,6 +360,7 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                 content_type,
                 {"Authorization": f"Bearer {NODE_SECRET}"},
                 node_bodies,
+                pid=node_pid,
             )
             results += measure(wrk, direct, options, workdir)
 
@@ -332,9 +370,14 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                 {},
                 f"{bare_url}/health/live",
                 workdir / "bare.log",
-            ):
+            ) as bare_pid:
                 bare = Target(
-                    "bare", f"{bare_url}/v1/audio/transcriptions", content_type, {}, openai_bodies
+                    "bare",
+                    f"{bare_url}/v1/audio/transcriptions",
+                    content_type,
+                    {},
+                    openai_bodies,
+                    pid=bare_pid,
                 )
                 results += measure(wrk, bare, options, workdir)
 
@@ -366,7 +409,7 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                     {**environment, "GATEWAY_CACHE_ENABLED": str(cache_on).lower()},
                     f"{gateway_url}/health/ready",
                     workdir / f"{name.replace(' ', '-')}.log",
-                ):
+                ) as gateway_pid:
                     target = Target(
                         name,
                         f"{gateway_url}/v1/audio/transcriptions",
@@ -374,6 +417,7 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                         auth,
                         openai_bodies,
                         expect_cache="hit" if cache_on else "miss",
+                        pid=gateway_pid,
                     )
                     results += measure(wrk, target, options, workdir)
     return results
@@ -394,15 +438,21 @@ def measure_litellm(
         "--port", str(port), "--num_workers", "1",
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    # No DATABASE_URL: LiteLLM would take it for its own (Prisma) database; it runs without one.
     with serving(
-        command, {"LITELLM_LOG": "ERROR"}, f"{url}/health/liveliness", workdir / "litellm.log"
-    ):
+        command,
+        {"LITELLM_LOG": "ERROR"},
+        f"{url}/health/liveliness",
+        workdir / "litellm.log",
+        without=("DATABASE_URL",),
+    ) as pid:
         target = Target(
             "LiteLLM",
             f"{url}/v1/audio/transcriptions",
             f"multipart/form-data; boundary={BOUNDARY}",
             {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"},
             bodies,
+            pid=pid,
         )
         return measure(wrk, target, options, workdir)
 
@@ -411,8 +461,8 @@ def table(results: list[Measurement]) -> str:
     by = {(one.target, one.size): one for one in results}
     lines = [
         "| upload | target | seq p50 ms | seq p95 ms | p50 added over direct ms | req/s "
-        "(wrk) | wrk p50 ms | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "(wrk) | wrk p50 ms | errors | server CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for size in SIZES:
         direct = by[("direct", size)]
@@ -423,7 +473,8 @@ def table(results: list[Measurement]) -> str:
             added = "" if name == "direct" else f"{one.p50_ms - direct.p50_ms:+.2f}"
             lines.append(
                 f"| {size} | {name} | {one.p50_ms:.2f} | {one.p95_ms:.2f} | {added} | "
-                f"{one.requests_per_second:,.0f} | {one.wrk_p50_ms:.1f} | {one.errors} |"
+                f"{one.requests_per_second:,.0f} | {one.wrk_p50_ms:.1f} | {one.errors} | "
+                f"{one.cpu_ms_per_request:.2f} |"
             )
     return "\n".join(lines)
 

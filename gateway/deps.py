@@ -71,6 +71,13 @@ async def require_api_key(
     """The caller's key → tenant and plan. Keys found valid are kept for
     ``GATEWAY_KEY_CACHE_SECONDS``, which bounds how long a revocation takes to reach every
     replica; a cached key costs no database lookup and no worker thread."""
+    return await caller_of(request, database, authorization, x_api_key)
+
+
+async def caller_of(
+    request: Request, database: Database, authorization: str | None, x_api_key: str | None
+) -> AuthenticatedKey:
+    """``require_api_key``'s work, for dependencies that resolve the key themselves."""
     presented = ""
     if authorization:
         scheme, _, credentials = authorization.partition(" ")
@@ -96,11 +103,15 @@ def require_key_scope(
     async def check(
         caller: Annotated[AuthenticatedKey, Depends(require_api_key)],
     ) -> AuthenticatedKey:
-        if scope not in caller.scopes:
-            raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
+        refuse_without_scope(caller, scope)
         return caller
 
     return check
+
+
+def refuse_without_scope(caller: AuthenticatedKey, scope: KeyScope) -> None:
+    if scope not in caller.scopes:
+        raise PermissionDenied(f"This API key lacks the scope '{scope.value}'.")
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,10 +26,20 @@ async def admit_within_rate_limits(
 ) -> AsyncIterator[AuthenticatedKey]:
     """Right after authentication, before the upload is looked at: 429 past the key's plan
     limits. The request's concurrency slot is held until the route returns or raises."""
+    async with admitted(request, caller, rate_limits):
+        yield caller
+
+
+@asynccontextmanager
+async def admitted(
+    request: Request, caller: AuthenticatedKey, rate_limits: RateLimits
+) -> AsyncIterator[None]:
+    """The key admitted under its plan's limits (429 otherwise) until the block ends; the
+    ``x-ratelimit-*`` headers go on the response."""
     admission = await rate_limits.admit(caller)
     setattr(request.state, STATE_KEY, admission.headers)
     try:
-        yield caller
+        yield
     finally:
         await rate_limits.release(admission)
 
