@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartParser
 
 from billing.config import BillingSettings
 from billing.db import Database
@@ -112,6 +113,10 @@ def create_app(
                     await ledger.aclose()
                 database.dispose()
 
+    # Uploads are read into memory whole anyway (the probe, the MD5 and the node need every
+    # byte): Starlette's default of spooling parts past 1 MB to a temporary file only adds disk
+    # writes and reads. The upload limit bounds the part.
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes)
     app = FastAPI(
         title="asr-billing-gateway",
         description="Metered speech recognition: OpenAI-compatible, billed per output token.",

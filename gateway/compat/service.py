@@ -7,14 +7,17 @@ is held and recorded as the request's audio, whatever the file's length.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from fastapi.responses import Response
 
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
-from gateway.transcriptions.service import probe_audio_ms, refuse_disallowed_model
+from gateway.transcriptions.service import (
+    audio_digest,
+    probe_audio_ms,
+    refuse_disallowed_model,
+)
 from inference.protocol import LanguageDetection
 
 # What the node listens to (inference.app LANGUAGE_DETECTION_SECONDS).
@@ -29,7 +32,7 @@ async def detect_language(
     model: str,
     render: Callable[[Billed[LanguageDetection]], Response],
 ) -> Response:
-    md5 = hashlib.md5(audio, usedforsecurity=False).digest()
+    md5 = audio_digest(audio)
 
     async def prepare() -> Order[LanguageDetection]:
         refuse_disallowed_model(call.caller, model)

@@ -7,6 +7,7 @@ that; the usage row is committed before the response is sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -85,6 +86,12 @@ def transcribe_params(request: TranscriptionInput) -> TranscribeParams:
     )
 
 
+def audio_digest(audio: bytes) -> Callable[[], bytes]:
+    """The audio's MD5, computed on first use (by the result cache or an Idempotency-Key), at
+    most once: about 2 ms of CPU per megabyte that a request needing neither does not pay."""
+    return functools.cache(lambda: hashlib.md5(audio, usedforsecurity=False).digest())
+
+
 def transcript_usage(result: TranscriptionResult) -> Usage:
     return Usage(text=result.text, model=result.model, audio_ms=round(result.duration * 1000))
 
@@ -97,7 +104,7 @@ async def transcribe(
     """Transcribe ``request`` (or answer it from the tenant's result cache, billed at the
     plan's cache-hit price and recorded as cached), bill it once, and ``render`` it."""
     params = transcribe_params(request)
-    md5 = hashlib.md5(request.audio, usedforsecurity=False).digest()
+    md5 = audio_digest(request.audio)
     cache = call.cache
 
     async def prepare() -> Order[TranscriptionResult]:
@@ -105,14 +112,14 @@ async def transcribe(
         audio_ms = await probe_audio_ms(request.audio)
         refuse_long_sync_audio(audio_ms, call.settings)
         tenant_id = call.caller.tenant_id
-        cached = await cache.lookup(tenant_id, md5.hex(), params) if cache is not None else None
+        cached = await cache.lookup(tenant_id, md5().hex(), params) if cache is not None else None
 
         async def produce() -> TranscriptionResult:
             result = await call.nodes.transcribe(
                 request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
             )
             if cache is not None:
-                await cache.remember(tenant_id, md5.hex(), params, result)
+                await cache.remember(tenant_id, md5().hex(), params, result)
             return result
 
         return Order(audio_ms, produce, transcript_usage, cached)
