@@ -128,20 +128,24 @@ def require_admin(
     return admit if write else admit_read
 
 
-async def require_portal(
-    caller: Annotated[ConsoleCaller, Depends(require_caller)],
-) -> ConsoleCaller:
+def _portal_only(caller: ConsoleCaller) -> ConsoleCaller:
     if caller.kind != "portal" or caller.tenant_id is None:
         raise PermissionDenied("This page belongs to a customer portal; open it with a link.")
     return caller
 
 
+async def require_portal(
+    caller: Annotated[ConsoleCaller, Depends(require_caller)],
+) -> ConsoleCaller:
+    return _portal_only(caller)
+
+
 async def require_portal_write(
-    caller: Annotated[ConsoleCaller, Depends(require_portal)],
+    caller: Annotated[ConsoleCaller, Depends(require_caller)],
     presented: Annotated[str, Depends(presented_csrf_token)],
 ) -> ConsoleCaller:
     check_csrf(caller.csrf_token, presented)
-    return caller
+    return _portal_only(caller)
 
 
 async def require_any_write(
@@ -170,14 +174,6 @@ async def require_presession_csrf(
 async def get_throttle(request: Request) -> SignInThrottle:
     throttle: SignInThrottle = request.app.state.console_throttle
     return throttle
-
-
-def admin_page(scope: Scope) -> Any:
-    return Annotated[ConsoleCaller, Depends(require_admin(scope))]
-
-
-def admin_write(scope: Scope) -> Any:
-    return Annotated[ConsoleCaller, Depends(require_admin(scope, write=True))]
 
 
 TenantsPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.tenants_read))]

@@ -19,9 +19,12 @@ from gateway.errors import GatewayError
 
 STATIC = Path(__file__).parent / "static"
 
+ROUTERS = tuple(
+    module.router for module in (signin, tenants, invoices, operations, pages, playground)
+)
 router = APIRouter()
-for module in (signin, tenants, invoices, operations, pages, playground):
-    router.include_router(module.router)
+for module_router in ROUTERS:
+    router.include_router(module_router)
 
 
 def install_console(app: FastAPI, settings: GatewaySettings) -> None:

@@ -91,7 +91,7 @@ def render(
     notice = NOTICES.get(request.query_params.get("notice", ""))
     page = environment.get_template(template).render(
         request=request,
-        caller=caller,
+        viewer=caller,
         csrf_token=caller.csrf_token if caller is not None else None,
         notice=notice,
         **(context or {}),
