@@ -1,8 +1,8 @@
 """The console in a real browser: Debian's chromium driven by Playwright, against a real gateway
 process and a real inference node, with axe-core on every page and a screenshot of each.
 
-Screenshots go to ``ASRGW_CONSOLE_SCREENSHOTS`` when set (``scripts/console_screenshots.sh``
-sets it to refresh docs/console/), else under pytest's temporary directory; the path is printed.
+Screenshots go to ``ASRGW_CONSOLE_SCREENSHOTS`` when set (``make console-screenshots`` sets it
+to refresh docs/console/), else under pytest's temporary directory; the path is printed.
 """
 
 from __future__ import annotations
@@ -284,6 +284,12 @@ class TestConsoleInABrowser:
         admin.goto(f"{console.url}/console/nodes")
         assert "ready" in admin.locator("tbody").inner_text()
         check_page(admin, console, "15-nodes")
+        admin.goto(f"{console.url}/console")
+        today = admin.get_by_role("region", name="Today")
+        assert today.get_by_role("definition").first.inner_text() == str(len(console.ledger()))
+        revenue = sum(row.cost_micros for row in console.ledger())
+        assert format_micros(revenue, "USD") in today.inner_text()
+        check_page(admin, console, "19-overview")
         admin.goto(f"{console.url}/console/audit?actor=olivia")
         assert "invoice.finalize" in admin.locator("tbody").inner_text()
         check_page(admin, console, "16-audit")
