@@ -47,7 +47,7 @@ def invoice_pdf(invoice: InvoicePublic, issuer: str = "asr-billing-gateway") -> 
         ("Period", f"{invoice.period} (UTC calendar month)"),
         ("State", invoice.state),
         ("Created", moment(invoice.created_at)),
-        ("Finalized", moment(invoice.finalized_at)),
+        ("Finalized", moment(invoice.finalized_at) if invoice.finalized_at else "not yet (draft)"),
         ("Currency", invoice.currency),
     ]
     for label, value in details:

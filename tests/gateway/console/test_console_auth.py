@@ -397,3 +397,23 @@ class TestSharedThrottle:
             database.dispose()
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
+
+
+class TestThrottleStoreOutage:
+    def test_an_unreachable_store_fails_open_or_closed_as_configured(
+        self, database: Database
+    ) -> None:
+        add_user(database, "olivia", "owner")
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        with console_client(
+            database, console_settings(redis_url=dead, rate_limit_on_store_error="open")
+        ) as client:
+            admitted = sign_in(client, "olivia")
+        with console_client(
+            database, console_settings(redis_url=dead, rate_limit_on_store_error="closed")
+        ) as client:
+            refused = sign_in(client, "olivia")
+        assert admitted.status_code == 303
+        assert refused.status_code == 503
+        assert "rate_limiter_unavailable" in refused.text
+        assert refused.headers["retry-after"] == "5"

@@ -13,7 +13,8 @@ from sqlalchemy import update
 
 from billing.db import Database
 from billing.invoices.service import finalize
-from billing.keys.service import authenticate, list_api_keys
+from billing.keys.schemas import KeyScope
+from billing.keys.service import authenticate, create_api_key, list_api_keys, revoke_api_key
 from billing.models import PortalLink
 from billing.models.types import utcnow
 from billing.periods import billing_period
@@ -213,3 +214,49 @@ class TestTenantIsolation:
             keys = {key.prefix: key for key in list_api_keys(session, "acme")}
         assert keys[prefix].name == "from the portal"
         assert keys[prefix].revoked_at is not None
+
+
+@pytest.mark.usefixtures("two_tenants")
+class TestPortalRefusals:
+    def test_the_playground_refuses_keys_that_may_not_transcribe(self, database: Database) -> None:
+        with database.transaction() as session:
+            reader = create_api_key(
+                session, "acme", scopes=[KeyScope.usage_read], actor=TEST_ACTOR
+            ).key.prefix
+            revoked = create_api_key(session, "acme", actor=TEST_ACTOR).key.prefix
+            revoke_api_key(session, revoked, actor=TEST_ACTOR)
+        with console_client(database, console_settings()) as client:
+            open_portal(client, portal_link(client, "acme"))
+            csrf = csrf_of(client.get("/console/portal/keys", headers=HTML))
+            page = client.get("/console/portal/playground", headers=HTML).text
+            answers = {
+                prefix: client.post(
+                    "/console/portal/playground",
+                    data={"key_prefix": prefix},
+                    files={"file": ("a.wav", b"RIFF", "audio/wav")},
+                    headers={"X-CSRF-Token": csrf, **JSON},
+                )
+                for prefix in (reader, revoked)
+            }
+        assert reader not in page  # only keys that may transcribe are offered
+        assert revoked not in page
+        for prefix, answer in answers.items():
+            assert answer.status_code == 403, prefix
+            assert answer.json()["error"]["param"] == "key_prefix"
+        assert "lacks the scope 'audio:transcribe'" in answers[reader].json()["error"]["message"]
+        assert "revoked" in answers[revoked].json()["error"]["message"]
+        assert len(usage_rows(database)) == 4  # nothing billed
+
+    def test_a_bad_usage_range_is_400(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            open_portal(client, portal_link(client, "acme"))
+            answers = [
+                client.get(f"/console/portal/usage?{query}", headers=JSON)
+                for query in (
+                    "from=2026-13-01",
+                    "from=2026-11-02&to=2026-11-01",
+                    "from=2024-01-01&to=2026-01-01",
+                )
+            ]
+        assert [answer.status_code for answer in answers] == [400, 400, 400]
+        assert "366 days" in answers[2].json()["error"]["message"]
