@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 
-from fpdf import FPDF
-
 from billing.invoices.schemas import InvoicePublic
 from gateway.console.views import moment, units
 
@@ -33,6 +31,10 @@ def _latin1(text: str) -> str:
 
 
 def invoice_pdf(invoice: InvoicePublic, issuer: str = "asr-billing-gateway") -> bytes:
+    # Imported here: fpdf2 pulls in Pillow and numpy, which the gateway's start-up (and its
+    # torch-free install check) should not pay for until someone downloads an invoice.
+    from fpdf import FPDF
+
     pdf = FPDF(format="A4")
     pdf.set_title(_latin1(f"Invoice {invoice.tenant} {invoice.period}"))
     pdf.set_author(_latin1(issuer))
