@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 MIN_PASSWORD_LENGTH = 12
 
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so timing does not tell which usernames do.
-_DECOY_HASH = _hasher.hash("decoy password that matches nothing")
+
+
+@cache
+def _decoy_hash() -> str:
+    """Verified against when the user does not exist, so timing does not tell which usernames
+    do. Made on first use: every ``asrgw`` command imports this module."""
+    return _hasher.hash("decoy password that matches nothing")
 
 
 def hash_password(password: str) -> str:
@@ -20,6 +27,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DECOY_HASH, password) and password_hash is not None
+        matches = _hasher.verify(password_hash or _decoy_hash(), password)
+        return matches and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
