@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint setup system-deps clean
+.PHONY: up test lint setup system-deps console-screenshots clean
 
 up: setup
 	$(BIN)/asrgw up
@@ -31,16 +31,25 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
-# promtool) checks the dashboards and alert rules; apt-get installs them when missing.
-TEST_TOOLS := espeak-ng sox ffmpeg prometheus
+# promtool) checks the dashboards and alert rules, chromium runs the web console's browser tests
+# (driven by Playwright, never a downloaded browser) and pdftotext (poppler-utils) reads its
+# invoice PDFs; apt-get installs them when missing. Each entry is COMMAND or COMMAND:PACKAGE.
+TEST_TOOLS := espeak-ng sox ffmpeg prometheus chromium pdftotext:poppler-utils
 system-deps:
-	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for entry in $(TEST_TOOLS); do tool=$${entry%%:*}; package=$${entry#*:}; \
+	  command -v $$tool >/dev/null || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
 	  command -v apt-get >/dev/null || { echo "please install:$$missing" >&2; exit 1; }; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  echo "installing$$missing ..." >&2; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The screenshots in docs/console.md: the console's browser test, writing them into docs/console/
+# (a plain `make test` writes them under pytest's temporary directory and leaves the tree clean).
+console-screenshots: setup system-deps
+	ASRGW_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest -q -p no:cacheprovider \
+	  tests/gateway/console/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ import anyio
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartParser
@@ -32,6 +32,7 @@ from gateway.billed.leases import LeaseKeeper
 from gateway.cache.service import build_result_cache
 from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
+from gateway.console.router import console_error_page, install_console
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, LedgerUnavailable, NotFoundError
 from gateway.jobs import endpoints as jobs
@@ -134,6 +135,8 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(compat.router)
     app.include_router(admin_router)
+    if settings.console_enabled:
+        install_console(app, settings)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
         UploadLimitMiddleware,
@@ -165,13 +168,16 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves in OpenAI's envelope with a stable code."""
 
     @app.exception_handler(GatewayError)
-    async def handle_gateway_error(_request: Request, error: GatewayError) -> JSONResponse:
+    async def handle_gateway_error(request: Request, error: GatewayError) -> Response:
+        page = console_error_page(request, error)
+        if page is not None:
+            return page
         return JSONResponse(
             error.envelope(), status_code=error.status_code, headers=error.headers()
         )
 
     @app.exception_handler(OperationalError)
-    async def handle_database_error(request: Request, error: OperationalError) -> JSONResponse:
+    async def handle_database_error(request: Request, error: OperationalError) -> Response:
         # SQLite's "database is locked" past its busy timeout, or PostgreSQL gone.
         logger.warning("ledger database unavailable: %s", error.orig)
         unavailable = LedgerUnavailable(
@@ -181,13 +187,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return await handle_gateway_error(request, unavailable)
 
     @app.exception_handler(BillingError)
-    async def handle_billing_error(request: Request, error: BillingError) -> JSONResponse:
+    async def handle_billing_error(request: Request, error: BillingError) -> Response:
         return await handle_gateway_error(request, as_gateway_error(error))
 
     @app.exception_handler(RequestValidationError)
-    async def handle_validation_error(
-        _request: Request, error: RequestValidationError
-    ) -> JSONResponse:
+    async def handle_validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = error.errors()
         first = problems[0] if problems else {}
         location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
@@ -204,7 +208,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 param=param,
                 code="invalid_value",
             )
-        return JSONResponse(invalid.envelope(), status_code=400)
+        return console_error_page(request, invalid) or JSONResponse(
+            invalid.envelope(), status_code=400
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

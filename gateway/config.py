@@ -128,6 +128,23 @@ class GatewaySettings(BaseSettings):
     webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
     webhook_retry_max_seconds: float = Field(default=600.0, ge=0)
 
+    # The web console (docs/console.md), served under /console.
+    console_enabled: bool = True
+    # Cookies marked Secure (sent over HTTPS only). Unset: on in production, off in development
+    # so the console works over plain http on loopback.
+    console_secure_cookies: bool | None = None
+    # A session ends after this long without a request, and this long after sign-in at most.
+    console_session_idle_seconds: int = Field(default=30 * 60, gt=0)
+    console_session_max_seconds: int = Field(default=12 * 3600, gt=0)
+    # Sign-in attempts per client IP that fail (wrong password, bad token, used link) before
+    # 429 with Retry-After, in the `limits` notation; counted in Redis with GATEWAY_REDIS_URL.
+    console_sign_in_limit: str = "5/minute"
+    # How long a customer portal link may wait before it is opened (it opens once).
+    console_portal_link_seconds: int = Field(default=24 * 3600, gt=0)
+    # The console's public base URL (https://billing.example.com), used in portal links made
+    # outside a request (the CLI); empty: the address of the gateway itself.
+    console_public_url: str = ""
+
     @field_validator("nodes")
     @classmethod
     def _nodes_are_urls(cls, value: str) -> str:
@@ -163,6 +180,12 @@ class GatewaySettings(BaseSettings):
                 "the admin API needs GATEWAY_ADMIN_JWT_SECRET or GATEWAY_ADMIN_JWKS_URL"
             )
         return self
+
+    @property
+    def console_cookie_secure(self) -> bool:
+        if self.console_secure_cookies is not None:
+            return self.console_secure_cookies
+        return self.environment == "production"
 
     @property
     def admin_jwks_algorithm_list(self) -> list[str]:

@@ -27,7 +27,7 @@ from billing.keys.schemas import (
     KeyScope,
     PlanTerms,
 )
-from billing.models import ApiKey, Tenant
+from billing.models import ApiKey, Plan, Tenant
 from billing.models.types import utcnow
 from billing.tenants.service import require_tenant
 from billing.tokens import TokenUnit
@@ -206,7 +206,23 @@ def authenticate(
     if found is None or not hmac.compare_digest(presented_hash, stored_hash):
         raise InvalidApiKey("Incorrect API key provided.")
     key, tenant, plan = found
-    now = now or utcnow()
+    return _usable_caller(key, tenant, plan, now or utcnow())
+
+
+def caller_for_tenant_key(
+    session: Session, tenant_id: int, prefix: str, *, now: datetime | None = None
+) -> AuthenticatedKey:
+    """The caller a tenant's own key makes, found by its prefix without the secret (the customer
+    portal bills its playground against a key the signed-in customer picks). ``NotFound`` for a
+    prefix of another tenant, exactly as for one that does not exist."""
+    found = repository.get_key_with_tenant_and_plan(session, prefix)
+    if found is None or found[1].id != tenant_id:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    key, tenant, plan = found
+    return _usable_caller(key, tenant, plan, now or utcnow())
+
+
+def _usable_caller(key: ApiKey, tenant: Tenant, plan: Plan, now: datetime) -> AuthenticatedKey:
     if key.revoked_at is not None:
         raise InvalidApiKey("This API key has been revoked.")
     if key.expires_at is not None and key.expires_at <= now:

@@ -1,7 +1,9 @@
 """Tables of the ledger database, one module per table."""
 
+from billing.models.admin_user import AdminUser
 from billing.models.api_key import ApiKey
 from billing.models.audit_entry import AuditEntry
+from billing.models.console_session import ConsoleSession
 from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
 from billing.models.invoice import Invoice, InvoiceItem, InvoiceLine
@@ -9,6 +11,7 @@ from billing.models.job import Job
 from billing.models.job_webhook_delivery import JobWebhookDelivery
 from billing.models.plan import Plan
 from billing.models.pool_node import PoolNode
+from billing.models.portal_link import PortalLink
 from billing.models.reservation import Reservation
 from billing.models.returned_charge import ReturnedCharge
 from billing.models.tenant import Tenant
@@ -17,8 +20,10 @@ from billing.models.tenant_period import TenantPeriod
 from billing.models.usage_event import UsageEvent
 
 __all__ = [
+    "AdminUser",
     "ApiKey",
     "AuditEntry",
+    "ConsoleSession",
     "CreditEntry",
     "IdempotencyRecord",
     "Invoice",
@@ -28,6 +33,7 @@ __all__ = [
     "JobWebhookDelivery",
     "Plan",
     "PoolNode",
+    "PortalLink",
     "Reservation",
     "ReturnedCharge",
     "Tenant",

@@ -49,7 +49,7 @@ def show_node(node: str, nodes: NodesDep, _claims: NodesRead) -> NodeStatus:
     return nodes.status(node)
 
 
-def _set_draining(
+def set_node_draining(
     node: str,
     draining: bool,
     nodes: NodePool,
@@ -68,7 +68,7 @@ def drain_node(
     node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
     """No new requests for the node on any replica; requests in flight finish."""
-    return _set_draining(node, True, nodes, database, claims, request_id)
+    return set_node_draining(node, True, nodes, database, claims, request_id)
 
 
 @router.post("/{node}/undrain")
@@ -76,7 +76,7 @@ def undrain_node(
     node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
     """Let a drained node take requests again."""
-    return _set_draining(node, False, nodes, database, claims, request_id)
+    return set_node_draining(node, False, nodes, database, claims, request_id)
 
 
 @router.delete("/{node}")

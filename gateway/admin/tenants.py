@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response, status
 from sqlmodel import Session
 
 from billing.credits.schemas import CreditEntryPublic
@@ -13,7 +15,8 @@ from billing.tenants.service import create_tenant, describe_tenant, tenant_detai
 from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
 from gateway.admin.deps import in_transaction
 from gateway.admin.schemas import CreditCreate, TenantCreate
-from gateway.deps import DatabaseDep, RequestId
+from gateway.console.portal_links.service import PortalLinkPublic, create_portal_link
+from gateway.deps import DatabaseDep, RequestId, SettingsDep
 
 router = APIRouter(prefix="/admin/tenants", tags=["admin: tenants"])
 
@@ -104,3 +107,28 @@ def add_credits(
     if not created:
         response.status_code = status.HTTP_200_OK
     return CreditEntryPublic.of(entry, name)
+
+
+@router.post("/{name}/portal-links", status_code=status.HTTP_201_CREATED)
+def create_portal_link_endpoint(
+    name: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    claims: TenantsWrite,
+    request_id: RequestId,
+) -> PortalLinkPublic:
+    """A single-use link that opens the tenant's customer portal, valid for
+    ``GATEWAY_CONSOLE_PORTAL_LINK_SECONDS``; its URL is in this response only."""
+    actor = claims.actor(request_id)
+    base_url = settings.console_public_url or str(request.base_url)
+    return in_transaction(
+        database,
+        lambda session: create_portal_link(
+            session,
+            name,
+            base_url=base_url,
+            ttl=timedelta(seconds=settings.console_portal_link_seconds),
+            actor=actor,
+        ),
+    )

@@ -78,8 +78,9 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 @click.group()
 def admin() -> None:
-    """Administer tenants, plans, API keys, credit, invoices and the audit log straight
-    against the ledger (BILLING_DATABASE_URL); `token` mints admin API tokens."""
+    """Administer tenants, plans, API keys, credit, invoices, the audit log and the web
+    console's users, sessions and portal links straight against the ledger
+    (BILLING_DATABASE_URL); `token` mints admin API tokens."""
 
 
 @admin.group()

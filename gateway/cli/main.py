@@ -8,6 +8,7 @@ import tempfile
 
 import click
 
+from gateway.cli import console_admin  # noqa: F401  (adds the console's commands to `admin`)
 from gateway.cli.admin import admin
 from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up

@@ -25,10 +25,14 @@ from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant
 from gateway.admin.auth import Scope, mint_token
 from gateway.config import GatewaySettings
+from gateway.console.roles import Role
+from gateway.console.users.service import check_password, create_user, list_users
 
 DEMO_TENANT = "demo"
 ADMIN_TOKEN_HOURS = 12
 DEMO_KEY_FILE = "demo-api-key"
+CONSOLE_ADMIN = "admin"
+CONSOLE_PASSWORD_FILE = "console-admin-password"
 SAMPLE_AUDIO = Path(__file__).resolve().parents[2] / "docs" / "samples" / "weather.wav"
 
 
@@ -53,6 +57,35 @@ def ensure_demo_key(database: Database, key_file: Path) -> str:
     return created.secret
 
 
+def ensure_console_admin(database: Database, password_file: Path, production: bool) -> str:
+    """How to sign in to the console, for the banner. On the embedded default (development) a
+    first owner ``admin`` is created with a random password kept (0600) in ``password_file``,
+    and reused on later runs. In production nothing is created and no password is printed."""
+    with database.transaction() as session:
+        users = list_users(session)
+    if production:
+        if users:
+            return "sign in with your console user (asrgw admin user list)"
+        return (
+            "no console user yet: create one with\n"
+            f"            {asrgw_command()} admin user create NAME --role owner"
+        )
+    if password_file.exists() and any(user.username == CONSOLE_ADMIN for user in users):
+        saved = password_file.read_text().strip()
+        with database.transaction() as session:
+            if check_password(session, CONSOLE_ADMIN, saved) is not None:
+                return f"user {CONSOLE_ADMIN}, password {saved}"
+    if users:
+        return "sign in with your console user (asrgw admin user list)"
+    password = secrets.token_urlsafe(18)
+    with database.transaction() as session:
+        create_user(session, CONSOLE_ADMIN, Role.owner.value, password, actor=cli_actor())
+    password_file.parent.mkdir(parents=True, exist_ok=True)
+    password_file.touch(mode=0o600)
+    password_file.write_text(password + "\n")
+    return f"user {CONSOLE_ADMIN}, password {password}"
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,7 +108,13 @@ def asrgw_command() -> str:
 
 
 def banner(
-    gateway_url: str, node_url: str, models: str, database_url: str, key: str, admin_token: str
+    gateway_url: str,
+    node_url: str,
+    models: str,
+    database_url: str,
+    key: str,
+    admin_token: str,
+    console_sign_in: str,
 ) -> str:
     sample = SAMPLE_AUDIO if SAMPLE_AUDIO.exists() else Path("speech.wav")
     return f"""
@@ -85,6 +124,7 @@ asr-billing-gateway is up.
   node      {node_url}   models: {models}
   ledger    {database_url}
   demo key  {key}
+  console   {gateway_url}/console   ({console_sign_in})
 
 Transcribe with curl:
 
@@ -131,12 +171,18 @@ def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
 def up(
     host: str, port: int, node_port: int, models: str | None, data_dir: Path, ready_timeout: float
 ) -> None:
-    """Start a local inference node and the gateway, with a demo tenant and key."""
+    """Start a local inference node and the gateway, with a demo tenant and key, and a first
+    web console user (development only)."""
     billing_settings = BillingSettings()
     upgrade_to_head(billing_settings.database_url)
     database = Database(billing_settings.database_url)
     try:
         key = ensure_demo_key(database, data_dir / DEMO_KEY_FILE)
+        console_sign_in = ensure_console_admin(
+            database,
+            data_dir / CONSOLE_PASSWORD_FILE,
+            production=GatewaySettings().environment == "production",
+        )
     finally:
         database.dispose()
 
@@ -178,7 +224,15 @@ def up(
             ttl_seconds=ADMIN_TOKEN_HOURS * 3600,
         )
         click.echo(
-            banner(gateway_url, node_url, models, billing_settings.database_url, key, admin_token)
+            banner(
+                gateway_url,
+                node_url,
+                models,
+                billing_settings.database_url,
+                key,
+                admin_token,
+                console_sign_in,
+            )
         )
         sys.stdout.flush()
         while all(process.poll() is None for process in processes):

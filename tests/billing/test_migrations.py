@@ -9,7 +9,15 @@ import billing.models  # noqa: F401  (registers the tables)
 from billing.db import create_db_engine
 from billing.migrate import downgrade_to_base, upgrade_to_head
 
-TABLES = {"plans", "tenants", "api_keys", "usage_events"}
+TABLES = {
+    "plans",
+    "tenants",
+    "api_keys",
+    "usage_events",
+    "admin_users",
+    "console_sessions",
+    "portal_links",
+}
 
 
 class TestMigrations:

@@ -174,3 +174,27 @@ class TestUp:
         tenants = httpx.get(admin.group(1), headers={"Authorization": f"Bearer {admin.group(2)}"})
         assert tenants.status_code == 200
         assert [tenant["name"] for tenant in tenants.json()] == ["demo"]
+
+        # The console is where the banner says, and its first user signs in as printed.
+        console = re.search(r"console\s+(\S+/console)\s+\(user (\S+), password (\S+)\)", output)
+        assert console is not None, output
+        assert console.group(2) == "admin"
+        saved = tmp_path / "var" / "console-admin-password"
+        assert saved.read_text().strip() == console.group(3)
+        assert oct(saved.stat().st_mode & 0o777) == "0o600"
+        with httpx.Client() as browser:
+            form = browser.get(f"{console.group(1)}/sign-in", headers={"Accept": "text/html"})
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert token is not None
+            signed_in = browser.post(
+                f"{console.group(1)}/sign-in",
+                data={
+                    "username": console.group(2),
+                    "password": console.group(3),
+                    "csrf_token": token.group(1),
+                },
+                headers={"Accept": "text/html"},
+            )
+            overview = browser.get(console.group(1), headers={"Accept": "text/html"})
+        assert signed_in.status_code == 303
+        assert "<h1>Overview</h1>" in overview.text

@@ -1,0 +1,48 @@
+"""Errors of the web console, in the customer API's envelope (pages render them as HTML).
+
+```
+GatewayError
+├── SignInRequired     401 console_sign_in_required (a page answers 303 to the sign-in page)
+├── SignInFailed       401 sign_in_failed (wrong user or password, refused SSO token)
+├── CsrfRejected       403 csrf_token_invalid
+├── PortalLinkInvalid  410 portal_link_invalid (unknown, used or expired)
+└── RetryLater
+    └── SignInThrottled  429 sign_in_throttled (+ Retry-After)
+```
+A console caller without the scope of a page or write gets ``PermissionDenied`` (403
+``permission_denied``), as on the admin API.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import GatewayError, RetryLater
+
+
+class SignInRequired(GatewayError):
+    status_code = 401
+    code = "console_sign_in_required"
+    error_type = "invalid_request_error"
+
+
+class SignInFailed(GatewayError):
+    status_code = 401
+    code = "sign_in_failed"
+    error_type = "invalid_request_error"
+
+
+class CsrfRejected(GatewayError):
+    status_code = 403
+    code = "csrf_token_invalid"
+    error_type = "invalid_request_error"
+
+
+class PortalLinkInvalid(GatewayError):
+    status_code = 410
+    code = "portal_link_invalid"
+    error_type = "invalid_request_error"
+
+
+class SignInThrottled(RetryLater):
+    status_code = 429
+    code = "sign_in_throttled"
+    error_type = "requests"

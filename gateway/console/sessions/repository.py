@@ -1,0 +1,81 @@
+"""Queries of the console_sessions table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from billing.models import AdminUser, ConsoleSession, Tenant
+
+
+def add_session(session: Session, record: ConsoleSession) -> ConsoleSession:
+    session.add(record)
+    session.flush()
+    return record
+
+
+def find_by_token_hash(
+    session: Session, token_hash: str
+) -> tuple[ConsoleSession, AdminUser | None, Tenant | None] | None:
+    statement = (
+        select(ConsoleSession, AdminUser, Tenant)
+        .outerjoin(AdminUser, col(AdminUser.id) == col(ConsoleSession.admin_user_id))
+        .outerjoin(Tenant, col(Tenant.id) == col(ConsoleSession.tenant_id))
+        .where(ConsoleSession.token_hash == token_hash)
+    )
+    row = session.exec(statement).first()
+    if row is None:
+        return None
+    record, user, tenant = row
+    return record, user, tenant
+
+
+def touch(session: Session, session_id: int, now: datetime) -> None:
+    session.execute(
+        update(ConsoleSession).where(col(ConsoleSession.id) == session_id).values(last_seen_at=now)
+    )
+
+
+def revoke(session: Session, session_id: int, now: datetime) -> int:
+    result = session.execute(
+        update(ConsoleSession)
+        .where(col(ConsoleSession.id) == session_id, col(ConsoleSession.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_user_sessions(session: Session, user: AdminUser, now: datetime) -> int:
+    result = session.execute(
+        update(ConsoleSession)
+        .where(
+            col(ConsoleSession.admin_user_id) == user.id,
+            col(ConsoleSession.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_subject_sessions(session: Session, kind: str, subject: str, now: datetime) -> int:
+    result = session.execute(
+        update(ConsoleSession)
+        .where(
+            col(ConsoleSession.kind) == kind,
+            col(ConsoleSession.subject) == subject,
+            col(ConsoleSession.revoked_at).is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_open_sessions(session: Session, now: datetime) -> Sequence[ConsoleSession]:
+    return session.exec(
+        select(ConsoleSession)
+        .where(col(ConsoleSession.revoked_at).is_(None), col(ConsoleSession.expires_at) > now)
+        .order_by(col(ConsoleSession.id))
+    ).all()
