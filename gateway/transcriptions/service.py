@@ -144,6 +144,7 @@ async def transcribe_and_bill(
         language=request.language or "auto",
         hotwords=request.prompt or None,
         word_timestamps=TimestampGranularity.word in request.granularities,
+        temperature=request.temperature or None,
     )
     md5 = audio_md5(request.audio)
     cached = await cache.lookup(caller.tenant_id, md5, params) if cache is not None else None
