@@ -539,7 +539,15 @@ class FasterWhisperEngine(Engine):
         frames = [audio.size // hop for audio in audios]
         alignments: list[list[dict[str, Any]] | None] = [None] * len(audios)
         for code, tokenizer in tokenizers.items():
-            members = [index for index, item in enumerate(languages) if item == code]
+            # Items heard as silence have no words to align.
+            members = [
+                index for index, item in enumerate(languages) if item == code and pieces[index]
+            ]
+            for index, item in enumerate(languages):
+                if item == code and not pieces[index]:
+                    alignments[index] = []
+            if not members:
+                continue
             if len(members) == len(audios):
                 group_output = encoder_output
             else:
@@ -557,9 +565,6 @@ class FasterWhisperEngine(Engine):
                 tokenizer, text_tokens, group_output, [frames[index] for index in members]
             )
             for index, alignment in zip(members, found, strict=True):
-                if not pieces[index]:
-                    alignments[index] = []
-                    continue
                 # faster-whisper's own word post-processing, fed this item's alignment alone
                 # and no earlier speech, so batch-mates cannot shift its words.
                 single = SimpleNamespace(
