@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.modelgen import build_random_paraformer  # noqa: E402
+from inference.modelgen import build_random_paraformer, build_random_whisper  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from speech_data import english_utterances  # noqa: E402
@@ -55,31 +55,6 @@ from tests.fixtures.processes import free_port, wait_until_ready  # noqa: E402
 
 SAMPLE_RATE = 16_000
 MODEL_ID = "bench-model"
-# Random-weight Whisper shapes (transformers WhisperConfig fields).
-WHISPER_SHAPES: dict[str, dict[str, int]] = {
-    "tiny": {
-        "d_model": 384,
-        "encoder_layers": 4,
-        "decoder_layers": 4,
-        "encoder_attention_heads": 6,
-        "decoder_attention_heads": 6,
-        "encoder_ffn_dim": 1536,
-        "decoder_ffn_dim": 1536,
-        "num_mel_bins": 80,
-        "vocab_size": 51865,
-    },
-    "large-v3": {
-        "d_model": 1280,
-        "encoder_layers": 32,
-        "decoder_layers": 32,
-        "encoder_attention_heads": 20,
-        "decoder_attention_heads": 20,
-        "encoder_ffn_dim": 5120,
-        "decoder_ffn_dim": 5120,
-        "num_mel_bins": 128,
-        "vocab_size": 51866,
-    },
-}
 MODES = {
     # max_batch 1: the engine sees one item at a time, exactly what a model lock gives.
     "one-at-a-time": {"INFERENCE_MAX_BATCH": "1"},
@@ -293,46 +268,6 @@ def engine_ceiling(model_dir: Path, device: str) -> str:
         lines.append(f"| {seconds} | " + " | ".join(cells) + " |")
     engine.close()
     return "\n".join(lines)
-
-
-def build_random_whisper(directory: Path, shape: str) -> Path:
-    """A random-weight Whisper of ``shape`` as a CTranslate2 model directory, offline: the
-    embedded model's tokenizer, transformers' WhisperConfig, CTranslate2's converter."""
-    import json
-    import shutil
-
-    import ctranslate2
-    import torch
-    import transformers
-
-    from inference.engines.whisper_engine import embedded_model_dir
-
-    source = directory.parent / f"{directory.name}-transformers"
-    source.mkdir(parents=True, exist_ok=True)
-    tokenizer_file = embedded_model_dir() / "tokenizer.json"
-    tokenizer = transformers.WhisperTokenizerFast(tokenizer_file=str(tokenizer_file))
-    tokenizer.save_pretrained(source)
-    dimensions = WHISPER_SHAPES[shape]
-    config = transformers.WhisperConfig(
-        **dimensions,
-        max_source_positions=1500,
-        max_target_positions=448,
-        decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    transformers.WhisperForConditionalGeneration(config).save_pretrained(source)
-    quantization = "float16" if ctranslate2.get_cuda_device_count() > 0 else "int8"
-    converter = ctranslate2.converters.TransformersConverter(
-        str(source), copy_files=["tokenizer.json"]
-    )
-    converter.convert(str(directory), quantization=quantization, force=True)
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps({"feature_size": dimensions["num_mel_bins"], "sampling_rate": SAMPLE_RATE})
-    )
-    shutil.rmtree(source)
-    return directory
 
 
 def speech_clips() -> list[tuple[bytes, float]]:
