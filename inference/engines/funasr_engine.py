@@ -83,8 +83,8 @@ class FunASREngine(Engine):
             from funasr import AutoModel
         except ImportError as error:
             raise ModelLoadError(
-                f"Model '{self.model_id}' needs FunASR and torch: install the node extra "
-                "(pip install 'asr-billing-gateway[node]')."
+                f"Model '{self.model_id}' needs FunASR and torch: install the funasr extra "
+                "(pip install 'asr-billing-gateway[node,funasr]')."
             ) from error
         is_directory = looks_like_directory(self.source)
         if is_directory:
