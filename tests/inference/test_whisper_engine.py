@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from inference.audio import decode_audio
 from inference.engines.registry import parse_model_specs
 from inference.engines.whisper_engine import (
     EMBEDDED_SHA256,
@@ -19,6 +20,7 @@ from inference.engines.whisper_engine import (
     verify_model_file,
 )
 from inference.errors import ModelLoadError
+from inference.protocol import TranscribeParams
 from tests.conftest import WHISPER_MODEL
 from tests.fixtures.nodes import metric
 
@@ -189,6 +191,25 @@ class TestTranscripts:
         text = str(result["text"]).lower()
         assert "tomorrow morning" in text
         assert "quick brown fox" in text  # the 14th sentence, in the second half
+
+
+class TestLongItems:
+    def test_an_item_longer_than_one_window_is_decoded_whole(self, forty_seconds_wav: Path) -> None:
+        """A node configured with spans over 30 s hands Whisper longer items: they go through
+        faster-whisper's sequential decoder, window after window."""
+        engine = FasterWhisperEngine(WHISPER_MODEL, device="cpu")
+        engine.load()
+        output = engine.transcribe(
+            decode_audio(forty_seconds_wav.read_bytes()), TranscribeParams(word_timestamps=True)
+        )
+        starts = [segment.start for segment in output.segments]
+        assert starts == sorted(starts)
+        assert output.segments[-1].end > 30
+        assert "tomorrow morning" in output.text.lower()
+        words = [word for segment in output.segments for word in segment.words or []]
+        assert words
+        assert words[-1].end <= 40.001
+        assert all(segment.avg_logprob is not None for segment in output.segments)
 
 
 class TestBatching:
