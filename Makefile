@@ -1,15 +1,20 @@
 # The two Quickstart commands and what they stand on.
-#   make up    set up .venv and run the product on its embedded defaults (asrgw up)
-#   make test  set up .venv (and the speech tools and Prometheus the tests use) and run the whole test suite
+#   make up    install the gateway and the torch-free node (.[node]) into .venv and run the
+#              product on its embedded defaults (asrgw up)
+#   make test  add torch, FunASR and the dev tools (and the speech tools and Prometheus the tests
+#              use) and run the whole test suite
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# One stamp per install step: `make up` on a fresh clone installs only what the default node
+# needs; `make test` (or `make setup`) adds the rest to the same .venv.
+NODE_STAMP := $(VENV)/.installed-node
+STAMP      := $(VENV)/.installed
 
 .PHONY: up test lint setup system-deps console-screenshots clean
 
-up: setup
+up: $(NODE_STAMP)
 	$(BIN)/asrgw up
 
 test: setup system-deps
@@ -22,13 +27,20 @@ lint: setup
 
 setup: $(STAMP)
 
-# torch 2.13.0 goes in first, on its own, so the `node` extra's torch range is already met.
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+$(NODE_STAMP): pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[node]'
+	touch $(NODE_STAMP)
+
+# torch 2.13.0 goes in first, on its own, so the `funasr` extra's torch range is already met by
+# the CPU build rather than fetched as the multi-gigabyte CUDA one.
+$(STAMP): pyproject.toml $(VENV)/bin/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[node,dev]'
-	touch $(STAMP)
+	$(BIN)/pip install --quiet -e '.[node,funasr,dev]'
+	touch $(NODE_STAMP) $(STAMP)
 
 # espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
 # promtool) checks the dashboards and alert rules, chromium runs the web console's browser tests

@@ -1,12 +1,25 @@
-"""Node throughput: one-at-a-time versus micro-batched, on a paraformer-large-shaped model.
+"""Node throughput: one-at-a-time versus micro-batched, for the Paraformer and Whisper engines.
 
-Builds a random-weight Paraformer with FunASR's own classes (encoder SANM 50 x 512, decoder 16
-blocks, vocab 8404 for ``--shape large``; random weights cost the same FLOPs as trained ones),
-starts a real node process per mode, and drives it with N concurrent closed-loop clients sending
-5-20 s clips. Prints a table and appends it, with the device, to docs/benchmarks.md.
+Paraformer: a random-weight model built with FunASR's own classes (``--shape large`` is the
+paraformer-large shape: SANM encoder 50 x 512, decoder 16 blocks, vocab 8404; random weights
+cost the same FLOPs as trained ones), driven with 5-20 s speech-like clips.
 
-    python bench/node_throughput.py                      # large model, N = 1, 4, 16
-    python bench/node_throughput.py --shape tiny --clients 1,4 --requests 8 --no-write
+Whisper: ``--shape tiny.en`` is the embedded whisper-tiny.en (real weights), driven with real
+recorded speech (bench/speech_data.py); ``--shape large-v3`` (or ``tiny``) is a random-weight
+Whisper of that shape built offline with transformers' ``WhisperConfig`` and converted with
+CTranslate2's ``TransformersConverter`` (needs the funasr and bench extras: torch, transformers),
+so a GPU host needs no download. A random decoder rarely emits its end token, so it decodes up to
+Whisper's 448-token limit per window: an upper bound on the decoder's share of the work.
+
+Each mode starts a real node process and drives it with N concurrent closed-loop clients, then
+prints a table (×realtime, p50/p95 latency, engine calls, peak RSS and GPU memory) and appends
+it, with the device, to docs/benchmarks.md.
+
+    python bench/node_throughput.py                                   # large Paraformer
+    python bench/node_throughput.py --engine whisper --shape tiny.en  # embedded Whisper, CPU
+    python bench/node_throughput.py --engine whisper --shape large-v3 --device cuda:0 \
+        --clients 1,8,32,64                                           # GPU
+    python bench/node_throughput.py --device cuda:0 --clients 1,8,32,64
 """
 
 from __future__ import annotations
@@ -31,14 +44,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inference.modelgen import build_random_paraformer  # noqa: E402
+from inference.modelgen import build_random_paraformer, build_random_whisper  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from speech_data import english_utterances  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 from tests.fixtures.nodes import metric  # noqa: E402
 from tests.fixtures.processes import free_port, wait_until_ready  # noqa: E402
 
 SAMPLE_RATE = 16_000
-MODEL_ID = "bench-paraformer"
+MODEL_ID = "bench-model"
 MODES = {
     # max_batch 1: the engine sees one item at a time, exactly what a model lock gives.
     "one-at-a-time": {"INFERENCE_MAX_BATCH": "1"},
@@ -93,6 +109,30 @@ def clips(count: int) -> list[tuple[bytes, float]]:
     ]
 
 
+def gpu_memory_of(pid: int) -> int | None:
+    """Bytes the process holds on the GPU as nvidia-smi sees it (CTranslate2 allocates outside
+    torch, so the node's torch-based report has nothing for Whisper)."""
+    try:
+        listing = subprocess.run(
+            [
+                "nvidia-smi",
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in listing.splitlines():
+        owner, _, used = line.partition(",")
+        if owner.strip() == str(pid):
+            return int(used.strip()) * 2**20
+    return None
+
+
 def peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -129,7 +169,7 @@ async def drive(
 
 def run_mode(
     mode: str,
-    model_dir: Path,
+    model_spec: str,
     device: str,
     clip_set: list[tuple[bytes, float]],
     client_counts: list[int],
@@ -138,9 +178,10 @@ def run_mode(
 ) -> list[RunResult]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    model_id = model_spec.split("=")[0]
     environment = {
         **os.environ,
-        "INFERENCE_MODELS": f"{MODEL_ID}={model_dir}",
+        "INFERENCE_MODELS": model_spec,
         "INFERENCE_DEVICE": device,
         "INFERENCE_MAX_QUEUE": "256",
         **MODES[mode],
@@ -159,7 +200,7 @@ def run_mode(
             asyncio.run(drive(url, clip_set[:2], 1, 2))  # first-request effects stay out
             results = []
             for clients in client_counts:
-                calls_before = metric(url, "asrnode_engine_calls_total", model=MODEL_ID)
+                calls_before = metric(url, "asrnode_engine_calls_total", model=model_id)
                 audio, wall, latencies = asyncio.run(
                     drive(
                         url,
@@ -172,6 +213,7 @@ def run_mode(
                 )
                 ready = httpx.get(f"{url}/health/ready", timeout=10).json()
                 gpu = (ready.get("gpu_memory") or {}).get("peak_allocated_bytes")
+                gpu = gpu or gpu_memory_of(process.pid)
                 results.append(
                     RunResult(
                         mode=mode,
@@ -180,7 +222,7 @@ def run_mode(
                         audio_seconds=audio,
                         wall_seconds=wall,
                         latencies=latencies,
-                        engine_calls=metric(url, "asrnode_engine_calls_total", model=MODEL_ID)
+                        engine_calls=metric(url, "asrnode_engine_calls_total", model=model_id)
                         - calls_before,
                         peak_rss_bytes=peak_rss(process.pid),
                         gpu_peak_bytes=gpu,
@@ -228,9 +270,12 @@ def engine_ceiling(model_dir: Path, device: str) -> str:
     return "\n".join(lines)
 
 
-def describe_device(device: str) -> str:
-    import torch
+def speech_clips() -> list[tuple[bytes, float]]:
+    """Real recorded English (1-7 s each) for a Whisper that really transcribes."""
+    return [(utterance.wav_bytes(), utterance.seconds) for utterance in english_utterances()]
 
+
+def describe_device(device: str) -> str:
     cpu = platform.processor() or "cpu"
     for line in (
         Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
@@ -238,9 +283,21 @@ def describe_device(device: str) -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    parts = [f"{os.cpu_count()} x {cpu}", f"torch {torch.__version__}"]
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        parts.insert(0, torch.cuda.get_device_name(0))
+    parts = [f"{os.cpu_count()} x {cpu}"]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        parts.append(f"torch {torch.__version__}")
+        if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+            parts.insert(0, torch.cuda.get_device_name(0))
+    try:
+        import ctranslate2
+
+        parts.append(f"CTranslate2 {ctranslate2.__version__}")
+    except ImportError:
+        pass
     return ", ".join(parts)
 
 
@@ -264,50 +321,81 @@ def table(results: list[RunResult]) -> str:
 
 
 def _has_cuda() -> bool:
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return False
     return bool(torch.cuda.is_available())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["tiny", "large"], default="large")
+    parser.add_argument("--engine", choices=["paraformer", "whisper"], default="paraformer")
+    parser.add_argument(
+        "--shape",
+        default=None,
+        help="paraformer: tiny or large (default); whisper: tiny.en (the embedded model, "
+        "default), or a random-weight tiny or large-v3",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda:0 or auto")
     parser.add_argument("--clients", default="1,4,16", help="comma-separated N values")
     parser.add_argument("--requests", type=int, default=2, help="requests per client (N > 1)")
-    parser.add_argument("--clips", type=int, default=10, help="distinct clips, 5-20 s long")
+    parser.add_argument("--clips", type=int, default=10, help="distinct Paraformer clips, 5-20 s")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     options = parser.parse_args()
 
-    model_dir = options.model_dir or ROOT / "var" / "bench" / f"paraformer-{options.shape}"
-    if not (model_dir / "model.pt").exists():
-        print(f"building a random {options.shape} Paraformer in {model_dir} …", flush=True)
-        build_random_paraformer(model_dir, options.shape)
+    bench_dir = ROOT / "var" / "bench"
+    ceiling = ""
+    if options.engine == "paraformer":
+        shape = options.shape or "large"
+        model_dir = options.model_dir or bench_dir / f"paraformer-{shape}"
+        if not (model_dir / "model.pt").exists():
+            print(f"building a random {shape} Paraformer in {model_dir} …", flush=True)
+            build_random_paraformer(model_dir, shape)
+        model_spec = f"{MODEL_ID}={model_dir}"
+        clip_set = clips(options.clips)
+        title, clip_note = f"{shape} Paraformer", "clips 5-20 s"
+    else:
+        shape = options.shape or "tiny.en"
+        if shape == "tiny.en":
+            model_spec = "whisper-tiny.en"
+        else:
+            model_dir = options.model_dir or bench_dir / f"whisper-{shape}-random"
+            if not (model_dir / "model.bin").exists():
+                print(f"building a random {shape} Whisper in {model_dir} …", flush=True)
+                build_random_whisper(model_dir, shape)
+            model_spec = f"{MODEL_ID}={model_dir}"
+        clip_set = speech_clips()
+        title = f"Whisper {shape}" + ("" if shape == "tiny.en" else " (random weights)")
+        clip_note = "real recorded English, 1-7 s per request"
     client_counts = [int(value) for value in options.clients.split(",")]
-    clip_set = clips(options.clips)
     results: list[RunResult] = []
     for mode in MODES:
         results += run_mode(
             mode,
-            model_dir,
+            model_spec,
             options.device,
             clip_set,
             client_counts,
             options.requests,
-            ROOT / "var" / "bench",
+            bench_dir,
         )
     device = describe_device(options.device)
-    ceiling = engine_ceiling(
-        model_dir, "cpu" if options.device == "auto" and not _has_cuda() else options.device
-    )
+    if options.engine == "paraformer":
+        ceiling = engine_ceiling(
+            model_dir, "cpu" if options.device == "auto" and not _has_cuda() else options.device
+        )
+        ceiling = (
+            f"\nEngine alone, equal-length clips (the most batching can gain here):\n\n{ceiling}\n"
+        )
     report = (
-        f"### {options.shape} Paraformer, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Device: {device}. Command: `python bench/node_throughput.py "
-        f"{' '.join(sys.argv[1:])}`.\n\n"
-        f"Through a real node, N closed-loop clients, clips 5-20 s:\n\n{table(results)}\n\n"
-        f"Engine alone, equal-length clips (the most batching can gain here):\n\n{ceiling}\n"
+        f"### {title}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n"
+        f"Device: {device} (load average {os.getloadavg()[0]:.1f} at the end). Command: "
+        f"`python bench/node_throughput.py {' '.join(sys.argv[1:])}`.\n\n"
+        f"Through a real node, N closed-loop clients, {clip_note}:\n\n{table(results)}\n"
+        f"{ceiling}"
     )
     print()
     print(report)

@@ -25,7 +25,7 @@ class GatewaySettings(BaseSettings):
     nodes: str = "http://127.0.0.1:8001"
     node_secret: str = ""
     # The model OpenAI aliases (whisper-1, …) and requests without a known model resolve to.
-    default_model: str = "pocketsphinx-en"
+    default_model: str = "whisper-tiny.en"
     max_upload_bytes: int = 25 * 1024 * 1024
     # Longer audio is refused on the synchronous routes (413 audio_too_long) and belongs in an
     # asynchronous job (POST /v1/jobs), which no HTTP timeout cuts short.

@@ -69,10 +69,7 @@ def error_response(
 def create_app(settings: InferenceSettings, engines: list[Engine] | None = None) -> FastAPI:
     """The node app; ``engines`` overrides what ``settings.models`` would build."""
     if engines is None:
-        engines = [
-            build_engine(spec, device=settings.device, hub=settings.hub, threads=settings.threads)
-            for spec in parse_model_specs(settings.models)
-        ]
+        engines = [build_engine(spec, settings) for spec in parse_model_specs(settings.models)]
     batching = BatchingSettings(
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
@@ -199,6 +196,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         hotwords: Annotated[str | None, Form()] = None,
         word_timestamps: Annotated[bool, Form()] = False,
         itn: Annotated[bool, Form()] = True,
+        temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
     ) -> TranscriptionResult:
         """Transcribe one audio file into the canonical result (long audio is cut by VAD)."""
         params = TranscribeParams(
@@ -207,6 +205,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
             hotwords=hotwords or None,
             word_timestamps=word_timestamps,
             itn=itn,
+            temperature=temperature,
         )
         host = pool.host_for(params.model)
         host.engine.resolve_language(params.language)  # refuse before any work is queued
@@ -291,11 +290,12 @@ def assemble(
                 else None
             )
             segments.append(
-                Segment(
-                    start=round(segment.start + offset, 3),
-                    end=round(segment.end + offset, 3),
-                    text=segment.text,
-                    words=words,
+                segment.model_copy(
+                    update={
+                        "start": round(segment.start + offset, 3),
+                        "end": round(segment.end + offset, 3),
+                        "words": words,
+                    }
                 )
             )
     languages = host.engine.info().languages

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS = "pocketsphinx-en"
+# Whisper tiny.en from a pinned PyPI package: good English on a CPU with no network.
+DEFAULT_MODELS = "whisper-tiny.en"
 
 
 class InferenceSettings(BaseSettings):
@@ -13,14 +14,26 @@ class InferenceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8001
-    # Comma-separated entries `NAME` or `NAME=SOURCE`. Names starting with `pocketsphinx` use
-    # PocketSphinx; every other name is a FunASR model whose SOURCE (a hub name or a local
-    # directory) defaults to NAME. The first entry is the default model.
+    # Comma-separated entries `NAME` or `NAME=SOURCE`; the first entry is the default model.
+    # `pocketsphinx*` is PocketSphinx. `whisper-*` is faster-whisper: whisper-tiny(.en),
+    # -base(.en), -small(.en), -medium(.en), -large-v3 and -turbo are fetched from the Hugging
+    # Face hub, except whisper-tiny.en, which ships with the node; SOURCE may be a CTranslate2
+    # model directory or a hub repository. Every other name is a FunASR model whose SOURCE (a
+    # hub name or a local directory) defaults to NAME.
     models: str = DEFAULT_MODELS
+    # cpu, cuda, cuda:N or auto (CUDA when a GPU is visible).
     device: str = "auto"
-    # CPU threads for torch (FunASR's ncpu); 0 means one per core.
+    # CPU threads per model (CTranslate2's intra-op threads, FunASR's ncpu); 0 means one per core.
     threads: int = Field(default=0, ge=0)
+    # FunASR's model hub: ms (ModelScope) or hf (Hugging Face).
     hub: str = "ms"
+    # faster-whisper: CTranslate2 compute type; auto is int8 on the CPU and float16 on CUDA.
+    whisper_compute_type: str = "auto"
+    # Beam width at temperature 0, and candidates drawn per sampled decode at temperature > 0.
+    whisper_beam_size: int = Field(default=5, ge=1, le=16)
+    whisper_best_of: int = Field(default=5, ge=1, le=16)
+    # Where hub models are cached (default: the Hugging Face cache, ~/.cache/huggingface).
+    whisper_download_root: str = ""
     # Bearer secret the gateway must present; empty accepts any caller (loopback development).
     node_secret: str = ""
     # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open.
@@ -31,7 +44,8 @@ class InferenceSettings(BaseSettings):
     max_batch: int = Field(default=16, ge=1, le=256)
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     # A batch is padded to its longest item: at most this many padded seconds per engine call,
-    # and only items at least min_batch_fill as long as the longest share a batch.
+    # and only items at least min_batch_fill as long as the longest share a batch. Neither
+    # applies to Whisper, which pads every item to its 30 s window: max_batch bounds it alone.
     max_batch_audio_seconds: float = Field(default=120.0, gt=0)
     min_batch_fill: float = Field(default=0.7, ge=0, le=1)
     # Requests admitted per model (queued or running); the next one gets 503 node_overloaded.

@@ -56,7 +56,13 @@ class WorkItem:
     def batch_key(self) -> tuple[object, ...]:
         """Items batch together only when every transcript-changing parameter agrees."""
         params = self.params
-        return (params.language, params.hotwords, params.itn, params.word_timestamps)
+        return (
+            params.language,
+            params.hotwords,
+            params.itn,
+            params.word_timestamps,
+            params.temperature,
+        )
 
     @property
     def abandoned(self) -> bool:
@@ -223,13 +229,18 @@ class ModelHost:
             (item for item in list(self._pending)[1:] if item.batch_key == first.batch_key),
             key=lambda item: abs(item.audio.size - first.audio.size),
         )
+        window = self.engine.fixed_window_seconds
         batch = [first]
         shortest = longest = first.audio.size
         for item in candidates:
             if len(batch) >= self.batching.max_batch:
                 break
             low, high = min(shortest, item.audio.size), max(longest, item.audio.size)
-            if high * (len(batch) + 1) > limit or low < self.batching.min_fill * high:
+            # An engine that pads every item to its fixed window costs the same per item
+            # whatever the lengths: max_batch alone bounds its calls.
+            if window is None and (
+                high * (len(batch) + 1) > limit or low < self.batching.min_fill * high
+            ):
                 continue
             batch.append(item)
             shortest, longest = low, high

@@ -1,11 +1,16 @@
-"""Build a random-weight Paraformer model directory with FunASR's own classes.
+"""Build random-weight model directories: a Paraformer with FunASR's own classes, a Whisper with
+transformers' classes converted by CTranslate2.
 
-The directory (``config.yaml``, ``model.pt``, ``tokens.json``) loads through
-``AutoModel(model=dir)`` exactly like a downloaded one, so tests exercise the real loading and
-inference path offline, and benchmarks get the real FLOPs of a paraformer-large-shaped model
-(random weights cost the same as trained ones; the transcripts are gibberish).
+The Paraformer directory (``config.yaml``, ``model.pt``, ``tokens.json``) loads through
+``AutoModel(model=dir)`` exactly like a downloaded one; the Whisper directory (``model.bin``,
+``config.json``, ``tokenizer.json``, ...) is a CTranslate2 conversion like the hub's. Tests
+exercise the real loading and inference paths offline, and benchmarks get the real FLOPs of a
+paraformer-large- or Whisper-large-v3-shaped model (random weights cost the same as trained
+ones; the transcripts are gibberish). Whisper needs torch and transformers (the funasr and bench
+extras).
 
     python -m inference.modelgen ./var/models/tiny-paraformer --shape tiny
+    python -m inference.modelgen ./var/models/whisper-large-v3 --whisper --shape large-v3
 """
 
 from __future__ import annotations
@@ -127,13 +132,91 @@ def build_random_paraformer(directory: Path, shape: str = "tiny", seed: int = 0)
     return directory
 
 
+# transformers WhisperConfig fields of the shapes a random Whisper can take.
+WHISPER_SHAPES: dict[str, dict[str, int]] = {
+    # A few million parameters: loads and decodes a window in well under a second on a CPU.
+    "tiny": {
+        "d_model": 64,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2,
+        "encoder_ffn_dim": 128,
+        "decoder_ffn_dim": 128,
+        "num_mel_bins": 80,
+    },
+    # The shape of whisper-large-v3.
+    "large-v3": {
+        "d_model": 1280,
+        "encoder_layers": 32,
+        "decoder_layers": 32,
+        "encoder_attention_heads": 20,
+        "decoder_attention_heads": 20,
+        "encoder_ffn_dim": 5120,
+        "decoder_ffn_dim": 5120,
+        "num_mel_bins": 128,
+    },
+}
+# Whisper's vocabulary size (51866 for large-v3; one slot fewer changes no FLOPs that matter).
+WHISPER_VOCABULARY = 51865
+
+
+def build_random_whisper(
+    directory: Path, shape: str = "tiny", seed: int = 0, quantization: str | None = None
+) -> Path:
+    """Write a loadable random-weight Whisper (CTranslate2) of ``shape`` to ``directory``, with
+    the embedded whisper-tiny.en's tokenizer. CTranslate2 treats it as English-only (it decodes
+    with the English prompt), which changes no cost that matters for a benchmark."""
+    import shutil
+
+    import ctranslate2
+    import torch
+    import transformers
+
+    from inference.engines.whisper_engine import embedded_model_dir
+
+    source = directory.parent / f"{directory.name}.transformers"
+    source.mkdir(parents=True, exist_ok=True)
+    tokenizer = transformers.WhisperTokenizerFast(
+        tokenizer_file=str(embedded_model_dir() / "tokenizer.json")
+    )
+    tokenizer.save_pretrained(source)
+    dimensions = WHISPER_SHAPES[shape]
+    config = transformers.WhisperConfig(
+        **dimensions,
+        vocab_size=WHISPER_VOCABULARY,
+        max_source_positions=1500,
+        max_target_positions=448,
+        decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    transformers.WhisperForConditionalGeneration(config).save_pretrained(source)
+    if quantization is None:
+        quantization = "float16" if ctranslate2.get_cuda_device_count() > 0 else "int8"
+    converter = ctranslate2.converters.TransformersConverter(
+        str(source), copy_files=["tokenizer.json"]
+    )
+    converter.convert(str(directory), quantization=quantization, force=True)
+    (directory / "preprocessor_config.json").write_text(
+        json.dumps({"feature_size": dimensions["num_mel_bins"], "sampling_rate": 16000})
+    )
+    shutil.rmtree(source)
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--whisper", action="store_true", help="a Whisper, not a Paraformer")
+    parser.add_argument("--shape", choices=sorted({*SHAPES, *WHISPER_SHAPES}), default="tiny")
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
-    path = build_random_paraformer(options.directory, options.shape, options.seed)
+    if options.whisper:
+        path = build_random_whisper(options.directory, options.shape, options.seed)
+    else:
+        path = build_random_paraformer(options.directory, options.shape, options.seed)
     print(path)  # noqa: T201
 
 

@@ -42,6 +42,13 @@ class TranscribeParams(BaseModel):
     hotwords: str | None = Field(default=None, description="biasing words (OpenAI `prompt`)")
     word_timestamps: bool = False
     itn: bool = True
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="sampling temperature (OpenAI `temperature`); None or 0 decodes greedily "
+        "or by beam search, engines without sampling ignore it",
+    )
 
 
 class Word(BaseModel):
@@ -51,10 +58,18 @@ class Word(BaseModel):
 
 
 class Segment(BaseModel):
+    """A stretch of the transcript. The decoding statistics are what the engine measured (None
+    when an engine does not produce them), never filled in with made-up values."""
+
     start: float
     end: float
     text: str
     words: list[Word] | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    temperature: float | None = None
+    tokens: list[int] | None = None
 
 
 class TranscriptionResult(BaseModel):

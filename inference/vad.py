@@ -1,17 +1,25 @@
-"""Cutting long audio into speech spans with silero-vad (its weights ship in its package).
+"""Cutting long audio into speech spans with Silero VAD, run as ONNX by onnxruntime (the model
+ships inside faster-whisper; no torch).
 
 Spans are merged up to ``max_segment_seconds`` so the engine gets few, well-filled items; a
-single stretch of speech longer than that is cut by silero at its quietest point.
+single stretch of speech longer than that is cut by Silero at its quietest point. Each call
+starts the model from a zero state, so a span never depends on audio seen before.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from inference.audio import SAMPLE_RATE, AudioArray
 
 Span = tuple[int, int]
+
+# Silero's standard settings (those of the silero-vad package): speech of at least 250 ms,
+# ended by 100 ms of silence, padded by 30 ms.
+THRESHOLD = 0.5
+MIN_SPEECH_MS = 250
+MIN_SILENCE_MS = 100
+SPEECH_PAD_MS = 30
 
 
 class VadSegmenter:
@@ -20,22 +28,19 @@ class VadSegmenter:
         self.max_segment_seconds = max_segment_seconds
         self._model: Any = None
         self.error: str | None = None
-        # silero's TorchScript model keeps state between calls: one caller at a time.
-        self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
         return self._model is not None
 
     def load(self) -> None:
-        from silero_vad import load_silero_vad
+        from faster_whisper.vad import get_vad_model
 
-        with self._lock:
-            if self._model is None:
-                self._model = load_silero_vad()
+        if self._model is None:
+            self._model = get_vad_model()
 
     def load_or_record(self) -> None:
-        """Load at start-up (importing torch takes seconds); a failure is kept for /health/ready."""
+        """Load at start-up; a failure is kept for /health/ready."""
         try:
             self.load()
         except Exception as error:
@@ -43,17 +48,17 @@ class VadSegmenter:
 
     def split(self, audio: AudioArray) -> list[Span]:
         """Sample spans of speech, in order, each at most ``max_segment_seconds`` long."""
-        import torch
-        from silero_vad import get_speech_timestamps
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         self.load()
-        with self._lock:
-            regions = get_speech_timestamps(
-                torch.from_numpy(audio),
-                self._model,
-                sampling_rate=SAMPLE_RATE,
-                max_speech_duration_s=self.max_segment_seconds,
-            )
+        options = VadOptions(
+            threshold=THRESHOLD,
+            min_speech_duration_ms=MIN_SPEECH_MS,
+            min_silence_duration_ms=MIN_SILENCE_MS,
+            speech_pad_ms=SPEECH_PAD_MS,
+            max_speech_duration_s=self.max_segment_seconds,
+        )
+        regions = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
         return merge_spans(
             [(int(r["start"]), int(r["end"])) for r in regions], self.max_segment_samples
         )

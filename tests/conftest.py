@@ -19,6 +19,17 @@ from tests.fixtures.environment import skip_or_fail
 from tests.fixtures.processes import free_port, running
 
 NODE_SECRET = "test-node-secret"
+# The shared test node serves PocketSphinx (quick on two cores), so gateways under test resolve
+# OpenAI's model aliases to it; the tests of the default install path (Whisper) unset this.
+TEST_DEFAULT_MODEL = "pocketsphinx-en"
+WHISPER_MODEL = "whisper-tiny.en"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gateway_default_model() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GATEWAY_DEFAULT_MODEL", TEST_DEFAULT_MODEL)
+        yield
 
 
 def postgres_base_url() -> str:
@@ -96,4 +107,16 @@ def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("node") / "node.log"
     environment = {"INFERENCE_NODE_SECRET": NODE_SECRET, "INFERENCE_MODELS": "pocketsphinx-en"}
     with running(["node", "--port", str(port)], environment, f"{url}/health/ready", log):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def whisper_node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real node serving the embedded whisper-tiny.en, batching up to 16 items that arrive
+    within 50 ms of each other."""
+    from tests.fixtures.nodes import node_process
+
+    with node_process(
+        tmp_path_factory.mktemp("whisper-node"), WHISPER_MODEL, max_batch=16, max_wait_ms=50
+    ) as url:
         yield url

@@ -27,6 +27,7 @@ def result_cache_key(tenant_id: int | None, md5: str, params: TranscribeParams) 
         "hotwords": params.hotwords,
         "word_timestamps": params.word_timestamps,
         "itn": params.itn,
+        "temperature": params.temperature or None,
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -86,8 +86,8 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
 @click.option(
     "--models",
     default=None,
-    help="Models to serve, e.g. 'paraformer-zh=/models/pz,pocketsphinx-en' "
-    "[default: INFERENCE_MODELS or pocketsphinx-en].",
+    help="Models to serve, e.g. 'whisper-tiny.en,paraformer-zh=/models/pz,pocketsphinx-en' "
+    "[default: INFERENCE_MODELS or whisper-tiny.en].",
 )
 def node(host: str | None, port: int | None, models: str | None) -> None:
     """Run an inference node (needs the `node` extra)."""

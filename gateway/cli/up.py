@@ -33,6 +33,9 @@ ADMIN_TOKEN_HOURS = 12
 DEMO_KEY_FILE = "demo-api-key"
 CONSOLE_ADMIN = "admin"
 CONSOLE_PASSWORD_FILE = "console-admin-password"
+# The node's embedded default (inference.config.DEFAULT_MODELS, not imported: the gateway
+# installs without the node's packages).
+DEFAULT_MODELS = "whisper-tiny.en"
 SAMPLE_AUDIO = Path(__file__).resolve().parents[2] / "docs" / "samples" / "weather.wav"
 
 
@@ -158,7 +161,7 @@ def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:
 @click.option(
     "--models",
     default=None,
-    help="Models for the local node [default: INFERENCE_MODELS or pocketsphinx-en].",
+    help="Models for the local node [default: INFERENCE_MODELS or whisper-tiny.en].",
 )
 @click.option(
     "--data-dir",
@@ -188,7 +191,7 @@ def up(
 
     node_url = f"http://127.0.0.1:{node_port}"
     gateway_url = f"http://{host}:{port}"
-    models = models or os.environ.get("INFERENCE_MODELS", "pocketsphinx-en")
+    models = models or os.environ.get("INFERENCE_MODELS", DEFAULT_MODELS)
     node_secret = os.environ.get("INFERENCE_NODE_SECRET") or secrets.token_urlsafe(24)
     environment = {
         **os.environ,

@@ -24,6 +24,8 @@ def transcribe_form(params: TranscribeParams) -> dict[str, str]:
         form["model"] = params.model
     if params.hotwords:
         form["hotwords"] = params.hotwords
+    if params.temperature:
+        form["temperature"] = repr(params.temperature)
     return form
 
 

@@ -35,13 +35,15 @@ async def create_transcription(
     language: Annotated[str | None, Form()] = None,
     prompt: Annotated[str | None, Form(description="Passed to the model as hotwords.")] = None,
     response_format: Annotated[str | None, Form()] = None,
-    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+    temperature: Annotated[
+        float | None,
+        Form(ge=0, le=1, description="Sampling temperature; 0 decodes by beam search."),
+    ] = None,
     timestamp_granularities: Annotated[
         list[str] | None, Form(alias="timestamp_granularities[]")
     ] = None,
 ) -> Response:
     """Transcribe audio into the input language (OpenAI-compatible), billed per output token."""
-    del temperature  # accepted for compatibility; decoding here is deterministic
     output_format = parse_response_format(response_format)
     granularities = parse_granularities(timestamp_granularities, output_format)
     audio = await read_upload(file, call.settings.max_upload_bytes)
@@ -53,6 +55,7 @@ async def create_transcription(
         language=language or "auto",
         prompt=prompt,
         granularities=granularities,
+        temperature=temperature,
     )
 
     def render(billed: Billed[TranscriptionResult]) -> Response:

@@ -16,3 +16,5 @@ class TranscriptionInput:
     language: str
     prompt: str | None
     granularities: frozenset[TimestampGranularity]
+    # Reaches the engine and is part of the cache key; None and 0 both mean beam search.
+    temperature: float | None = None

@@ -83,6 +83,7 @@ def transcribe_params(request: TranscriptionInput) -> TranscribeParams:
         language=request.language or "auto",
         hotwords=request.prompt or None,
         word_timestamps=TimestampGranularity.word in request.granularities,
+        temperature=request.temperature or None,
     )
 
 
@@ -129,6 +130,7 @@ async def transcribe(
         "language": params.language,
         "prompt": params.hotwords,
         "word_timestamps": params.word_timestamps,
+        **({"temperature": params.temperature} if params.temperature else {}),
     }
     return await call.respond(
         audio_md5=md5,

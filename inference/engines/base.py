@@ -27,6 +27,9 @@ class Engine(ABC):
     """One loaded model."""
 
     engine_name: str = ""
+    # Engines that pad every item to one fixed window (Whisper: 30 s) pay the same for a short
+    # item as for a long one, so the batcher need not group items by length for them.
+    fixed_window_seconds: float | None = None
 
     def __init__(self, model_id: str) -> None:
         self.model_id = model_id

@@ -83,8 +83,8 @@ class FunASREngine(Engine):
             from funasr import AutoModel
         except ImportError as error:
             raise ModelLoadError(
-                f"Model '{self.model_id}' needs FunASR and torch: install the node extra "
-                "(pip install 'asr-billing-gateway[node]')."
+                f"Model '{self.model_id}' needs FunASR and torch: install the funasr extra "
+                "(pip install 'asr-billing-gateway[node,funasr]')."
             ) from error
         is_directory = looks_like_directory(self.source)
         if is_directory:
@@ -123,6 +123,7 @@ class FunASREngine(Engine):
                 "can and point the node at the directory: "
                 f"INFERENCE_MODELS={self.model_id}=/path/to/model-dir"
             ) from error
+        switch_off_dither(self._model)
         logger.info("loaded FunASR model %s in %.1fs", self.model_id, time.perf_counter() - started)
 
     def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
@@ -183,6 +184,20 @@ class FunASREngine(Engine):
                 f"generate() returned {len(results)} results for {len(audios)} inputs"
             )
         return list(results)
+
+
+def switch_off_dither(model: Any) -> None:
+    """FunASR's fbank front end adds random dither (amplitude 1.0 unless a model's config says
+    otherwise) on every call, so the same audio came back as different text from one request
+    to the next. Dither is a training-time regularizer; inference runs without it. AutoModel
+    restores its configuration from a snapshot before every generate(), so the snapshot's front
+    ends are switched off too."""
+    configurations = [model.kwargs, getattr(model, "vad_kwargs", None)]
+    configurations += list((getattr(model, "_base_kwargs_map", None) or {}).values())
+    for kwargs in configurations:
+        frontend = kwargs.get("frontend") if isinstance(kwargs, dict) else None
+        if frontend is not None and hasattr(frontend, "dither"):
+            frontend.dither = 0.0
 
 
 def segments_from_result(

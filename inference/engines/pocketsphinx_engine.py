@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import multiprocessing
+import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -54,6 +55,7 @@ class PocketSphinxEngine(Engine):
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=pocketsphinx_worker.initialize,
+            initargs=(os.getpid(),),
         )
         self._frame_rate = worker.submit(pocketsphinx_worker.frame_rate).result(timeout=120)
         return worker

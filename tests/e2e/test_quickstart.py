@@ -97,6 +97,7 @@ def quickstart(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("INFERENCE_MODELS", None)
+    env.pop("GATEWAY_DEFAULT_MODEL", None)
     log = (tmp_path / "up.log").open("w+")
     process = subprocess.Popen(
         [

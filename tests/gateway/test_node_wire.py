@@ -7,7 +7,8 @@ import asyncio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from gateway.nodes.wire import multipart_body
+from gateway.nodes.wire import multipart_body, transcribe_form
+from inference.protocol import TranscribeParams
 
 
 def parse(content: bytes, content_type: str) -> dict[str, object]:
@@ -60,3 +61,13 @@ def test_a_content_type_cannot_inject_headers() -> None:
     assert b"\r\nX-Evil" not in body.content
     parsed = parse(body.content, body.content_type)
     assert parsed["file"] == ("a.wav", "audio/wavX-Evil: 1", b"RIFF")
+
+
+def test_temperature_travels_only_when_sampling_is_asked_for() -> None:
+    sampled = transcribe_form(TranscribeParams(model="m", hotwords="x", temperature=0.6))
+    assert sampled["temperature"] == "0.6"
+    assert TranscribeParams.model_validate(sampled) == TranscribeParams(
+        model="m", hotwords="x", temperature=0.6
+    )
+    assert "temperature" not in transcribe_form(TranscribeParams(temperature=0.0))
+    assert "temperature" not in transcribe_form(TranscribeParams())

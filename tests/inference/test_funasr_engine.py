@@ -3,6 +3,8 @@ the real loading and inference path, offline."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from inference.config import InferenceSettings
 from inference.engines.funasr_engine import FunASREngine
 from inference.errors import ModelLoadError
 from inference.protocol import TranscribeParams, TranscriptionResult
+from tests.fixtures.processes import ROOT
 
 
 class TestFunASREngine:
@@ -43,6 +46,20 @@ class TestFunASREngine:
         engine = FunASREngine("mine", str(tmp_path / "nothing-here"), device="cpu")
         with pytest.raises(ModelLoadError, match=r"config\.yaml and model\.pt"):
             engine.load()
+
+    def test_a_node_without_the_funasr_extra_says_which_extra(self, paraformer_dir: Path) -> None:
+        # A torch-free node (`pip install .[node]`) has no FunASR: hide it, as such a host would.
+        probe = (
+            "import sys; sys.modules['funasr'] = None\n"
+            "from inference.engines.funasr_engine import FunASREngine\n"
+            "from inference.errors import ModelLoadError\n"
+            f"engine = FunASREngine('tiny', {str(paraformer_dir)!r}, device='cpu')\n"
+            "try:\n    engine.load()\nexcept ModelLoadError as error:\n    print(error.message)\n"
+        )
+        completed = subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        assert "pip install 'asr-billing-gateway[node,funasr]'" in completed.stdout
 
     def test_unreachable_hub_says_how_to_use_a_directory(self) -> None:
         # This machine cannot reach any model hub: the download fails, for real.

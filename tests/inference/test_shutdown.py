@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,4 +53,38 @@ def test_stopping_a_node_stops_its_decoder_process(tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in helpers):
         assert time.monotonic() < deadline, f"left behind: {[p for p in helpers if alive(p)]}"
+        time.sleep(0.1)
+
+
+def descendants_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = set().union(*(children_of(parent) for parent in frontier)) - found
+        found |= children
+        frontier = children
+    return found
+
+
+def test_a_killed_node_leaves_no_decoder_process(tmp_path: Path) -> None:
+    """SIGKILL gives the node no chance to stop its children: they must notice and go."""
+    port = free_port()
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli.main", "node", "--port", str(port)],
+            env={**os.environ, "INFERENCE_MODELS": "pocketsphinx-en"},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}/health/ready", node)
+            helpers = descendants_of(node.pid)
+            assert helpers, "the decoder runs in a child process"
+        finally:
+            node.send_signal(signal.SIGKILL)
+            node.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in helpers):
+        assert time.monotonic() < deadline, f"orphaned: {[p for p in helpers if alive(p)]}"
         time.sleep(0.1)

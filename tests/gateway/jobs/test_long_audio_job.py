@@ -1,8 +1,7 @@
 """Ten minutes of speech as a job: the same transcript as the synchronous path, billed once.
 
-Each path gets a node process of its own, freshly started: a PocketSphinx decoder carries state
-from one utterance to the next, so the first words of a file can come out differently after a
-different previous request. On fresh nodes both paths decode after the same warm-up.
+Each path gets a node process of its own, freshly started, so neither waits behind the other's
+ten minutes.
 """
 
 from __future__ import annotations
