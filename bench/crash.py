@@ -1,5 +1,5 @@
-"""Money through crashes, at any size: the rig of ``tests/e2e/test_crash_billing.py`` (two
-gateways on one PostgreSQL ledger and one Redis, SIGKILLed in turn every 2-3 s, clients
+"""Money through crashes, at any size: the rig of ``tests/e2e/test_crash_billing.py``
+(gateways on one PostgreSQL ledger and one Redis, SIGKILLed in turn every 2-3 s, clients
 retrying with ``Idempotency-Key``), with its counts printed and appended to docs/benchmarks.md.
 
     python bench/crash.py --requests 600
@@ -43,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=600)
     parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--gateways", type=int, default=3, help="gateways killed in turn")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", ""))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""))
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -72,6 +73,7 @@ def main() -> None:
                 Path(logs),
                 requests=options.requests,
                 clients=options.clients,
+                gateways_count=options.gateways,
             )
         with database.transaction() as session:
             rows = session.exec(select(UsageEvent)).all()
@@ -90,6 +92,7 @@ def main() -> None:
     table = [
         ("requests (logical, each its own Idempotency-Key)", run.requests),
         ("clients", options.clients),
+        ("gateways (one always left up)", options.gateways),
         ("seconds", f"{run.seconds:.0f}"),
         ("gateway SIGKILLs", run.kills),
         ("seconds between kills (mean)", f"{run.seconds / max(run.kills, 1):.1f}"),
@@ -118,8 +121,9 @@ def main() -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with (ROOT / "docs" / "benchmarks.md").open("a") as out:
             out.write(
-                f"\n### Crash run, {stamp}\n\n`python bench/crash.py --requests {run.requests}`"
-                f" (two gateways on PostgreSQL and Redis, {os.cpu_count()} cores):\n\n"
+                f"\n### Crash run, {stamp}\n\n`python bench/crash.py --requests {run.requests} "
+                f"--gateways {options.gateways}` (PostgreSQL and Redis, {os.cpu_count()} cores, "
+                f"load average {os.getloadavg()[0]:.1f} at the end):\n\n"
                 + "\n".join(lines)
                 + "\n"
             )

@@ -1,17 +1,19 @@
 """A rig that SIGKILLs gateways while clients retry with ``Idempotency-Key``, and counts what
 reached the ledger. Used by ``tests/e2e/test_crash_billing.py`` and ``bench/crash.py``.
 
-Two ``asrgw gateway`` processes share one PostgreSQL ledger and one Redis; a node stand-in
-(``tests.fixtures.standin_node``) answers each transcription after 50-600 ms with a transcript
-that is a function of the audio. ``clients`` concurrent clients send ``requests`` different
-one-second recordings, each under its own key, to either gateway, retrying the same key on
-connection errors, 5xx and 409 until it succeeds; meanwhile one gateway at a time is SIGKILLed
-every 2-3 s and started again.
+Three ``asrgw gateway`` processes (``gateways_count``) share one PostgreSQL ledger and one
+Redis; a node stand-in (``tests.fixtures.standin_node``) answers each transcription after
+50-600 ms with a transcript that is a function of the audio. ``clients`` concurrent clients send
+``requests`` different one-second recordings, each under its own key, to any gateway, retrying
+the same key on
+connection errors, 5xx and 409 until it succeeds; meanwhile a gateway is SIGKILLed every 2-3 s,
+in turn, and started again (one is always left up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import random
@@ -91,11 +93,12 @@ async def _client(
             audio = recording(index)
             answer = answers[index]
             pause = 0.05
+            gateway = rng.randrange(len(urls))
             for _ in range(MAX_TRIES):
                 answer.tries += 1
                 try:
                     response = await http.post(
-                        f"{rng.choice(urls)}/v1/audio/transcriptions",
+                        f"{urls[gateway]}/v1/audio/transcriptions",
                         headers={
                             "Authorization": f"Bearer {api_key}",
                             "Idempotency-Key": answer.key,
@@ -104,9 +107,13 @@ async def _client(
                         data={"model": "whisper-1"},
                     )
                 except httpx.TransportError as error:
+                    # That gateway is down (or died mid-request): the next one, at once; a
+                    # pause only once every gateway has been tried.
                     statuses[type(error).__name__] += 1
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+                    gateway = (gateway + 1) % len(urls)
+                    if answer.tries % len(urls) == 0:
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
                     continue
                 statuses[str(response.status_code)] += 1
                 if response.status_code == 200:
@@ -126,9 +133,10 @@ async def _client(
 
 async def _killer(gateways: list[Restartable], stop: asyncio.Event, seed: int) -> None:
     """Every 2-3 s, SIGKILL a gateway and start it again, taking turns; a gateway is killed
-    only while the other one is up, so clients always have somewhere to retry."""
+    only while another one is up, so clients always have somewhere to retry. A restart takes
+    seconds (imports, then the application's start), so several gateways take turns."""
     rng = random.Random(seed)
-    restarts: dict[int, asyncio.Task[None]] = {}
+    restarting: dict[int, asyncio.Task[None]] = {}
     turn = 0
     try:
         while not stop.is_set():
@@ -137,17 +145,21 @@ async def _killer(gateways: list[Restartable], stop: asyncio.Event, seed: int) -
                 return
             except TimeoutError:
                 pass
-            victim, other = turn % 2, (turn + 1) % 2
-            if other in restarts:
-                await restarts.pop(other)  # the other must be serving before this one dies
-            if victim in restarts:
-                await restarts.pop(victim)
+            for index, task in list(restarting.items()):
+                if task.done():
+                    await restarting.pop(index)
+            up = [index for index in range(len(gateways)) if index not in restarting]
+            if len(up) < 2:
+                # Wait for one to come back: the last one standing is never killed.
+                await asyncio.wait(restarting.values(), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            victim = min(up, key=lambda index: (index - turn) % len(gateways))
+            turn = victim + 1
             await asyncio.to_thread(gateways[victim].kill)
-            restarts[victim] = asyncio.create_task(asyncio.to_thread(gateways[victim].start))
-            turn += 1
+            restarting[victim] = asyncio.create_task(asyncio.to_thread(gateways[victim].start))
     finally:
-        for restart in restarts.values():
-            await restart
+        for task in restarting.values():
+            await task
 
 
 async def _drive(
@@ -202,6 +214,7 @@ def run_crashes(
     *,
     requests: int,
     clients: int = 12,
+    gateways_count: int = 3,
 ) -> CrashRun:
     """Run the rig; gateways and the node are stopped when it returns."""
     node_port = free_port()
@@ -211,7 +224,7 @@ def run_crashes(
         "--port", str(node_port), "--no-access-log",
     ]  # fmt: skip
     environment = gateway_environment(database_url, node_url, redis_url, prefix)
-    ports = [free_port(), free_port()]
+    ports = [free_port() for _ in range(gateways_count)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     gateways = [
         Restartable(
@@ -223,7 +236,9 @@ def run_crashes(
         for index, (port, url) in enumerate(zip(ports, urls, strict=True))
     ]
     with running_command(node_command, {}, f"{node_url}/health/ready", log_dir / "node.log"):
-        with gateways[0], gateways[1]:
+        with contextlib.ExitStack() as stack:
+            for gateway in gateways:
+                stack.enter_context(gateway)
             started = time.monotonic()
             answers, statuses = asyncio.run(_drive(gateways, urls, api_key, requests, clients))
             seconds = time.monotonic() - started
