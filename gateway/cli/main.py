@@ -8,6 +8,7 @@ import os
 import click
 
 from gateway.cli.admin import admin
+from gateway.cli.migrate import migrate
 from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up
 
@@ -109,6 +110,7 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
 
 cli.add_command(up)
 cli.add_command(admin)
+cli.add_command(migrate)
 cli.add_command(transcribe)
 
 
