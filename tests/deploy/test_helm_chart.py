@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -508,3 +509,42 @@ class TestHelmTest:
         env = env_of(pod["spec"]["containers"][0])
         assert secret_ref(env["ASRGW_API_KEY"]) == ("asrgw-helm-test-key", "api-key")
         assert "GATEWAY_ADMIN_JWT_SECRET" not in env
+
+
+def value_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the values the schema describes, down to open objects and scalars."""
+    closed = schema.get("additionalProperties") is False and "properties" in schema
+    if not closed:
+        return [prefix]
+    return [
+        path
+        for key, child in schema["properties"].items()
+        for path in value_paths(child, f"{prefix}.{key}" if prefix else key)
+    ]
+
+
+class TestDocs:
+    def test_every_value_is_in_the_values_table_and_the_table_names_no_other(self) -> None:
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        paths = value_paths(schema)
+        docs = (ROOT / "docs" / "deploy.md").read_text()
+        table = docs.split("### Values", 1)[1].split("\n### ", 1)[0]
+        documented = {
+            name
+            for line in table.splitlines()
+            if line.startswith("| `")
+            for name in re.findall(r"`([a-zA-Z][\w.]*)`", line.split(" | ")[0])
+        }
+        # A probe's timing fields are described once for all probes.
+        undocumented = [
+            path
+            for path in paths
+            if path not in documented and path.rsplit(".", 1)[0] not in documented
+        ]
+        assert undocumented == []
+        unknown = {
+            name
+            for name in documented
+            if name not in paths and not any(path.startswith(f"{name}.") for path in paths)
+        }
+        assert unknown == set()
