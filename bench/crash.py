@@ -123,9 +123,7 @@ def main() -> None:
             out.write(
                 f"\n### Crash run, {stamp}\n\n`python bench/crash.py --requests {run.requests} "
                 f"--gateways {options.gateways}` (PostgreSQL and Redis, {os.cpu_count()} cores, "
-                f"load average {os.getloadavg()[0]:.1f} at the end):\n\n"
-                + "\n".join(lines)
-                + "\n"
+                f"load average {os.getloadavg()[0]:.1f} at the end):\n\n" + "\n".join(lines) + "\n"
             )
 
 

@@ -42,6 +42,7 @@ from gateway.ledger import Ledger
 from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
+from gateway.nodes.discovery import NodeDiscovery, Resolver
 from gateway.nodes.membership import run_membership_sync
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
@@ -58,8 +59,10 @@ def create_app(
     billing_settings: BillingSettings | None = None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    resolver: Resolver | None = None,
 ) -> FastAPI:
-    """Build the gateway. ``transport`` replaces the network to the nodes (tests only)."""
+    """Build the gateway. ``transport`` replaces the network to the nodes, ``resolver`` the
+    system's DNS resolver for the DNS names of GATEWAY_NODES (tests only)."""
     settings = settings or GatewaySettings()
     billing_settings = billing_settings or BillingSettings()
 
@@ -90,6 +93,9 @@ def create_app(
             background.start_soon(leases.run)
             background.start_soon(sweep_ledger, database, settings)
             background.start_soon(nodes.run_health_checks)
+            discovery = NodeDiscovery.from_settings(settings, nodes, resolver)
+            if discovery is not None:
+                background.start_soon(discovery.run)
             background.start_soon(
                 run_membership_sync, nodes, database, settings.node_health_interval_seconds
             )

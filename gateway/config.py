@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import httpx
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,14 +16,20 @@ ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "
 # What the official SDKs send by default; served by the gateway's default model.
 OPENAI_MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
 
+# A GATEWAY_NODES entry starting with this is a DNS name whose addresses are the nodes.
+DNS_NODES_PREFIX = "dns+"
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 8000
-    # Comma-separated base URLs of inference nodes.
+    # Comma-separated inference nodes: base URLs, and DNS names standing for every address they
+    # resolve to, written dns+http://NAME:PORT (a Kubernetes headless Service; docs/node.md).
     nodes: str = "http://127.0.0.1:8001"
+    # How often the DNS names of GATEWAY_NODES are looked up again.
+    node_dns_refresh_seconds: float = Field(default=10.0, gt=0)
     node_secret: str = ""
     # The model OpenAI aliases (whisper-1, …) and requests without a known model resolve to.
     default_model: str = "whisper-tiny.en"
@@ -147,10 +154,15 @@ class GatewaySettings(BaseSettings):
 
     @field_validator("nodes")
     @classmethod
-    def _nodes_are_urls(cls, value: str) -> str:
-        for url in value.split(","):
-            if url.strip() and not url.strip().startswith(("http://", "https://")):
-                raise ValueError(f"node URL {url!r} must start with http:// or https://")
+    def _nodes_are_urls_or_dns_names(cls, value: str) -> str:
+        for entry in (entry.strip() for entry in value.split(",")):
+            if entry.startswith(DNS_NODES_PREFIX):
+                _check_dns_nodes_entry(entry)
+            elif entry and not entry.startswith(("http://", "https://")):
+                raise ValueError(
+                    f"node {entry!r} must be a URL (http:// or https://) or a DNS name "
+                    f"({DNS_NODES_PREFIX}http://NAME:PORT)"
+                )
         return value
 
     @field_validator("admin_jwks_algorithms")
@@ -193,4 +205,31 @@ class GatewaySettings(BaseSettings):
 
     @property
     def node_urls(self) -> list[str]:
-        return [url.strip().rstrip("/") for url in self.nodes.split(",") if url.strip()]
+        """The node URLs of GATEWAY_NODES (its DNS names aside)."""
+        entries = (entry.strip() for entry in self.nodes.split(","))
+        return [
+            entry.rstrip("/")
+            for entry in entries
+            if entry and not entry.startswith(DNS_NODES_PREFIX)
+        ]
+
+    @property
+    def node_dns_entries(self) -> list[str]:
+        """The ``dns+http://NAME:PORT`` entries of GATEWAY_NODES."""
+        entries = (entry.strip() for entry in self.nodes.split(","))
+        return [entry for entry in entries if entry.startswith(DNS_NODES_PREFIX)]
+
+
+def _check_dns_nodes_entry(entry: str) -> None:
+    try:
+        url = httpx.URL(entry.removeprefix(DNS_NODES_PREFIX))
+    except httpx.InvalidURL as error:
+        raise ValueError(f"node DNS name {entry!r} is not a URL: {error}") from None
+    if url.scheme != "http":
+        # The nodes are reached by address, which a TLS certificate does not name.
+        raise ValueError(
+            f"node DNS name {entry!r} must be {DNS_NODES_PREFIX}http://NAME:PORT: nodes found "
+            "through DNS are reached at their addresses, over plain HTTP"
+        )
+    if not url.host:
+        raise ValueError(f"node DNS name {entry!r} names no host")

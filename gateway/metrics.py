@@ -85,6 +85,14 @@ UPSTREAM_REQUESTS = Counter(
     ["node", "outcome"],
 )
 
+# ``result``: "ok" (addresses found), "empty" (the name does not exist or has no records: its
+# nodes depart), "error" (no answer: the last one is kept). One lookup per DNS name of
+# GATEWAY_NODES per GATEWAY_NODE_DNS_REFRESH_SECONDS.
+NODE_DNS_LOOKUPS = Counter(
+    "asrgw_node_dns_lookups_total",
+    "DNS lookups of the node names in GATEWAY_NODES, by result.",
+    ["result"],
+)
 # Admission.
 
 # ``limiter``: "requests" (the per-minute window) or "concurrency" (requests in flight).
@@ -166,6 +174,8 @@ for _result in ("hit", "miss"):
     CACHE_LOOKUPS.labels(result=_result)
 for _operation in ("get", "put"):
     CACHE_ERRORS.labels(operation=_operation)
+for _result in ("ok", "empty", "error"):
+    NODE_DNS_LOOKUPS.labels(result=_result)
 
 
 def record_charge(billable: BillableTranscription, charge: UsageCharge) -> None:
@@ -201,7 +211,11 @@ NODE_HEALTHY: Family = (
     "1 when the node's last /health/ready check answered ready (0 before the first check).",
     ["node"],
 )
-NODE_DRAINING: Family = ("asrgw_node_draining", "1 while the node is draining.", ["node"])
+NODE_DRAINING: Family = (
+    "asrgw_node_draining",
+    "1 while the node takes no new requests: drained by an admin, or gone from its DNS name.",
+    ["node"],
+)
 NODE_CIRCUIT_OPEN: Family = (
     "asrgw_node_circuit_open",
     "1 while the node's circuit breaker is open or half-open after consecutive failures.",
@@ -262,13 +276,14 @@ class PoolCollector(Collector):
             is_open = node.circuit != "closed"
             for family, value in (
                 (healthy, node.healthy is True),
-                (draining, node.draining),
+                (draining, node.draining or node.departed),
                 (circuit_open, is_open),
                 (outstanding, node.outstanding),
             ):
                 assert isinstance(family, GaugeMetricFamily)
                 family.add_metric([node.url], float(value))
-            if node.healthy and not node.draining and node.circuit != "open":
+            takes_new = not node.draining and not node.departed
+            if node.healthy and takes_new and node.circuit != "open":
                 ready_count += 1
         ready.add_metric([], ready_count)
         yield from (healthy, draining, circuit_open, outstanding, ready)

@@ -83,10 +83,11 @@ def undrain_node(
 def remove_node(
     node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
-    """Take a registered node out of every replica's pool (configured nodes can only drain)."""
+    """Take a registered node out of every replica's pool (GATEWAY_NODES' nodes only drain)."""
     found = nodes.status(node)
     actor = claims.actor(request_id)
-    configured = found.source is NodeSource.config
+    # Nodes of GATEWAY_NODES, its URLs or its DNS names' addresses, come back from there.
+    configured = found.source is not NodeSource.runtime
     in_transaction(
         database,
         lambda session: unregister_node(session, found.url, configured=configured, actor=actor),

@@ -10,6 +10,7 @@ import click
 
 from gateway.cli import console_admin  # noqa: F401  (adds the console's commands to `admin`)
 from gateway.cli.admin import admin
+from gateway.cli.migrate import migrate
 from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up
 
@@ -115,6 +116,7 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
 
 cli.add_command(up)
 cli.add_command(admin)
+cli.add_command(migrate)
 cli.add_command(transcribe)
 
 

@@ -4,6 +4,8 @@
 pool.py      NodePool: membership, health checks, least-outstanding routing, retries, timeouts
 node.py      Node (what the pool knows of one node), NodeStatus (its snapshot)
 breaker.py   CircuitBreaker per node: closed → open → half-open → closed
+discovery.py NodeDiscovery: the nodes behind the DNS names of GATEWAY_NODES (dns+http://…)
+membership.py every replica follows the node registrations and drains kept in the ledger
 errors.py    node answers → customer errors; NodeNotFound (404 node_not_found)
 ```
 """

@@ -17,6 +17,7 @@ from inference.protocol import ModelInfo
 class NodeSource(StrEnum):
     config = "config"  # GATEWAY_NODES
     runtime = "runtime"  # added while running; forgotten on restart
+    dns = "dns"  # an address of a GATEWAY_NODES DNS name (discovery.py); follows its answers
 
 
 class NodeStatus(BaseModel):
@@ -26,7 +27,13 @@ class NodeStatus(BaseModel):
     url: str
     source: NodeSource
     healthy: bool | None = Field(description="last /health/ready answer; null before the first")
-    draining: bool
+    draining: bool = Field(
+        description="drained by an admin: no new requests, those in flight finish"
+    )
+    departed: bool = Field(
+        description="found through DNS and gone from its answer: no new requests; it leaves the "
+        "pool once those in flight finish"
+    )
     outstanding: int = Field(description="requests in flight on this node from this gateway")
     consecutive_failures: int
     circuit: CircuitState
@@ -63,14 +70,26 @@ class Node:
         self.breaker = breaker
         self.healthy: bool | None = None
         self.draining = False
+        self.departed = False
         self.outstanding = 0
         self.models: list[ModelInfo] | None = None
         self.last_check_at: datetime | None = None
         self.last_error: str | None = None
 
+    @property
+    def takes_new_requests(self) -> bool:
+        """Neither drained by an admin nor gone from DNS."""
+        return not self.draining and not self.departed
+
     def eligible(self) -> bool:
-        """May get a new request now: not draining, not known unhealthy, circuit letting it."""
-        return not self.draining and self.healthy is not False and self.breaker.allows_request()
+        """May get a new request now: taking new requests, not known unhealthy, circuit
+        letting it. A node found through DNS is new to every replica: it waits for a ready
+        answer to its first health check."""
+        if not self.takes_new_requests or self.healthy is False:
+            return False
+        if self.healthy is None and self.source is NodeSource.dns:
+            return False
+        return self.breaker.allows_request()
 
     def serves(self, model: str | None) -> bool | None:
         """Whether the node serves ``model``; None while its models are unknown."""
@@ -86,6 +105,7 @@ class Node:
             source=self.source,
             healthy=self.healthy,
             draining=self.draining,
+            departed=self.departed,
             outstanding=self.outstanding,
             consecutive_failures=self.breaker.consecutive_failures,
             circuit=self.breaker.state,

@@ -1,7 +1,8 @@
 """The node pool: which inference node gets a request, and what the gateway knows of each.
 
-- Membership: ``GATEWAY_NODES`` at start; ``add``, ``remove``, ``drain``, ``undrain`` while
-  running (per gateway replica).
+- Membership: the URLs of ``GATEWAY_NODES`` at start; ``add``, ``remove``, ``drain``,
+  ``undrain`` while running (per gateway replica); the addresses of its DNS names as
+  ``discovery.py`` finds them (``follow_discovered``).
 - Health: ``run_health_checks`` polls each node's ``/health/ready``; a node that is not ready gets
   nothing until it is again. A refused connection marks a node unhealthy at once.
 - Routing: least outstanding requests among eligible nodes, ties in rotation; nodes known not to
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import anyio
@@ -86,10 +88,33 @@ class NodePool:
     def remove(self, node: str) -> NodeStatus:
         """Take a node (id or URL) out at once; requests in flight on it still finish."""
         found = self._find(node)
-        del self._nodes[found.url]
-        metrics.forget_node(found.url)
-        logger.info("node %s removed from the pool", found.url)
+        self._forget(found)
         return found.status()
+
+    def follow_discovered(self, urls: Collection[str]) -> list[str]:
+        """Make the pool's DNS-found nodes ``urls``: new ones join (unused until a health check
+        finds them ready), departed ones that are back take requests again, and those no longer
+        there depart: no new requests, and they leave once idle. Nodes of other sources at the
+        same URLs are left as they are. Returns the URLs that joined."""
+        joined: list[str] = []
+        for url in sorted(urls):
+            node = self._nodes.get(url)
+            if node is None:
+                self._add(url, NodeSource.dns)
+                joined.append(url)
+            elif node.departed:
+                node.departed = False
+                logger.info("node %s is back in DNS", url)
+        for node in list(self._nodes.values()):
+            if node.source is not NodeSource.dns or node.url in urls:
+                continue
+            if not node.departed:
+                node.departed = True
+                logger.info("node %s is gone from DNS: no new requests", node.url)
+            if node.outstanding == 0:
+                # Idle: nothing can be on it any more, since a departed node is never chosen.
+                self._forget(node)
+        return joined
 
     def drain(self, node: str) -> NodeStatus:
         """No new requests for the node; those in flight finish (``outstanding`` counts them)."""
@@ -122,6 +147,11 @@ class NodePool:
             logger.info("node %s added to the pool (%s)", url, source)
         return node
 
+    def _forget(self, node: Node) -> None:
+        del self._nodes[node.url]
+        metrics.forget_node(node.url)
+        logger.info("node %s removed from the pool", node.url)
+
     def _find(self, node: str) -> Node:
         try:
             url = normalize_node_url(node)
@@ -143,23 +173,24 @@ class NodePool:
                 logger.exception("node health check failed")
             await anyio.sleep(self.settings.node_health_interval_seconds)
 
-    async def check_health(self) -> None:
-        """One round of health checks, all nodes at once."""
+    async def check_health(self, urls: Collection[str] | None = None) -> None:
+        """One round of health checks, all nodes (or those at ``urls``) at once."""
         async with anyio.create_task_group() as checks:
             for node in list(self._nodes.values()):
-                checks.start_soon(self._check, node)
+                if urls is None or node.url in urls:
+                    checks.start_soon(self._check, node)
 
     async def any_ready(self) -> bool:
         """Some node can take requests, by the last health checks."""
         await self._check_unchecked()
-        return any(node.healthy and not node.draining for node in self._nodes.values())
+        return any(node.healthy and node.takes_new_requests for node in self._nodes.values())
 
     async def list_models(self) -> list[ModelInfo]:
         """Models of the ready nodes, from their last health checks."""
         await self._check_unchecked()
         models: dict[str, ModelInfo] = {}
         for node in self._nodes.values():
-            if node.healthy and not node.draining:
+            if node.healthy and node.takes_new_requests:
                 for info in node.models or []:
                     models.setdefault(info.id, info)
         return list(models.values())
@@ -388,7 +419,7 @@ class NodePool:
         a circuit half-opening, or the next health check of a node that is not ready."""
         waits = list(hints)
         for node in self._nodes.values():
-            if node.draining:
+            if not node.takes_new_requests:
                 continue
             wait = node.breaker.seconds_until_half_open() or 0.0
             if node.healthy is False:
