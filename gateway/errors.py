@@ -20,7 +20,8 @@ GatewayError                    500 internal_error
     ├── RateLimited             429 rate_limit_exceeded (+ x-ratelimit-*)
     ├── RateLimiterUnavailable  503 rate_limiter_unavailable (store down, mode closed)
     ├── UpstreamUnavailable     503 upstream_unavailable
-    └── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
+    ├── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
+    └── GatewayDraining         503 gateway_draining (this replica is shutting down)
 
 gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
 gateway.jobs.errors subclass GatewayError too.
@@ -181,4 +182,12 @@ class AuthUnavailable(RetryLater):
 
     status_code = 503
     code = "auth_unavailable"
+    error_type = "server_error"
+
+
+class GatewayDraining(RetryLater):
+    """This replica is shutting down (``gateway.shutdown``); another one will answer."""
+
+    status_code = 503
+    code = "gateway_draining"
     error_type = "server_error"
