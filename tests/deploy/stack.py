@@ -24,6 +24,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -288,13 +289,19 @@ def build_images(daemon: DockerDaemon) -> None:
             f"--network=host --build-arg BASE_IMAGE={BASE_IMAGE} "
             f"--build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS={wheels}"
         )
-        run(
+        built = run(
             ["make", "--no-print-directory", "images", f"IMAGE_BUILD_ARGS={build_arguments}"],
             cwd=ROOT,
             env=daemon.environment,
             timeout=3600,
-        )
-    # Earlier builds of the images, untagged now, go. The build stages' images carry no label
-    # and stay: they are the next build's layer cache (the dependencies above all).
-    daemon.docker("image", "prune", "--force", "--filter", f"label={TITLE_LABEL}")
+        ).stdout
+    # The build stages' images (untagged) are the next build's layer cache: those this build
+    # made or used stay, any other untagged image (an earlier build) goes.
+    # (Removing a stale stage can leave its parent stage dangling: hence the rounds.)
+    used = set(re.findall(r"^ ---> ([0-9a-f]{12})$", built, re.MULTILINE))
+    while (
+        stale := set(daemon.docker("image", "ls", "--quiet", "--filter", "dangling=true").split())
+        - used
+    ):
+        daemon.docker("image", "rm", *sorted(stale))
     import_image(daemon, SERVICES_IMAGE, root_filesystem("services", SERVICES_PACKAGES))

@@ -363,12 +363,12 @@ class TestStack:
             answered
         )
         assert all("weather" in response.parse().text for response in answered)
-        # The requests on the killed replica were answered 502 and retried by the SDK, once;
-        # the others went through at the first try.
+        # The requests on the killed replica were answered 502 by HAProxy and retried by the
+        # SDK. Others may have been retried too: the node, thawed, first closes the keep-alive
+        # connections its timers took for idle, and a request a gateway had just sent on one is
+        # answered 503 upstream_unavailable (released, not billed) and retried.
         assert holding[killed] >= 1
-        assert sorted(response.retries_taken for response in held) == sorted(
-            [1] * holding[killed] + [0] * (IN_FLIGHT - holding[killed])
-        )
+        assert sum(1 for response in held if response.retries_taken) >= holding[killed]
 
         # One ledger row per answer, at the cost each answer stated; the killed replica's
         # holds stay reserved until the sweeper's deadline, and nothing else does.
