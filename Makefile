@@ -1,8 +1,10 @@
 # The two Quickstart commands and what they stand on.
-#   make up    install the gateway and the torch-free node (.[node]) into .venv and run the
-#              product on its embedded defaults (asrgw up)
-#   make test  add torch, FunASR and the dev tools (and the speech tools, Prometheus, the browser
-#              and the chart tools the tests use) and run the whole test suite
+#   make up      install the gateway and the torch-free node (.[node]) into .venv and run the
+#                product on its embedded defaults (asrgw up)
+#   make test    add torch, FunASR and the dev tools (and the speech tools, Prometheus, the
+#                browser, Docker, debootstrap and the chart tools the tests use) and run the
+#                whole test suite
+#   make images  build the asrgw-gateway and asrgw-node container images (docs/deploy.md)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +14,7 @@ BIN    := $(VENV)/bin
 NODE_STAMP := $(VENV)/.installed-node
 STAMP      := $(VENV)/.installed
 
-.PHONY: up test lint setup system-deps console-screenshots chart-tools clean
+.PHONY: up test lint setup system-deps console-screenshots chart-tools images image-gateway image-node image-node-gpu clean
 
 up: $(NODE_STAMP)
 	$(BIN)/asrgw up
@@ -45,12 +47,13 @@ $(STAMP): pyproject.toml $(VENV)/bin/python
 # espeak-ng speaks the test sentences, sox and ffmpeg make audio fixtures, prometheus (with
 # promtool) checks the dashboards and alert rules, chromium runs the web console's browser tests
 # (driven by Playwright, never a downloaded browser), pdftotext (poppler-utils) reads its
-# invoice PDFs and npm fetches the chart tools; apt-get installs them when missing. Each entry
-# is COMMAND or COMMAND:PACKAGE.
-TEST_TOOLS := espeak-ng sox ffmpeg prometheus chromium pdftotext:poppler-utils npm
+# invoice PDFs, npm fetches the chart tools, and dockerd (docker.io) and debootstrap build the
+# images and run the Compose stack offline; apt-get installs them when missing. Each entry is
+# COMMAND or COMMAND:PACKAGE.
+TEST_TOOLS := espeak-ng sox ffmpeg prometheus chromium pdftotext:poppler-utils npm dockerd:docker.io debootstrap
 system-deps:
-	@missing=""; for entry in $(TEST_TOOLS); do tool=$${entry%%:*}; package=$${entry#*:}; \
-	  command -v $$tool >/dev/null || missing="$$missing $$package"; done; \
+	@missing=""; for tool in $(TEST_TOOLS); do command="$${tool%%:*}"; package="$${tool#*:}"; \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$command >/dev/null || missing="$$missing $$package"; done; \
 	if [ -n "$$missing" ]; then \
 	  command -v apt-get >/dev/null || { echo "please install:$$missing" >&2; exit 1; }; \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
@@ -87,6 +90,19 @@ $(CRD_MODELS): Makefile | system-deps
 	rm -rf .cache/k8s-models && mkdir -p .cache/k8s-models
 	npm install --silent --no-audit --no-fund --prefix .cache/k8s-models $(CRD_MODEL_PACKAGES)
 	touch $(CRD_MODELS)
+
+# Container images, tagged with the version of pyproject.toml and `latest`. IMAGE_REGISTRY
+# prefixes the names (registry.example.com/asrgw/); IMAGE_BUILD_ARGS adds `docker build` options
+# (--build-arg BASE_IMAGE=…, a pip mirror or wheelhouse: deploy/docker/gateway.Dockerfile).
+VERSION          := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DOCKER           ?= docker
+IMAGE_REGISTRY   ?=
+IMAGE_BUILD_ARGS ?=
+images: image-gateway image-node
+
+image-gateway image-node image-node-gpu: image-%:
+	$(DOCKER) build -f deploy/docker/$*.Dockerfile --build-arg VERSION=$(VERSION) $(IMAGE_BUILD_ARGS) \
+	  -t $(IMAGE_REGISTRY)asrgw-$*:$(VERSION) -t $(IMAGE_REGISTRY)asrgw-$*:latest .
 
 clean:
 	rm -rf $(VENV) var .cache .pytest_cache .mypy_cache .ruff_cache

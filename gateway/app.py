@@ -36,7 +36,7 @@ from gateway.console.router import console_error_page, install_console
 from gateway.context import RequestContextMiddleware
 from gateway.errors import Conflict, GatewayError, InvalidRequest, LedgerUnavailable, NotFoundError
 from gateway.jobs import endpoints as jobs
-from gateway.jobs.runtime import start_job_tasks
+from gateway.jobs.runtime import run_job_tasks
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
 from gateway.monitoring import install_monitoring
@@ -47,6 +47,7 @@ from gateway.nodes.membership import run_membership_sync
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
+from gateway.shutdown import Drain, DrainMiddleware
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -103,11 +104,16 @@ def create_app(
             background.start_soon(rate_limits.run_lease_renewal)
             cache_redis = open_redis(settings) if settings.redis_url else None
             app.state.result_cache = build_result_cache(settings, cache_redis)
-            app.state.job_store = start_job_tasks(
-                background, database, nodes, settings, app.state.result_cache
+            job_scope = anyio.CancelScope()
+            app.state.job_store = await background.start(
+                run_job_tasks, job_scope, database, nodes, settings, app.state.result_cache
             )
+            # Draining puts the jobs being worked back at once: another replica takes them.
+            drain.on_drain(job_scope.cancel)
             try:
-                yield
+                with drain.signal_hook():
+                    background.start_soon(drain.run)
+                    yield
             finally:
                 background.cancel_scope.cancel()
                 await rate_limits.aclose()
@@ -131,6 +137,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    drain = Drain(settings.shutdown_delay_seconds, settings.shutdown_grace_seconds)
+    app.state.drain = drain
     app.state.billing_settings = billing_settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
@@ -149,6 +157,7 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         path_limits={"/v1/jobs": settings.job_max_upload_bytes},
     )
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)
     return app

@@ -64,6 +64,12 @@ class GatewaySettings(BaseSettings):
     # and how often the sweeper looks for expired reservations.
     reservation_margin_seconds: float = 60.0
     reservation_sweep_seconds: float = Field(default=30.0, gt=0)
+    # Graceful shutdown (gateway/shutdown.py): after SIGTERM, requests are still served this
+    # long while /health/ready is already red (load balancers need it to notice) …
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+    # … and requests in flight get this long from SIGTERM to finish before they are cancelled.
+    # Give the container at least this much plus a few seconds to stop before it is killed.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # Apply the ledger migrations on start (the embedded default); off where a deploy job does it.
     migrate_on_start: bool = True
     # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open (loopback).

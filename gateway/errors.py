@@ -23,7 +23,8 @@ GatewayError                    500 internal_error
     ├── UpstreamUnavailable     503 upstream_unavailable
     ├── IdempotencyInProgress   409 idempotency_request_in_progress
     ├── LedgerUnavailable       503 ledger_unavailable (database unreachable or busy)
-    └── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
+    ├── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
+    └── GatewayDraining         503 gateway_draining (this replica is shutting down)
 
 gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
 gateway.jobs.errors subclass GatewayError too.
@@ -208,4 +209,12 @@ class LedgerUnavailable(RetryLater):
 
     status_code = 503
     code = "ledger_unavailable"
+    error_type = "server_error"
+
+
+class GatewayDraining(RetryLater):
+    """This replica is shutting down (``gateway.shutdown``); another one will answer."""
+
+    status_code = 503
+    code = "gateway_draining"
     error_type = "server_error"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from billing.db import Database
 from gateway.deps import DatabaseDep, ModelsKey, NodesDep, SettingsDep
+from gateway.shutdown import Drain
 
 router = APIRouter()
 STARTED_AT = int(time.time())
@@ -32,8 +33,14 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-async def ready(database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
-    """The ledger database answers and at least one inference node is ready."""
+async def ready(request: Request, database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
+    """The ledger database answers and at least one inference node is ready; 503 "draining"
+    from SIGTERM on, so load balancers stop sending before the gateway stops taking requests."""
+    drain: Drain = request.app.state.drain
+    if drain.draining:
+        return JSONResponse(
+            status_code=503, content={"status": "draining", "in_flight": drain.in_flight}
+        )
     database_ok = await anyio.to_thread.run_sync(_database_ok, database)
     node_ok = await nodes.any_ready()
     status_code = 200 if database_ok and node_ok else 503
@@ -43,6 +50,7 @@ async def ready(database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
             "status": "ready" if status_code == 200 else "not_ready",
             "database": database_ok,
             "nodes": node_ok,
+            "in_flight": drain.in_flight,
         },
     )
 

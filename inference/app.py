@@ -46,6 +46,7 @@ from inference.protocol import (
     TranscriptionResult,
     Word,
 )
+from inference.shutdown import Drain, DrainMiddleware
 from inference.vad import Span, VadSegmenter
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
@@ -80,6 +81,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     memory = MemoryGuard(settings.empty_cache_after_audio_seconds)
     pool = ModelPool(engines, batching, memory)
     vad = VadSegmenter(settings.max_segment_seconds)
+    drain = Drain(settings.shutdown_delay_seconds, settings.shutdown_grace_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -89,13 +91,18 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         vad_loader = threading.Thread(target=vad.load_or_record, name="vad-loader", daemon=True)
         vad_loader.start()
         try:
-            yield
+            with drain.signal_hook():
+                async with anyio.create_task_group() as group:
+                    group.start_soon(drain.run)
+                    yield
+                    group.cancel_scope.cancel()
         finally:
             pool.close()
 
     app = FastAPI(title="asr-billing-gateway inference node", lifespan=lifespan)
     app.state.pool = pool
     app.state.settings = settings
+    app.add_middleware(DrainMiddleware, drain=drain)
 
     @app.exception_handler(InferenceError)
     async def handle_inference_error(_request: Request, error: InferenceError) -> JSONResponse:
@@ -153,10 +160,15 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
 
     @app.get(READY_PATH)
     async def ready() -> JSONResponse:
-        """Every model is loaded and warmed."""
+        """Every model is loaded and warmed; 503 "draining" from SIGTERM on."""
+        if drain.draining:
+            return JSONResponse(
+                status_code=503, content={"status": "draining", "in_flight": drain.in_flight}
+            )
         body: dict[str, object] = {
             "models": [model.model_dump() for model in pool.models()],
             "gpu_memory": memory.report(),
+            "in_flight": drain.in_flight,
         }
         if pool.ready and vad.ready:
             return JSONResponse({"status": "ready", **body})

@@ -50,6 +50,11 @@ class InferenceSettings(BaseSettings):
     min_batch_fill: float = Field(default=0.7, ge=0, le=1)
     # Requests admitted per model (queued or running); the next one gets 503 node_overloaded.
     max_queue: int = Field(default=64, ge=1)
+    # Graceful shutdown (inference/shutdown.py): after SIGTERM, work is still taken this long
+    # while /health/ready is already red …
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+    # … and admitted requests get this long from SIGTERM to finish before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     # Audio longer than this is refused with 413 audio_too_long.
     max_audio_seconds: float = Field(default=4 * 3600, gt=0)
     # Audio longer than this is cut by voice activity detection into spans of at most as long.

@@ -11,6 +11,7 @@ InferenceError                 500 internal_error
 ├── Unauthorized               401 unauthorized
 ├── NotReady                   503 node_not_ready (+ Retry-After)
 ├── NodeOverloaded             503 node_overloaded (+ Retry-After)
+├── NodeDraining               503 node_draining (+ Retry-After: shutting down)
 ├── ClientGone                 499 client_closed_request (nobody is listening)
 └── ModelLoadError             (start-up only: the node refuses to turn ready)
 ```
@@ -85,6 +86,15 @@ class NotReady(InferenceError):
 class NodeOverloaded(InferenceError):
     status_code = 503
     code = ErrorCode.node_overloaded
+    error_type = "server_error"
+    retry_after_seconds = 1
+
+
+class NodeDraining(InferenceError):
+    """The node is shutting down (``inference.shutdown``); another node will take the work."""
+
+    status_code = 503
+    code = ErrorCode.node_draining
     error_type = "server_error"
     retry_after_seconds = 1
 

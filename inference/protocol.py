@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     file_too_large = "file_too_large"
     audio_too_long = "audio_too_long"
     node_overloaded = "node_overloaded"
+    node_draining = "node_draining"
     client_closed_request = "client_closed_request"
     internal_error = "internal_error"
 

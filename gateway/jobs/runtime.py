@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from anyio.abc import TaskGroup
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
 
 from billing.db import Database
 from gateway.cache.service import ResultCache
@@ -29,3 +30,19 @@ def start_job_tasks(
     group.start_soon(run_webhook_delivery, database, settings)
     group.start_soon(run_maintenance, database, store, settings)
     return store
+
+
+async def run_job_tasks(
+    scope: anyio.CancelScope,
+    database: Database,
+    nodes: NodePool,
+    settings: GatewaySettings,
+    cache: ResultCache | None,
+    *,
+    task_status: TaskStatus[AudioStore] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The job tasks in a group of their own under ``scope``, which stops them and nothing else
+    (a draining gateway cancels it); ``task_status`` gets the audio store."""
+    with scope:
+        async with anyio.create_task_group() as group:
+            task_status.started(start_job_tasks(group, database, nodes, settings, cache))
