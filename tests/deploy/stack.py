@@ -10,8 +10,9 @@ build has no network, and the host's TLS trust is not the image's). So:
 - pip in the build installs from a wheelhouse made on the host and served on loopback to a build
   on the host's network.
 
-What is expensive is kept under ``ASRGW_DEPLOY_CACHE`` (default ``.cache/deploy``, ignored by
-git): the packages debootstrap fetched (``debs/``), the two root filesystems (``*.tar``), the
+What is expensive is kept under ``ASRGW_DEPLOY_CACHE`` (default ``asrgw/deploy`` in the user's
+cache directory, ``$XDG_CACHE_HOME`` or ``~/.cache``, so that every clone on a machine shares it,
+as pip's cache is shared): the packages debootstrap fetched (``debs/``), the two root filesystems (``*.tar``), the
 wheelhouse (``wheels/<key>/``) and the daemon's data root (``docker/``), where the images built
 and their layers stay, so a run after a change of code rebuilds the project's layers only. The
 daemon's sockets, state and pid file live in a temporary directory; nothing runs afterwards.
@@ -43,7 +44,8 @@ from packaging.requirements import Requirement
 
 from tests.fixtures.processes import ROOT
 
-CACHE = Path(os.environ.get("ASRGW_DEPLOY_CACHE", ROOT / ".cache" / "deploy"))
+USER_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+CACHE = Path(os.environ.get("ASRGW_DEPLOY_CACHE") or USER_CACHE / "asrgw" / "deploy")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_IMAGE = "asrgw-test-base:bookworm"
 SERVICES_IMAGE = "asrgw-test-services:bookworm"
