@@ -106,14 +106,25 @@ def lock_available() -> Select[Any]:
     )
 
 
-def reserve_tokens(kind: str, with_quota: bool, source: Any = None, *, allowed: Any = None) -> Any:
-    """The month's tokens_reserved += the reservation's tokens, within the quota; one row
-    returned when it went through."""
+def add_month_tokens(
+    kind: str,
+    column: str,
+    names: tuple[str, str, str],
+    with_quota: bool,
+    source: Any = None,
+    *,
+    allowed: Any = None,
+) -> Any:
+    """The month's ``column`` (tokens_reserved or tokens_used) += tokens, within the quota; one
+    row returned when it went through. ``names``: the parameters of the tenant, the month and
+    the tokens; the month's first write creates its row."""
+    tenant, month, tokens_name = names
+    added = param(periods, column, tokens_name)
     rows = select(
-        param(periods, "tenant_id", "reservation_tenant_id"),
-        param(periods, "period", "reservation_period"),
-        literal_column("0"),
-        param(periods, "tokens_reserved", "reservation_tokens"),
+        param(periods, "tenant_id", tenant),
+        param(periods, "period", month),
+        added if column == "tokens_used" else literal_column("0"),
+        added if column == "tokens_reserved" else literal_column("0"),
     )
     if source is not None:
         rows = rows.select_from(source)
@@ -122,15 +133,21 @@ def reserve_tokens(kind: str, with_quota: bool, source: Any = None, *, allowed: 
     statement = _upsert(kind).from_select(
         ["tenant_id", "period", "tokens_used", "tokens_reserved"], rows
     )
-    tokens = statement.excluded.tokens_reserved
+    tokens = statement.excluded[column]
     within_quota = periods.c.tokens_used + periods.c.tokens_reserved + tokens <= bindparam(
-        "quota", type_=periods.c.tokens_reserved.type
+        "quota", type_=periods.c[column].type
     )
     return statement.on_conflict_do_update(
         index_elements=[periods.c.tenant_id, periods.c.period],
-        set_={"tokens_reserved": periods.c.tokens_reserved + tokens},
+        set_={column: periods.c[column] + tokens},
         where=within_quota if with_quota else None,
     ).returning(periods.c.tenant_id)
+
+
+def reserve_tokens(kind: str, with_quota: bool, source: Any = None, *, allowed: Any = None) -> Any:
+    """The month's tokens_reserved += the reservation's tokens, within the quota."""
+    names = ("reservation_tenant_id", "reservation_period", "reservation_tokens")
+    return add_month_tokens(kind, "tokens_reserved", names, with_quota, source, allowed=allowed)
 
 
 def hold_micros(gate: Any) -> Any:
@@ -419,29 +436,9 @@ def postgres_close(with_usage: bool, with_key: bool) -> Executable:
 
 
 def charge_tokens(kind: str, with_quota: bool, source: Any = None, *, allowed: Any = None) -> Any:
-    """The month's tokens_used += the hit's tokens, within the quota; one row returned when it
-    went through."""
-    rows = select(
-        param(periods, "tenant_id", "tenant"),
-        param(periods, "period", "month"),
-        param(periods, "tokens_used", "used_tokens"),
-        literal_column("0"),
-    )
-    if source is not None:
-        rows = rows.select_from(source)
-    rows = rows.where(true() if allowed is None else allowed)
-    statement = _upsert(kind).from_select(
-        ["tenant_id", "period", "tokens_used", "tokens_reserved"], rows
-    )
-    tokens = statement.excluded.tokens_used
-    within_quota = periods.c.tokens_used + periods.c.tokens_reserved + tokens <= bindparam(
-        "quota", type_=periods.c.tokens_used.type
-    )
-    return statement.on_conflict_do_update(
-        index_elements=[periods.c.tenant_id, periods.c.period],
-        set_={"tokens_used": periods.c.tokens_used + tokens},
-        where=within_quota if with_quota else None,
-    ).returning(periods.c.tenant_id)
+    """The month's tokens_used += the hit's tokens, within the quota."""
+    names = ("tenant", "month", "used_tokens")
+    return add_month_tokens(kind, "tokens_used", names, with_quota, source, allowed=allowed)
 
 
 def spend_micros(gate: Any) -> Any:

@@ -51,6 +51,22 @@ class BilledCall:
     leases: LeaseKeeper
     cache: ResultCache | None
 
+    @classmethod
+    def of(cls, request: Request, caller: AuthenticatedKey) -> BilledCall:
+        """The call of an authenticated, admitted ``caller``, with the app's shared parts."""
+        state = request.app.state
+        return cls(
+            request,
+            caller,
+            request.state.request_id,
+            state.settings,
+            state.nodes,
+            state.ledger,
+            state.key_claims,
+            state.lease_keeper,
+            state.result_cache,
+        )
+
     async def respond(
         self,
         *,
@@ -130,17 +146,7 @@ async def get_billed_call(
     caller = await caller_of(request, state.database, authorization, x_api_key)
     refuse_without_scope(caller, KeyScope.transcribe)
     async with admitted(request, caller, state.rate_limits):
-        yield BilledCall(
-            request,
-            caller,
-            request.state.request_id,
-            state.settings,
-            state.nodes,
-            state.ledger,
-            state.key_claims,
-            state.lease_keeper,
-            state.result_cache,
-        )
+        yield BilledCall.of(request, caller)
 
 
 # scope="function": the slot is given back as soon as the route function ends, before the

@@ -12,9 +12,10 @@ build has no network, and the host's TLS trust is not the image's). So:
 
 What is expensive is kept under ``ASRGW_DEPLOY_CACHE`` (default ``asrgw/deploy`` in the user's
 cache directory, ``$XDG_CACHE_HOME`` or ``~/.cache``, so that every clone on a machine shares it,
-as pip's cache is shared): the packages debootstrap fetched (``debs/``), the two root filesystems (``*.tar``), the
-wheelhouse (``wheels/<key>/``) and the daemon's data root (``docker/``), where the images built
-and their layers stay, so a run after a change of code rebuilds the project's layers only. The
+as pip's cache is shared): the packages debootstrap fetched (``debs/``), the two root
+filesystems (``*.tar``), the wheelhouse (``wheels/<key>/``) and the daemon's data root
+(``docker/``), where the images built and their layers stay, so a run after a change of code
+rebuilds the project's layers only. The
 daemon's sockets, state and pid file live in a temporary directory; nothing runs afterwards.
 """
 

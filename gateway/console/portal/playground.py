@@ -46,20 +46,8 @@ async def transcribe_in_playground(
     """The API's billed sequence for a playground request: admitted under the key's rate
     limits, then held, transcribed and settled by ``gateway.billed`` (one ledger row with the
     charge the page shows recorded as returned)."""
-    state = request.app.state
-    async with admitted(request, caller, state.rate_limits):
-        call = BilledCall(
-            request,
-            caller,
-            request.state.request_id,
-            state.settings,
-            state.nodes,
-            state.ledger,
-            state.key_claims,
-            state.lease_keeper,
-            state.result_cache,
-        )
-        return await transcribe(call, transcription, render)
+    async with admitted(request, caller, request.app.state.rate_limits):
+        return await transcribe(BilledCall.of(request, caller), transcription, render)
 
 
 def _playground_key(database: Database, tenant_id: int, prefix: str) -> AuthenticatedKey:
