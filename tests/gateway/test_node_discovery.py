@@ -24,6 +24,7 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from gateway.errors import UpstreamUnavailable
 from gateway.nodes import NodePool, NodeSource, NodeStatus
+from gateway.nodes.client import HttpxNodeClient
 from gateway.nodes.discovery import DnsLookupFailed, DnsNodeName, NodeDiscovery, SystemResolver
 from gateway.nodes.membership import apply_membership
 from tests.conftest import NODE_SECRET
@@ -66,7 +67,7 @@ async def discovered_pool(
     nodes: FakeNodes, resolver: ScriptedResolver, entries: str = ENTRY
 ) -> AsyncIterator[tuple[NodePool, NodeDiscovery]]:
     settings = GatewaySettings(nodes=entries)
-    async with httpx.AsyncClient(transport=nodes.transport) as client:
+    async with HttpxNodeClient(nodes.transport) as client:
         pool = NodePool(settings, client, clock=FakeClock())
         discovery = NodeDiscovery.from_settings(settings, pool, resolver)
         assert discovery is not None

@@ -13,6 +13,7 @@ import pytest
 from gateway.config import GatewaySettings
 from gateway.errors import InvalidAudio, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes import CircuitState, NodeNotFound, NodePool, NodeSource, NodeStatus
+from gateway.nodes.client import HttpxNodeClient
 from inference.protocol import READY_PATH, TranscribeParams, TranscriptionResult
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +113,7 @@ async def open_pool(
     clock: FakeClock | None = None,
     **settings: Any,
 ) -> AsyncIterator[NodePool]:
-    async with httpx.AsyncClient(transport=nodes.transport) as client:
+    async with HttpxNodeClient(nodes.transport) as client:
         yield NodePool(GatewaySettings(nodes=urls, **settings), client, clock=clock or FakeClock())
 
 

@@ -35,7 +35,7 @@ def test_check_config(tmp_path: Path) -> None:
     checked = promtool("check", "config", "prometheus.yml", cwd=tmp_path)
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
 
 
 def test_check_config_of_the_test_server(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_check_rules() -> None:
     checked = promtool("check", "rules", "rules.yml")
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
 
 
 def test_rules_unit_tests() -> None:

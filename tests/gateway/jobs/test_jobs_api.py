@@ -21,6 +21,7 @@ from gateway.jobs.maintenance import clean_up
 from gateway.jobs.storage import DirectoryAudioStore
 from gateway.jobs.worker import JobWorker
 from gateway.nodes import NodePool
+from gateway.nodes.client import HttpxNodeClient
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.gateway.conftest import Gateway
 from tests.gateway.jobs.conftest import (
@@ -43,7 +44,7 @@ def auth(key: str) -> dict[str, str]:
 async def work_one(database: Database, storage: Path, node: FakeNode, **overrides: object) -> bool:
     """One claim-and-work pass of a job worker, as a gateway's worker loop runs it."""
     settings = jobs_settings(FAKE_NODE, storage, cache_enabled=False, **overrides)
-    async with httpx.AsyncClient(transport=node.transport) as client:
+    async with HttpxNodeClient(node.transport) as client:
         worker = JobWorker(
             database, NodePool(settings, client), DirectoryAudioStore(storage), settings
         )
