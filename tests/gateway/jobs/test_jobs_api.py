@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 from sqlmodel import select
 
