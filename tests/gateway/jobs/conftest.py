@@ -98,6 +98,18 @@ def stored_audio(storage: Path) -> list[str]:
     return sorted(path.name for path in storage.glob("*")) if storage.exists() else []
 
 
+def audio_left_after_the_end(storage: Path, timeout: float = 30) -> list[str]:
+    """The stored audio once ended jobs have let go of theirs.
+
+    A worker deletes a job's audio just after the job ends (a gateway that dies in between
+    leaves it to the maintenance loop), so a client that sees the end may look a moment early.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := stored_audio(storage)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
 FAKE_NODE = "http://fake-node"
 FAKE_MODEL = {
     "id": "pocketsphinx-en",

@@ -26,6 +26,7 @@ from tests.gateway.conftest import Gateway
 from tests.gateway.jobs.conftest import (
     FAKE_NODE,
     FakeNode,
+    audio_left_after_the_end,
     fake_node_gateway,
     jobs_settings,
     reservation_states,
@@ -98,7 +99,7 @@ class TestSubmitAndFetch:
         assert as_json.json()["usage"]["cost_micros"] == 420
         # Reading the result again bills nothing more; the audio is gone once the job ended.
         assert len(usage_rows(jobs_gateway.database)) == 1
-        assert stored_audio(job_storage) == []
+        assert audio_left_after_the_end(job_storage) == []
 
     def test_bad_audio_is_refused_before_anything_is_queued(
         self, jobs_gateway: Gateway, job_storage: Path
@@ -285,7 +286,7 @@ class TestRetries:
         assert job["error"]["code"] == "upstream_unavailable"
         assert usage_rows(database) == []
         assert reservation_states(database) == {job_id: "released"}
-        assert stored_audio(job_storage) == []
+        assert audio_left_after_the_end(job_storage) == []
 
     def test_a_worker_that_stopped_mid_job_is_taken_over_and_billed_once(
         self, database: Database, job_storage: Path, weather_wav: Path

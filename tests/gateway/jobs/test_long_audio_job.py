@@ -21,9 +21,9 @@ from tests.conftest import NODE_SECRET
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.fixtures.nodes import node_process
 from tests.gateway.jobs.conftest import (
+    audio_left_after_the_end,
     reservation_states,
     start_gateway,
-    stored_audio,
     submit,
     wait_for_status,
 )
@@ -111,4 +111,4 @@ def test_a_ten_minute_job_matches_the_synchronous_transcript_and_is_billed_once(
     assert text.headers["x-billing-cost-micros"] == str(rows[0].cost_micros)
     assert account(database, "acme").spent_micros == rows[0].cost_micros
     assert reservation_states(database) == {job["id"]: "settled"}
-    assert stored_audio(storage) == []
+    assert audio_left_after_the_end(storage) == []

@@ -19,7 +19,7 @@ from billing.models import Job
 from tests.conftest import NODE_SECRET
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port, running
-from tests.gateway.jobs.conftest import reservation_states, stored_audio
+from tests.gateway.jobs.conftest import audio_left_after_the_end, reservation_states
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -109,7 +109,7 @@ def test_a_job_of_a_killed_gateway_is_finished_by_the_other_and_billed_once(
         assert account(database, "acme").spent_micros == rows[0].cost_micros
         assert account(database, "acme").reserved_micros == 0
         assert reservation_states(database) == {job_id: "settled"}
-        assert stored_audio(storage) == []
+        assert audio_left_after_the_end(storage) == []
         assert victim_url != survivor_url
     finally:
         database.dispose()
