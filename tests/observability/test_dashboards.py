@@ -63,6 +63,7 @@ def test_the_alert_rules_load_and_evaluate_cleanly(stack: Stack) -> None:
         "AsrRateLimiterErrors",
         "AsrNodeQueueSaturated",
         "AsrNodeOverloaded",
+        "AsrReservationsHeldPastExpiry",
     }
     stack.wait_for_fresh_scrape()
     for rule in rules:
