@@ -15,6 +15,7 @@ import json
 
 from starlette.types import Receive, Scope, Send
 
+from gateway.config import GatewaySettings
 from inference.protocol import (
     DETECT_LANGUAGE_PATH,
     LIVE_PATH,
@@ -28,7 +29,8 @@ from inference.protocol import (
     TranscriptionResult,
 )
 
-MODEL = "pocketsphinx-en"
+# The model the gateway sends whisper-1 to when nothing overrides it.
+MODEL = str(GatewaySettings.model_fields["default_model"].default)
 MODEL_INFO = ModelInfo(
     id=MODEL,
     engine="instant",

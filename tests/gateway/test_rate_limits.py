@@ -6,6 +6,7 @@ requests in flight; the ledger is real (SQLite).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import re
@@ -24,6 +25,7 @@ import anyio
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from limits.aio.storage import MemoryStorage
 from prometheus_client import REGISTRY
 from sqlmodel import select
 
@@ -34,6 +36,7 @@ from billing.migrate import upgrade_to_head
 from billing.models import Reservation
 from gateway.app import create_app
 from gateway.ratelimits.headers import openai_duration
+from gateway.ratelimits.store import LoopMemoryStorage
 from inference.protocol import READY_PATH
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port
@@ -349,3 +352,33 @@ class TestRedisOutage:
         assert after.headers["x-ratelimit-remaining-requests"] == "99"
         expected = len(during) if policy == "open" else 0
         assert len(usage_rows(ledger)) == 1 + expected + 1
+
+
+@pytest.mark.anyio
+class TestMemoryWindow:
+    """The embedded store's expiry pass runs on the event loop, never on a worker thread."""
+
+    async def test_expired_entries_go_without_a_worker_thread(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The pass overridden is limits' own: were it renamed, this would fail, not go unseen.
+        assert hasattr(MemoryStorage, "_MemoryStorage__expire_events")
+        storage = LoopMemoryStorage()
+
+        async def no_thread(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the rate-limit store used a worker thread")
+
+        monkeypatch.setattr(asyncio, "to_thread", no_thread)
+        assert await storage.acquire_entry("gone", limit=5, expiry=0)  # expired at once
+        assert await storage.acquire_entry("kept", limit=5, expiry=60)
+        assert await storage.incr("counter-gone", expiry=0) == 1
+        assert await storage.incr("counter-kept", expiry=60) == 1
+        assert storage.timer is not None
+        await storage.timer  # the pass the hits started, on the loop
+        await storage._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+        assert set(storage.events) == {"kept"}
+        assert set(storage.storage) == {"counter-kept"}
+        assert await storage.get_moving_window("kept", 5, 60) == (
+            storage.events["kept"][0].atime,
+            1,
+        )
