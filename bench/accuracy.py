@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from speech_data import SOURCE, Utterance, english_utterances  # noqa: E402
 
+from bench.record import record  # noqa: E402
 from inference.config import InferenceSettings  # noqa: E402
 from inference.engines.registry import build_engine, parse_model_specs  # noqa: E402
 from inference.protocol import TranscribeParams  # noqa: E402
@@ -166,8 +167,7 @@ def main() -> None:
     print()
     print(report)
     if not options.no_write:
-        with options.out.open("a") as output:
-            output.write("\n" + report)
+        record(options.out, "Accuracy", report)
 
 
 if __name__ == "__main__":

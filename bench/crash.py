@@ -27,6 +27,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
+from bench.record import record  # noqa: E402
 from billing.db import Database  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
 from billing.models import IdempotencyRecord, UsageEvent  # noqa: E402
@@ -119,12 +120,13 @@ def main() -> None:
         print(f"{name:<{width}}  {value}")
     if not options.no_write:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        with (ROOT / "docs" / "benchmarks.md").open("a") as out:
-            out.write(
-                f"\n### Crash run, {stamp}\n\n`python bench/crash.py --requests {run.requests} "
-                f"--gateways {options.gateways}` (PostgreSQL and Redis, {os.cpu_count()} cores, "
-                f"load average {os.getloadavg()[0]:.1f} at the end):\n\n" + "\n".join(lines) + "\n"
-            )
+        record(
+            ROOT / "docs" / "benchmarks.md",
+            "Money through crashes",
+            f"### Crash run, {stamp}\n\n`python bench/crash.py --requests {run.requests} "
+            f"--gateways {options.gateways}` (PostgreSQL and Redis, {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.1f} at the end):\n\n" + "\n".join(lines) + "\n",
+        )
 
 
 if __name__ == "__main__":

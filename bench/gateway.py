@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.record import record  # noqa: E402
 from billing.db import Database  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
 from tests.fixtures.factories import create_tenant_with_key  # noqa: E402
@@ -571,8 +572,7 @@ def main() -> None:
     text_report = report(results, options, command.strip(), load)
     print(text_report)
     if not options.no_write:
-        with options.out.open("a") as output:
-            output.write(text_report)
+        record(options.out, "Gateway overhead", text_report)
 
 
 if __name__ == "__main__":

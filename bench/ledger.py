@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import record  # noqa: E402
 from billing.db import Database  # noqa: E402
 from billing.keys.service import authenticate  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
@@ -389,8 +390,7 @@ def main() -> None:
     print()
     print(report)
     if not options.no_write:
-        with options.out.open("a") as output:
-            output.write("\n" + report)
+        record(options.out, "Ledger settle throughput", report)
 
 
 if __name__ == "__main__":

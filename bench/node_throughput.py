@@ -44,6 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.record import record  # noqa: E402
 from inference.modelgen import build_random_paraformer, build_random_whisper  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -400,10 +401,8 @@ def main() -> None:
     print()
     print(report)
     if not options.no_write:
-        if not options.out.exists():
-            options.out.write_text("# Benchmarks\n\n")
-        with options.out.open("a") as output:
-            output.write("\n" + report)
+        section = "Whisper node throughput" if options.engine == "whisper" else "Node throughput"
+        record(options.out, section, report)
 
 
 if __name__ == "__main__":
