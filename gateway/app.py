@@ -44,6 +44,7 @@ from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
 from gateway.nodes.discovery import NodeDiscovery, Resolver
 from gateway.nodes.membership import run_membership_sync
+from gateway.openapi import build_openapi
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
@@ -142,6 +143,8 @@ def create_app(
     app.state.billing_settings = billing_settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    # The document tells what FastAPI cannot see: the error envelope and every status.
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)

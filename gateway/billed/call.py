@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -31,7 +31,7 @@ from gateway.billed.leases import LeaseKeeper
 from gateway.billed.responses import REPLAYED_HEADER
 from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
-from gateway.deps import caller_of, refuse_without_scope
+from gateway.deps import ApiKeyHeaderValue, BearerCredentials, caller_of, refuse_without_scope
 from gateway.ledger import Ledger
 from gateway.nodes import NodePool
 from gateway.ratelimits.dependency import admitted
@@ -135,15 +135,14 @@ class BilledCall:
 
 
 async def get_billed_call(
-    request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    request: Request, bearer: BearerCredentials, x_api_key: ApiKeyHeaderValue
 ) -> AsyncIterator[BilledCall]:
     """The key and its scope first, then the rate limits (before the upload is looked at),
-    then the rest. One dependency rather than a tree of them: each one FastAPI resolves costs
-    the hot path time. The concurrency slot is held until the route function ends."""
+    then the rest. One dependency rather than a tree of them (the two credential readers
+    aside, which put the key's security schemes in the OpenAPI document): each one FastAPI
+    resolves costs the hot path time. The concurrency slot is held until the route function ends."""
     state = request.app.state
-    caller = await caller_of(request, state.database, authorization, x_api_key)
+    caller = await caller_of(request, state.database, bearer, x_api_key)
     refuse_without_scope(caller, KeyScope.transcribe)
     async with admitted(request, caller, state.rate_limits):
         yield BilledCall.of(request, caller)
