@@ -54,6 +54,8 @@ from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
 
 logger = logging.getLogger(__name__)
+# Where a request field sits: a validation error's location names it first, then the field.
+PARAMETER_PLACES = ("body", "query", "header", "path", "cookie")
 
 
 def create_app(
@@ -212,7 +214,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = error.errors()
         first = problems[0] if problems else {}
-        location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+        location = [str(part) for part in first.get("loc", ()) if part not in PARAMETER_PLACES]
         param = location[0].removesuffix("[]") if location else None
         if first.get("type") == "missing":
             invalid = InvalidRequest(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -37,6 +37,15 @@ from gateway.nodes import NodePool
 from gateway.ratelimits.dependency import admitted
 
 R = TypeVar("R", bound=BaseModel)
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retries with the same key are billed once: the first result is replayed.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -135,12 +144,18 @@ class BilledCall:
 
 
 async def get_billed_call(
-    request: Request, bearer: BearerCredentials, x_api_key: ApiKeyHeaderValue
+    request: Request,
+    bearer: BearerCredentials,
+    x_api_key: ApiKeyHeaderValue,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> AsyncIterator[BilledCall]:
     """The key and its scope first, then the rate limits (before the upload is looked at),
     then the rest. One dependency rather than a tree of them (the two credential readers
     aside, which put the key's security schemes in the OpenAPI document): each one FastAPI
     resolves costs the hot path time. The concurrency slot is held until the route function ends."""
+    # Declared for the OpenAPI document and its bound (the ledger's column); BilledCall reads
+    # it from the request, as the console's playground, which sends none, does too.
+    del idempotency_key
     state = request.app.state
     caller = await caller_of(request, state.database, bearer, x_api_key)
     refuse_without_scope(caller, KeyScope.transcribe)

@@ -248,6 +248,31 @@ class TestLanguage:
         assert usage_rows(gateway.database) == []
 
 
+class TestBoundedFields:
+    def test_an_overlong_idempotency_key_is_refused(
+        self, gateway: Gateway, weather_wav: Path
+    ) -> None:
+        response = gateway.client.post(
+            "/v1/audio/transcriptions",
+            headers={**gateway.auth(), "Idempotency-Key": "k" * 256},
+            files={"file": ("a.wav", weather_wav.read_bytes())},
+            data={"model": "whisper-1"},
+        )
+        error = assert_error(response, 400, "invalid_value")
+        assert error["param"] == "Idempotency-Key"
+        assert usage_rows(gateway.database) == []
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("model", "m" * 129), ("prompt", "p" * 4097), ("temperature", "2")]
+    )
+    def test_fields_past_their_bounds(
+        self, gateway: Gateway, weather_wav: Path, field: str, value: str
+    ) -> None:
+        response = transcribe(gateway, weather_wav.read_bytes(), **{field: value})
+        assert assert_error(response, 400, "invalid_value")["param"] == field
+        assert usage_rows(gateway.database) == []
+
+
 class TestUpstream:
     def test_no_node_reachable_is_503_and_unbilled(
         self, database: Database, weather_wav: Path
