@@ -14,7 +14,9 @@ from gateway.nodes.node import NodeSource, NodeStatus, normalize_node_url
 from gateway.nodes.pool import NodePool
 from gateway.openapi import error_responses
 
-router = APIRouter(prefix="/admin/nodes", tags=["admin: nodes"], responses=error_responses(404))
+router = APIRouter(
+    prefix="/admin/nodes", tags=["admin: nodes"], responses=error_responses(404, 409)
+)
 
 
 # The audit log names a node by its URL (its target column holds 128 characters).
