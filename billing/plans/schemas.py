@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from billing import limits
 from billing.models import Plan
 from billing.tokens import TokenUnit
 
@@ -15,24 +14,15 @@ class PlanLimits(BaseModel):
     """The terms of a plan that may change after it is created. Each new usage row copies the
     price and unit it was billed at, so a change never rewrites a past request's cost."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"price_per_1k_tokens_micros": 18_000, "requests_per_minute": None}]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
-    price_per_1k_tokens_micros: int | None = Field(
-        default=None, ge=0, le=limits.MAX_PRICE_PER_1K_TOKENS_MICROS
-    )
+    price_per_1k_tokens_micros: int | None = None
     token_unit: TokenUnit | None = None
-    monthly_token_quota: int | None = Field(default=None, ge=1, le=limits.MAX_MONTHLY_TOKEN_QUOTA)
-    requests_per_minute: int | None = Field(default=None, ge=1, le=limits.MAX_REQUESTS_PER_MINUTE)
-    concurrency_limit: int | None = Field(default=None, ge=1, le=limits.MAX_CONCURRENCY_LIMIT)
-    max_tokens_per_audio_second: int | None = Field(
-        default=None, ge=1, le=limits.MAX_TOKENS_PER_AUDIO_SECOND
-    )
-    cache_hit_price_bp: int | None = Field(default=None, ge=0, le=limits.MAX_CACHE_HIT_PRICE_BP)
+    monthly_token_quota: int | None = None
+    requests_per_minute: int | None = None
+    concurrency_limit: int | None = None
+    max_tokens_per_audio_second: int | None = None
+    cache_hit_price_bp: int | None = None
 
 
 class PlanPublic(BaseModel):

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
-from billing import limits
 from billing.models import Plan, Tenant, TenantAccount
 
 
 class TenantUpdate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"plan": "pro", "prepaid": True}]}
-    )
+    model_config = ConfigDict(extra="forbid")
 
-    plan: str | None = Field(default=None, min_length=1, max_length=limits.MAX_PLAN_NAME_LENGTH)
+    plan: str | None = None
     prepaid: bool | None = None
 
 

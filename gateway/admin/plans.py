@@ -6,11 +6,11 @@ from fastapi import APIRouter, status
 from sqlmodel import Session
 
 from billing.plans import repository
-from billing.plans.schemas import PlanLimits, PlanPublic
+from billing.plans.schemas import PlanPublic
 from billing.plans.service import create_plan, require_plan, update_plan
 from gateway.admin.auth import PlansRead, PlansWrite
 from gateway.admin.deps import PlanName, in_transaction
-from gateway.admin.schemas import PlanCreate
+from gateway.admin.schemas import PlanCreate, PlanUpdate
 from gateway.deps import DatabaseDep, RequestId
 from gateway.openapi import error_responses
 
@@ -50,7 +50,7 @@ def show(name: PlanName, database: DatabaseDep, _claims: PlansRead) -> PlanPubli
 @router.patch("/{name}")
 def update(
     name: PlanName,
-    body: PlanLimits,
+    body: PlanUpdate,
     database: DatabaseDep,
     claims: PlansWrite,
     request_id: RequestId,

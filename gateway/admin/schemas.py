@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing import limits
 from billing.keys.schemas import KeyScope
+from billing.plans.schemas import PlanLimits
 from billing.reconcile.service import Finding
+from billing.tenants.schemas import TenantUpdate
 from billing.tokens import TokenUnit
 
 
@@ -43,6 +45,39 @@ class PlanCreate(BaseModel):
         default=50, ge=1, le=limits.MAX_TOKENS_PER_AUDIO_SECOND
     )
     cache_hit_price_bp: int = Field(default=0, ge=0, le=limits.MAX_CACHE_HIT_PRICE_BP)
+
+
+class PlanUpdate(PlanLimits):
+    """``PATCH /admin/plans/{name}``: the plan terms that may change, bounded as on create
+    (null lifts a limit). The service checks the same bounds for the CLI."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"price_per_1k_tokens_micros": 18_000, "requests_per_minute": None}]
+        },
+    )
+
+    price_per_1k_tokens_micros: int | None = Field(
+        default=None, ge=0, le=limits.MAX_PRICE_PER_1K_TOKENS_MICROS
+    )
+    monthly_token_quota: int | None = Field(default=None, ge=1, le=limits.MAX_MONTHLY_TOKEN_QUOTA)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=limits.MAX_REQUESTS_PER_MINUTE)
+    concurrency_limit: int | None = Field(default=None, ge=1, le=limits.MAX_CONCURRENCY_LIMIT)
+    max_tokens_per_audio_second: int | None = Field(
+        default=None, ge=1, le=limits.MAX_TOKENS_PER_AUDIO_SECOND
+    )
+    cache_hit_price_bp: int | None = Field(default=None, ge=0, le=limits.MAX_CACHE_HIT_PRICE_BP)
+
+
+class TenantChange(TenantUpdate):
+    """``PATCH /admin/tenants/{name}``: another plan, or prepaid ↔ postpaid."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"plan": "pro", "prepaid": True}]}
+    )
+
+    plan: str | None = Field(default=None, min_length=1, max_length=limits.MAX_PLAN_NAME_LENGTH)
 
 
 class TenantCreate(BaseModel):

@@ -10,11 +10,11 @@ from sqlmodel import Session
 from billing.credits.schemas import CreditEntryPublic
 from billing.credits.service import add_credit, list_credit_entries
 from billing.tenants import repository
-from billing.tenants.schemas import TenantDetail, TenantPublic, TenantUpdate
+from billing.tenants.schemas import TenantDetail, TenantPublic
 from billing.tenants.service import create_tenant, describe_tenant, tenant_detail, update_tenant
 from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
 from gateway.admin.deps import TenantName, in_transaction
-from gateway.admin.schemas import CreditCreate, TenantCreate
+from gateway.admin.schemas import CreditCreate, TenantChange, TenantCreate
 from gateway.console.portal_links.service import PortalLinkPublic, create_portal_link
 from gateway.deps import DatabaseDep, RequestId, SettingsDep
 from gateway.openapi import error_responses
@@ -64,7 +64,7 @@ def show(name: TenantName, database: DatabaseDep, _claims: TenantsRead) -> Tenan
 @router.patch("/{name}")
 def update(
     name: TenantName,
-    body: TenantUpdate,
+    body: TenantChange,
     database: DatabaseDep,
     claims: TenantsWrite,
     request_id: RequestId,
