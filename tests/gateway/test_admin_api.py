@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from billing.db import Database
 from billing.models import ReturnedCharge
+from gateway.cli.admin import admin as admin_cli
 from gateway.config import GatewaySettings
 from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
 from tests.gateway.admin_client import admin_client, admin_settings, bearer, token
@@ -337,3 +339,31 @@ class TestBounds:
         assert_invalid(admin.get("/admin/audit", after_id=2**63), "after_id")
         assert_invalid(admin.get("/admin/audit", limit=2**63), "limit")
         assert_invalid(admin.get("/admin/audit", since="9999-12-31T23:00:00-05:00"), "since")
+
+
+class TestCliBounds:
+    """``asrgw admin`` refuses the same values with a usage error or the service's message,
+    never a traceback."""
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [
+            ["key", "create", "--tenant", "acme", "--expires-in-days", "3000000"],
+            ["key", "rotate", "abc", "--grace-seconds", str(2**63)],
+        ],
+    )
+    def test_out_of_range_options(self, sqlite_url: str, arguments: list[str]) -> None:
+        result = CliRunner().invoke(admin_cli, arguments, env={"BILLING_DATABASE_URL": sqlite_url})
+        assert result.exit_code == 2
+        assert "is not in the range" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+    def test_a_price_past_the_bound(self, sqlite_url: str) -> None:
+        result = CliRunner().invoke(
+            admin_cli,
+            ["plan", "create", "huge", "--price-per-1k-micros", str(2**63)],
+            env={"BILLING_DATABASE_URL": sqlite_url},
+        )
+        assert result.exit_code != 0
+        assert "price per 1,000 tokens must be between 0 and 100,000,000" in result.output
+        assert isinstance(result.exception, SystemExit)
