@@ -44,6 +44,7 @@ from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
 from gateway.nodes.discovery import NodeDiscovery, Resolver
 from gateway.nodes.membership import run_membership_sync
+from gateway.openapi import build_openapi
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
@@ -53,6 +54,8 @@ from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
 
 logger = logging.getLogger(__name__)
+# Where a request field sits: a validation error's location names it first, then the field.
+PARAMETER_PLACES = ("body", "query", "header", "path", "cookie")
 
 
 def create_app(
@@ -142,6 +145,8 @@ def create_app(
     app.state.billing_settings = billing_settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    # The document tells what FastAPI cannot see: the error envelope and every status.
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
@@ -209,7 +214,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_validation_error(request: Request, error: RequestValidationError) -> Response:
         problems = error.errors()
         first = problems[0] if problems else {}
-        location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+        location = [str(part) for part in first.get("loc", ()) if part not in PARAMETER_PLACES]
         param = location[0].removesuffix("[]") if location else None
         if first.get("type") == "missing":
             invalid = InvalidRequest(

@@ -6,7 +6,8 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from billing.db import Database
 from billing.errors import InvalidApiKey
@@ -22,6 +23,24 @@ MISSING_KEY_MESSAGE = (
     "You didn't provide an API key. Provide it in an Authorization header using Bearer auth "
     "(Authorization: Bearer YOUR_KEY) or in an X-API-Key header."
 )
+
+
+# The two ways to present a customer key, as security schemes of the OpenAPI document. Neither
+# refuses on its own (auto_error=False): ``caller_of`` answers OpenAI's 401 when both are empty.
+api_key_bearer = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="sk-asrgw-…",
+    description="A customer API key, as the OpenAI SDK sends it: `Authorization: Bearer <key>`.",
+    auto_error=False,
+)
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKeyHeader",
+    description="A customer API key in the `X-API-Key` header.",
+    auto_error=False,
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_bearer)]
+ApiKeyHeaderValue = Annotated[str | None, Depends(api_key_header)]
 
 
 async def get_database(request: Request) -> Database:
@@ -65,24 +84,23 @@ def _authenticate(database: Database, presented: str) -> AuthenticatedKey:
 async def require_api_key(
     request: Request,
     database: Annotated[Database, Depends(get_database)],
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: BearerCredentials,
+    x_api_key: ApiKeyHeaderValue,
 ) -> AuthenticatedKey:
     """The caller's key → tenant and plan. Keys found valid are kept for
     ``GATEWAY_KEY_CACHE_SECONDS``, which bounds how long a revocation takes to reach every
     replica; a cached key costs no database lookup and no worker thread."""
-    return await caller_of(request, database, authorization, x_api_key)
+    return await caller_of(request, database, bearer, x_api_key)
 
 
 async def caller_of(
-    request: Request, database: Database, authorization: str | None, x_api_key: str | None
+    request: Request,
+    database: Database,
+    bearer: HTTPAuthorizationCredentials | None,
+    x_api_key: str | None,
 ) -> AuthenticatedKey:
     """``require_api_key``'s work, for dependencies that resolve the key themselves."""
-    presented = ""
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer":
-            presented = credentials.strip()
+    presented = bearer.credentials.strip() if bearer is not None else ""
     presented = presented or (x_api_key or "").strip()
     if not presented:
         raise AuthError(MISSING_KEY_MESSAGE)

@@ -30,6 +30,9 @@ MEDIA_TYPES: dict[ResponseFormat, str] = {
     ResponseFormat.vtt: "text/vtt; charset=utf-8",
 }
 
+# The text media types of the formats above, for the OpenAPI document.
+TEXT_MEDIA_TYPES = ("text/plain", "application/x-subrip", "text/vtt")
+
 # OpenAI's verbose_json names the language in English words.
 LANGUAGE_NAMES = {
     "en": "english",
@@ -155,7 +158,7 @@ def parse_response_format(value: str | None) -> ResponseFormat:
 
 
 def parse_granularities(
-    values: list[str] | None, response_format: ResponseFormat
+    values: list[str] | list[TimestampGranularity] | None, response_format: ResponseFormat
 ) -> frozenset[TimestampGranularity]:
     granularities: set[TimestampGranularity] = set()
     for value in values or []:

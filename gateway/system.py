@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from billing.db import Database
@@ -15,6 +17,33 @@ from gateway.shutdown import Drain
 
 router = APIRouter()
 STARTED_AT = int(time.time())
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready", "draining"]
+    database: bool | None = None
+    nodes: bool | None = None
+    in_flight: int
+
+
+class Model(BaseModel):
+    """OpenAI's model object, plus whether it is the default and the languages it speaks."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    default: bool
+    languages: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
 
 
 def _database_ok(database: Database) -> bool:
@@ -27,12 +56,16 @@ def _database_ok(database: Database) -> bool:
 
 
 @router.get("/health/live")
-async def live() -> dict[str, str]:
+async def live() -> Liveness:
     """The process is up."""
-    return {"status": "ok"}
+    return Liveness()
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={503: {"description": "Not ready, or draining.", "model": Readiness}},
+)
 async def ready(request: Request, database: DatabaseDep, nodes: NodesDep) -> JSONResponse:
     """The ledger database answers and at least one inference node is ready; 503 "draining"
     from SIGTERM on, so load balancers stop sending before the gateway stops taking requests."""
@@ -56,22 +89,18 @@ async def ready(request: Request, database: DatabaseDep, nodes: NodesDep) -> JSO
 
 
 @router.get("/v1/models")
-async def list_models(
-    _caller: ModelsKey, nodes: NodesDep, settings: SettingsDep
-) -> dict[str, object]:
+async def list_models(_caller: ModelsKey, nodes: NodesDep, settings: SettingsDep) -> ModelList:
     """Models the node pool serves (OpenAI list shape)."""
     models = await nodes.list_models()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": model.id,
-                "object": "model",
-                "created": STARTED_AT,
-                "owned_by": "asr-billing-gateway",
-                "default": model.id == settings.default_model,
-                "languages": model.languages,
-            }
+    return ModelList(
+        data=[
+            Model(
+                id=model.id,
+                created=STARTED_AT,
+                owned_by="asr-billing-gateway",
+                default=model.id == settings.default_model,
+                languages=model.languages,
+            )
             for model in models
-        ],
-    }
+        ]
+    )

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import AfterValidator, BaseModel, field_validator
 
 from billing.models import AuditEntry
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """The same instant in UTC, the ledger's zone; a time without a zone is read as UTC. A time
+    that leaves ``datetime``'s range once moved to UTC is a ``ValueError``."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+# A time parameter of the admin API, in UTC.
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class Actor(BaseModel):
@@ -61,6 +78,4 @@ class AuditQuery(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         """A time without a zone is read as UTC, the ledger's zone."""
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        return as_utc(value)

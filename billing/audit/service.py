@@ -13,6 +13,7 @@ import json
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from billing import limits
 from billing.audit import repository
 from billing.audit.schemas import Actor, AuditEntryPublic, AuditQuery
 from billing.errors import InvalidValue
@@ -64,4 +65,6 @@ def record(
 def find(session: Session, query: AuditQuery) -> list[AuditEntryPublic]:
     if not 1 <= query.limit <= MAX_PAGE:
         raise InvalidValue(f"limit must be 1 to {MAX_PAGE}")
+    if query.after_id is not None:
+        limits.check_range("after_id", query.after_id, 0, limits.MAX_ROW_ID)
     return [AuditEntryPublic.of(entry) for entry in repository.find_entries(session, query)]

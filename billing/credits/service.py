@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select
 
+from billing import limits
 from billing.accounts.repository import lock_account
 from billing.audit import service as audit
 from billing.audit.schemas import Actor
@@ -32,8 +33,16 @@ def add_credit(
         raise InvalidValue(f"credit kind must be one of {KINDS}")
     if kind == "topup" and amount_micros <= 0:
         raise InvalidValue("a top-up must be positive; use an adjustment to take credit away")
+    limits.check_range(
+        "a credit entry's amount",
+        amount_micros,
+        -limits.MAX_CREDIT_MICROS,
+        limits.MAX_CREDIT_MICROS,
+    )
     if not idempotency_key.strip():
         raise InvalidValue("an idempotency key is required")
+    limits.check_length("the idempotency key", idempotency_key, limits.MAX_IDEMPOTENCY_KEY_LENGTH)
+    limits.check_length("the note", note, limits.MAX_NOTE_LENGTH)
     tenant = require_tenant(session, tenant_name)
     assert tenant.id is not None
     account = lock_account(session, tenant.id)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from billing import limits
 from billing.audit import service as audit
 from billing.audit.schemas import Actor
 from billing.errors import InvalidApiKey, InvalidValue, NotFound
@@ -94,6 +95,10 @@ def _models_column(models: list[str] | None) -> str | None:
     cleaned = sorted({model.strip() for model in models if model.strip()})
     if not cleaned:
         raise InvalidValue("allowed models, when given, must name at least one model")
+    if len(cleaned) > limits.MAX_ALLOWED_MODELS:
+        raise InvalidValue(f"a key names at most {limits.MAX_ALLOWED_MODELS} models")
+    for model in cleaned:
+        limits.check_length("a model name", model, limits.MAX_MODEL_NAME_LENGTH)
     if any("," in model for model in cleaned):
         raise InvalidValue("a model name cannot contain a comma")
     return ",".join(cleaned)
@@ -109,9 +114,15 @@ def create_api_key(
     scopes: list[KeyScope] | None = None,
     allowed_models: list[str] | None = None,
 ) -> CreatedApiKey:
-    tenant = require_tenant(session, tenant_name)
+    name = name.strip()
+    if not name:
+        raise InvalidValue("a key needs a name")
+    limits.check_length("a key's name", name, limits.MAX_KEY_NAME_LENGTH)
     if expires_in is not None and expires_in <= timedelta(0):
         raise InvalidValue("a key's lifetime must be positive")
+    if expires_in is not None and expires_in > timedelta(days=limits.MAX_KEY_LIFETIME_DAYS):
+        raise InvalidValue(f"a key lives at most {limits.MAX_KEY_LIFETIME_DAYS:,} days")
+    tenant = require_tenant(session, tenant_name)
     created = _new_key(
         session,
         tenant,
@@ -158,6 +169,10 @@ def rotate_api_key(session: Session, prefix: str, *, grace: timedelta, actor: Ac
     keeps working for ``grace`` (zero ends it now), so clients can switch without downtime."""
     if grace < timedelta(0):
         raise InvalidValue("the grace period cannot be negative")
+    if grace > timedelta(seconds=limits.MAX_ROTATION_GRACE_SECONDS):
+        raise InvalidValue(
+            f"the grace period is at most {limits.MAX_ROTATION_GRACE_SECONDS:,} seconds (90 days)"
+        )
     prefix = split_key(prefix) or prefix
     found = repository.get_key_with_tenant_and_plan(session, prefix)
     if found is None:

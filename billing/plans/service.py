@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from billing import limits
 from billing.audit import service as audit
 from billing.audit.schemas import Actor
 from billing.errors import AlreadyExists, InvalidValue, NotFound
@@ -22,15 +23,29 @@ UNLIMITED_WHEN_NONE = ("monthly_token_quota", "requests_per_minute", "concurrenc
 def _check_terms(plan: Plan) -> None:
     if plan.price_per_1k_tokens_micros < 0:
         raise InvalidValue("a price is never negative")
-    for label, limit in (
-        ("monthly token quota", plan.monthly_token_quota),
-        ("requests per minute", plan.requests_per_minute),
-        ("concurrency limit", plan.concurrency_limit),
+    limits.check_range(
+        "the price per 1,000 tokens",
+        plan.price_per_1k_tokens_micros,
+        0,
+        limits.MAX_PRICE_PER_1K_TOKENS_MICROS,
+    )
+    for label, limit, highest in (
+        ("monthly token quota", plan.monthly_token_quota, limits.MAX_MONTHLY_TOKEN_QUOTA),
+        ("requests per minute", plan.requests_per_minute, limits.MAX_REQUESTS_PER_MINUTE),
+        ("concurrency limit", plan.concurrency_limit, limits.MAX_CONCURRENCY_LIMIT),
     ):
         if limit is not None and limit <= 0:
             raise InvalidValue(f"the {label} must be positive (or unset for no limit)")
+        if limit is not None:
+            limits.check_range(f"the {label}", limit, 1, highest)
     if plan.max_tokens_per_audio_second <= 0:
         raise InvalidValue("max tokens per audio second must be positive")
+    limits.check_range(
+        "max tokens per audio second",
+        plan.max_tokens_per_audio_second,
+        1,
+        limits.MAX_TOKENS_PER_AUDIO_SECOND,
+    )
     if not 0 <= plan.cache_hit_price_bp <= 10_000:
         raise InvalidValue("the cache-hit price is 0 to 10000 basis points of the price")
     if len(plan.currency) != 3 or not plan.currency.isalpha():
@@ -58,6 +73,7 @@ def create_plan(
     name = name.strip()
     if not name:
         raise InvalidValue("a plan needs a name")
+    limits.check_length("a plan's name", name, limits.MAX_PLAN_NAME_LENGTH)
     plan = Plan(
         name=name,
         price_per_1k_tokens_micros=price_per_1k_tokens_micros,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from billing import limits
 from billing.accounts.repository import get_account, get_period
 from billing.audit import service as audit
 from billing.audit.schemas import Actor
@@ -34,6 +35,7 @@ def create_tenant(
     name = name.strip()
     if not name:
         raise InvalidValue("a tenant needs a name")
+    limits.check_length("a tenant's name", name, limits.MAX_TENANT_NAME_LENGTH)
     if repository.get_tenant_by_name(session, name) is not None:
         raise AlreadyExists(f"tenant {name!r} exists already")
     plan = (

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
-from billing.audit.schemas import AuditEntryPublic, AuditQuery
-from billing.audit.service import find
+from billing import limits
+from billing.audit.schemas import AuditEntryPublic, AuditQuery, UtcTime
+from billing.audit.service import MAX_PAGE, find
 from gateway.admin.auth import AuditRead
 from gateway.admin.deps import in_transaction
 from gateway.deps import DatabaseDep
@@ -19,14 +20,14 @@ router = APIRouter(prefix="/admin/audit", tags=["admin: audit"])
 def audit_log(
     database: DatabaseDep,
     _claims: AuditRead,
-    actor: str | None = None,
-    action: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    after_id: int | None = None,
-    limit: int = 100,
+    actor: Annotated[str | None, Query(max_length=200)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    target_type: Annotated[str | None, Query(max_length=32)] = None,
+    target_id: Annotated[str | None, Query(max_length=300)] = None,
+    since: Annotated[UtcTime | None, Query(description="From this time (UTC if no zone).")] = None,
+    until: Annotated[UtcTime | None, Query(description="Before this time.")] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=limits.MAX_ROW_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> list[AuditEntryPublic]:
     """Admin writes, oldest first, filtered; page on with ``after_id`` = the last id seen."""
     query = AuditQuery(

@@ -22,7 +22,8 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from billing.audit.schemas import Actor
@@ -154,6 +155,16 @@ def mint_token(
     return jwt.encode(claims, settings.admin_jwt_secret, algorithm=HS256)
 
 
+# The admin token as a security scheme of the OpenAPI document; it refuses nothing itself
+# (auto_error=False), so a missing token gets the envelope's 401 from ``bearer_token``.
+admin_bearer = HTTPBearer(
+    scheme_name="AdminToken",
+    bearerFormat="JWT",
+    description="An admin JWT with scopes (`asrgw admin token`, or an SSO provider's).",
+    auto_error=False,
+)
+
+
 def bearer_token(authorization: str | None) -> str:
     scheme, _, credentials = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
@@ -169,10 +180,12 @@ def require_scopes(*needed: Scope) -> Callable[..., AdminClaims]:
     ``def``: a JWKS fetch blocks, so FastAPI runs it in a worker thread."""
 
     def admit(
-        request: Request, authorization: Annotated[str | None, Header()] = None
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(admin_bearer)],
     ) -> AdminClaims:
         verifier: TokenVerifier = request.app.state.token_verifier
-        claims = verifier.verify(bearer_token(authorization))
+        presented = f"Bearer {credentials.credentials}" if credentials is not None else None
+        claims = verifier.verify(bearer_token(presented))
         missing = sorted(scope.value for scope in needed if scope not in claims.scopes)
         if missing:
             raise PermissionDenied(f"This admin token lacks the scope {', '.join(missing)}.")

@@ -9,16 +9,17 @@ from fastapi import APIRouter, status
 from billing.keys.schemas import ApiKeyPublic, CreatedApiKey, KeyRotation
 from billing.keys.service import create_api_key, list_api_keys, revoke_api_key, rotate_api_key
 from gateway.admin.auth import KeysRead, KeysWrite
-from gateway.admin.deps import in_transaction
+from gateway.admin.deps import KeyPrefix, TenantFilter, in_transaction
 from gateway.admin.schemas import KeyCreate, KeyRotate
 from gateway.deps import DatabaseDep, KeyCacheDep, RequestId
+from gateway.openapi import error_responses
 
-router = APIRouter(prefix="/admin/keys", tags=["admin: keys"])
+router = APIRouter(prefix="/admin/keys", tags=["admin: keys"], responses=error_responses(404))
 
 
 @router.get("")
 def list_keys(
-    database: DatabaseDep, _claims: KeysRead, tenant: str | None = None
+    database: DatabaseDep, _claims: KeysRead, tenant: TenantFilter = None
 ) -> list[ApiKeyPublic]:
     """Keys (never their secrets), optionally of one tenant."""
     return in_transaction(database, lambda session: list_api_keys(session, tenant))
@@ -47,7 +48,7 @@ def create(
 
 @router.post("/{prefix}/revoke")
 def revoke(
-    prefix: str,
+    prefix: KeyPrefix,
     database: DatabaseDep,
     key_cache: KeyCacheDep,
     claims: KeysWrite,
@@ -62,7 +63,7 @@ def revoke(
 
 @router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
 def rotate(
-    prefix: str,
+    prefix: KeyPrefix,
     body: KeyRotate,
     database: DatabaseDep,
     key_cache: KeyCacheDep,

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from billing.db import Database
 from billing.pool.service import register_node, set_draining, unregister_node
 from gateway.admin.auth import AdminClaims, NodesRead, NodesWrite
-from gateway.admin.deps import in_transaction
+from gateway.admin.deps import NodeRef, in_transaction
 from gateway.deps import DatabaseDep, NodesDep, RequestId
 from gateway.nodes.node import NodeSource, NodeStatus, normalize_node_url
 from gateway.nodes.pool import NodePool
+from gateway.openapi import error_responses
 
-router = APIRouter(prefix="/admin/nodes", tags=["admin: nodes"])
+router = APIRouter(
+    prefix="/admin/nodes", tags=["admin: nodes"], responses=error_responses(404, 409)
+)
+
+
+# The audit log names a node by its URL (its target column holds 128 characters).
+MAX_NODE_URL_LENGTH = 128
 
 
 class NodeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str
+    url: str = Field(
+        min_length=1,
+        max_length=MAX_NODE_URL_LENGTH,
+        description="The node's base URL, http:// or https://.",
+        examples=["http://gpu3:8001"],
+    )
 
 
 @router.get("")
@@ -44,13 +56,13 @@ def add_node(
 
 
 @router.get("/{node}")
-def show_node(node: str, nodes: NodesDep, _claims: NodesRead) -> NodeStatus:
+def show_node(node: NodeRef, nodes: NodesDep, _claims: NodesRead) -> NodeStatus:
     """One node, by id or URL."""
     return nodes.status(node)
 
 
 def set_node_draining(
-    node: str,
+    node: NodeRef,
     draining: bool,
     nodes: NodePool,
     database: Database,
@@ -65,7 +77,7 @@ def set_node_draining(
 
 @router.post("/{node}/drain")
 def drain_node(
-    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+    node: NodeRef, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
     """No new requests for the node on any replica; requests in flight finish."""
     return set_node_draining(node, True, nodes, database, claims, request_id)
@@ -73,7 +85,7 @@ def drain_node(
 
 @router.post("/{node}/undrain")
 def undrain_node(
-    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+    node: NodeRef, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
     """Let a drained node take requests again."""
     return set_node_draining(node, False, nodes, database, claims, request_id)
@@ -81,7 +93,7 @@ def undrain_node(
 
 @router.delete("/{node}")
 def remove_node(
-    node: str, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
+    node: NodeRef, nodes: NodesDep, database: DatabaseDep, claims: NodesWrite, request_id: RequestId
 ) -> NodeStatus:
     """Take a registered node out of every replica's pool (GATEWAY_NODES' nodes only drain)."""
     found = nodes.status(node)

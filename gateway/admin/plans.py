@@ -6,14 +6,17 @@ from fastapi import APIRouter, status
 from sqlmodel import Session
 
 from billing.plans import repository
-from billing.plans.schemas import PlanLimits, PlanPublic
+from billing.plans.schemas import PlanPublic
 from billing.plans.service import create_plan, require_plan, update_plan
 from gateway.admin.auth import PlansRead, PlansWrite
-from gateway.admin.deps import in_transaction
-from gateway.admin.schemas import PlanCreate
+from gateway.admin.deps import PlanName, in_transaction
+from gateway.admin.schemas import PlanCreate, PlanUpdate
 from gateway.deps import DatabaseDep, RequestId
+from gateway.openapi import error_responses
 
-router = APIRouter(prefix="/admin/plans", tags=["admin: plans"])
+router = APIRouter(
+    prefix="/admin/plans", tags=["admin: plans"], responses=error_responses(404, 409)
+)
 
 
 @router.get("")
@@ -39,14 +42,18 @@ def create(
 
 
 @router.get("/{name}")
-def show(name: str, database: DatabaseDep, _claims: PlansRead) -> PlanPublic:
+def show(name: PlanName, database: DatabaseDep, _claims: PlansRead) -> PlanPublic:
     """One plan."""
     return in_transaction(database, lambda session: PlanPublic.of(require_plan(session, name)))
 
 
 @router.patch("/{name}")
 def update(
-    name: str, body: PlanLimits, database: DatabaseDep, claims: PlansWrite, request_id: RequestId
+    name: PlanName,
+    body: PlanUpdate,
+    database: DatabaseDep,
+    claims: PlansWrite,
+    request_id: RequestId,
 ) -> PlanPublic:
     """Change a plan's price or limits (null lifts a limit); past usage rows keep the price
     they were billed at."""

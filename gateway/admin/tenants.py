@@ -10,15 +10,18 @@ from sqlmodel import Session
 from billing.credits.schemas import CreditEntryPublic
 from billing.credits.service import add_credit, list_credit_entries
 from billing.tenants import repository
-from billing.tenants.schemas import TenantDetail, TenantPublic, TenantUpdate
+from billing.tenants.schemas import TenantDetail, TenantPublic
 from billing.tenants.service import create_tenant, describe_tenant, tenant_detail, update_tenant
 from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
-from gateway.admin.deps import in_transaction
-from gateway.admin.schemas import CreditCreate, TenantCreate
+from gateway.admin.deps import TenantName, in_transaction
+from gateway.admin.schemas import CreditCreate, TenantChange, TenantCreate
 from gateway.console.portal_links.service import PortalLinkPublic, create_portal_link
 from gateway.deps import DatabaseDep, RequestId, SettingsDep
+from gateway.openapi import error_responses
 
-router = APIRouter(prefix="/admin/tenants", tags=["admin: tenants"])
+router = APIRouter(
+    prefix="/admin/tenants", tags=["admin: tenants"], responses=error_responses(404, 409)
+)
 
 
 @router.get("")
@@ -53,15 +56,15 @@ def create(
 
 
 @router.get("/{name}")
-def show(name: str, database: DatabaseDep, _claims: TenantsRead) -> TenantDetail:
+def show(name: TenantName, database: DatabaseDep, _claims: TenantsRead) -> TenantDetail:
     """A tenant with its balance and this month's tokens against its quota."""
     return in_transaction(database, lambda session: tenant_detail(session, name))
 
 
 @router.patch("/{name}")
 def update(
-    name: str,
-    body: TenantUpdate,
+    name: TenantName,
+    body: TenantChange,
     database: DatabaseDep,
     claims: TenantsWrite,
     request_id: RequestId,
@@ -75,14 +78,25 @@ def update(
 
 
 @router.get("/{name}/credits")
-def list_credits(name: str, database: DatabaseDep, _claims: BillingRead) -> list[CreditEntryPublic]:
+def list_credits(
+    name: TenantName, database: DatabaseDep, _claims: BillingRead
+) -> list[CreditEntryPublic]:
     """The tenant's credit entries, oldest first."""
     return in_transaction(database, lambda session: list_credit_entries(session, name))
 
 
-@router.post("/{name}/credits", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{name}/credits",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {
+            "description": "A repeat of an earlier idempotency key: the first entry, unchanged.",
+            "model": CreditEntryPublic,
+        }
+    },
+)
 def add_credits(
-    name: str,
+    name: TenantName,
     body: CreditCreate,
     response: Response,
     database: DatabaseDep,
@@ -111,7 +125,7 @@ def add_credits(
 
 @router.post("/{name}/portal-links", status_code=status.HTTP_201_CREATED)
 def create_portal_link_endpoint(
-    name: str,
+    name: TenantName,
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,

@@ -31,12 +31,21 @@ from gateway.billed.leases import LeaseKeeper
 from gateway.billed.responses import REPLAYED_HEADER
 from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
-from gateway.deps import caller_of, refuse_without_scope
+from gateway.deps import ApiKeyHeaderValue, BearerCredentials, caller_of, refuse_without_scope
 from gateway.ledger import Ledger
 from gateway.nodes import NodePool
 from gateway.ratelimits.dependency import admitted
 
 R = TypeVar("R", bound=BaseModel)
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retries with the same key are billed once: the first result is replayed.",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -136,14 +145,19 @@ class BilledCall:
 
 async def get_billed_call(
     request: Request,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    bearer: BearerCredentials,
+    x_api_key: ApiKeyHeaderValue,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> AsyncIterator[BilledCall]:
     """The key and its scope first, then the rate limits (before the upload is looked at),
-    then the rest. One dependency rather than a tree of them: each one FastAPI resolves costs
-    the hot path time. The concurrency slot is held until the route function ends."""
+    then the rest. One dependency rather than a tree of them (the two credential readers
+    aside, which put the key's security schemes in the OpenAPI document): each one FastAPI
+    resolves costs the hot path time. The concurrency slot is held until the route function ends."""
+    # Declared for the OpenAPI document and its bound (the ledger's column); BilledCall reads
+    # it from the request, as the console's playground, which sends none, does too.
+    del idempotency_key
     state = request.app.state
-    caller = await caller_of(request, state.database, authorization, x_api_key)
+    caller = await caller_of(request, state.database, bearer, x_api_key)
     refuse_without_scope(caller, KeyScope.transcribe)
     async with admitted(request, caller, state.rate_limits):
         yield BilledCall.of(request, caller)

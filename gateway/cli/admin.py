@@ -12,6 +12,7 @@ from typing import TypeVar
 import click
 from sqlmodel import Session
 
+from billing import limits
 from billing.audit.schemas import AuditQuery
 from billing.audit.service import cli_actor
 from billing.audit.service import find as find_audit_entries
@@ -330,7 +331,12 @@ def key() -> None:
 @key.command("create")
 @click.option("--tenant", "tenant_name", required=True, help="Tenant that owns the key.")
 @click.option("--name", default="default", show_default=True, help="A label for the key.")
-@click.option("--expires-in-days", type=int, default=None, help="Expire the key after N days.")
+@click.option(
+    "--expires-in-days",
+    type=click.IntRange(1, limits.MAX_KEY_LIFETIME_DAYS),
+    default=None,
+    help="Expire the key after N days.",
+)
 @click.option(
     "--scope",
     "scopes",
@@ -384,7 +390,7 @@ def key_revoke(prefix: str) -> None:
 @click.argument("prefix")
 @click.option(
     "--grace-seconds",
-    type=int,
+    type=click.IntRange(0, limits.MAX_ROTATION_GRACE_SECONDS),
     default=86_400,
     show_default=True,
     help="How long the old key keeps working (0 ends it now).",
@@ -392,8 +398,6 @@ def key_revoke(prefix: str) -> None:
 def key_rotate(prefix: str, grace_seconds: int) -> None:
     """Issue a successor key (secret printed once, on stdout); the old one works for the grace
     period."""
-    if grace_seconds < 0:
-        raise click.BadParameter("cannot be negative", param_hint="--grace-seconds")
     rotation = run(
         lambda session: rotate_api_key(
             session, prefix, grace=timedelta(seconds=grace_seconds), actor=cli_actor()

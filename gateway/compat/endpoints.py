@@ -21,7 +21,9 @@ from gateway.compat.pcm import wav_from_pcm16
 from gateway.compat.service import detect_language as detect_and_bill
 from gateway.errors import FileTooLarge, InvalidAudio, InvalidRequest
 from gateway.formats import TimestampGranularity
-from gateway.transcriptions.schemas import TranscriptionInput
+from gateway.languages import AUTO, Language
+from gateway.openapi import BILLED_ERRORS, BILLING_HEADERS, text_content
+from gateway.transcriptions.schemas import MAX_MODEL_LENGTH, MAX_PROMPT_LENGTH, TranscriptionInput
 from gateway.transcriptions.service import read_upload, resolve_model, transcribe
 from inference.protocol import LanguageDetection, TranscriptionResult
 
@@ -37,7 +39,44 @@ def upload_type(upload: UploadFile, encode: bool) -> str:
     return (upload.content_type or "application/octet-stream") if encode else "audio/wav"
 
 
-@router.post("/asr", response_model=None)
+class WhisperAsrJson(BaseModel):
+    """``output=json``: whisper's result dictionary."""
+
+    text: str
+    segments: list[dict[str, Any]]
+    language: str
+
+
+class DetectedLanguage(BaseModel):
+    detected_language: str
+    language_code: str
+    confidence: float | None
+
+
+class JsonTranscriptionResult(BaseModel):
+    text: str
+    language: str
+
+
+ModelQuery = Annotated[
+    str | None,
+    Query(max_length=MAX_MODEL_LENGTH, description="Model id [default: the default]."),
+]
+
+
+@router.post(
+    "/asr",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The transcript: JSON for output=json, text for txt, vtt, srt, tsv.",
+            "model": WhisperAsrJson,
+            "content": text_content("text/plain"),
+            "headers": BILLING_HEADERS,
+        },
+        **BILLED_ERRORS,
+    },
+)
 async def asr(
     call: BilledCallDep,
     audio_file: Annotated[UploadFile, File(description="The audio or video file.")],
@@ -45,12 +84,14 @@ async def asr(
         bool, Query(description="false: the body is raw 16 kHz mono 16-bit PCM")
     ] = True,
     task: Literal["transcribe", "translate"] = "transcribe",
-    language: str | None = None,
-    initial_prompt: Annotated[str | None, Query(description="Passed as hotwords.")] = None,
+    language: Annotated[Language | None, Query()] = None,
+    initial_prompt: Annotated[
+        str | None, Query(max_length=MAX_PROMPT_LENGTH, description="Passed as hotwords.")
+    ] = None,
     vad_filter: Annotated[bool, Query(description="Accepted; long audio is cut by VAD.")] = False,
     word_timestamps: bool = False,
     output: AsrOutput = AsrOutput.txt,
-    model: Annotated[str | None, Query(description="Model id [default: the default].")] = None,
+    model: ModelQuery = None,
 ) -> Response:
     """Transcribe (whisper-asr-webservice compatible), billed per output token."""
     del vad_filter
@@ -87,12 +128,19 @@ async def asr(
     return await transcribe(call, request, render)
 
 
-@router.post("/detect-language", response_model=None)
+@router.post(
+    "/detect-language",
+    response_model=None,
+    responses={
+        200: {"model": DetectedLanguage, "headers": BILLING_HEADERS},
+        **BILLED_ERRORS,
+    },
+)
 async def detect_language(
     call: BilledCallDep,
     audio_file: Annotated[UploadFile, File(description="The audio or video file.")],
     encode: bool = True,
-    model: str | None = None,
+    model: ModelQuery = None,
 ) -> Response:
     """The spoken language (whisper-asr-webservice compatible); billed for the language code
     it returns, in the plan's token unit."""
@@ -115,15 +163,27 @@ async def detect_language(
 
 
 class JsonTranscription(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"file": "UklGRiQAAABXQVZFZm10IBAAAAABAAEA…", "language": "en"}]
+        },
+    )
 
     file: str = Field(description="The audio file, base64-encoded.")
-    language: str = "auto"
-    model: str | None = None
-    prompt: str | None = None
+    language: Language = AUTO
+    model: str | None = Field(default=None, max_length=MAX_MODEL_LENGTH)
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_LENGTH)
 
 
-@router.post("/api/transcribe", response_model=None)
+@router.post(
+    "/api/transcribe",
+    response_model=None,
+    responses={
+        200: {"model": JsonTranscriptionResult, "headers": BILLING_HEADERS},
+        **BILLED_ERRORS,
+    },
+)
 async def json_transcribe(body: JsonTranscription, call: BilledCallDep) -> Response:
     """Transcribe base64 audio sent as JSON: ``{"file", "language"}`` → ``{"text", "language"}``,
     billed per output token."""

@@ -12,13 +12,27 @@ from fastapi.responses import JSONResponse, Response
 from gateway.billed.responses import charge_headers
 from gateway.deps import DatabaseDep, SettingsDep, TranscribeKey
 from gateway.errors import InvalidRequest
-from gateway.formats import MEDIA_TYPES, parse_granularities, parse_response_format
+from gateway.formats import (
+    MEDIA_TYPES,
+    TEXT_MEDIA_TYPES,
+    ResponseFormat,
+    TimestampGranularity,
+    parse_granularities,
+)
 from gateway.jobs import service
 from gateway.jobs.errors import JobNotCompleted, JobResultExpired
 from gateway.jobs.schemas import JobList, JobPublic, JobRequest, JobStatus
 from gateway.jobs.storage import AudioStore
 from gateway.jobs.views import rendered_result
+from gateway.languages import AUTO, Language
+from gateway.openapi import BILLED_ERRORS, error_responses, text_content
 from gateway.ratelimits.dependency import RateLimitedKey
+from gateway.transcriptions.schemas import (
+    MAX_MODEL_LENGTH,
+    MAX_PROMPT_LENGTH,
+    TranscriptionJson,
+    TranscriptionVerboseJson,
+)
 from gateway.transcriptions.service import read_upload, resolve_model
 
 router = APIRouter()
@@ -33,7 +47,20 @@ JobStoreDep = Annotated[AudioStore, Depends(get_job_store)]
 JobId = Annotated[str, Path(max_length=64)]
 
 
-@router.post("/v1/jobs", status_code=201, response_model=None)
+@router.post(
+    "/v1/jobs",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"description": "The job, queued.", "model": JobPublic},
+        200: {
+            "description": "The job an earlier request with this Idempotency-Key created "
+            "(header idempotent-replayed: true).",
+            "model": JobPublic,
+        },
+        **BILLED_ERRORS,
+    },
+)
 async def create_job(
     caller: TranscribeKey,
     _admitted: RateLimitedKey,
@@ -41,13 +68,24 @@ async def create_job(
     database: DatabaseDep,
     store: JobStoreDep,
     file: Annotated[UploadFile, File(description="The audio file to transcribe.")],
-    model: Annotated[str, Form(description="Model id; whisper-1 maps to the default.")],
-    language: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form(description="Passed to the model as hotwords.")] = None,
-    response_format: Annotated[str | None, Form()] = None,
+    model: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=MAX_MODEL_LENGTH,
+            description="Model id; whisper-1 maps to the default.",
+            examples=["whisper-1"],
+        ),
+    ],
+    language: Annotated[Language, Form()] = AUTO,
+    prompt: Annotated[
+        str,
+        Form(max_length=MAX_PROMPT_LENGTH, description="Passed to the model as hotwords."),
+    ] = "",
+    response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
     temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
     timestamp_granularities: Annotated[
-        list[str] | None, Form(alias="timestamp_granularities[]")
+        list[TimestampGranularity] | None, Form(alias="timestamp_granularities[]")
     ] = None,
     webhook_url: Annotated[str | None, Form(max_length=2048)] = None,
     webhook_secret: Annotated[str | None, Form(min_length=16, max_length=255)] = None,
@@ -55,7 +93,7 @@ async def create_job(
 ) -> JSONResponse:
     """Queue audio of any length for transcription; answers 201 with the job at once."""
     del temperature  # accepted for compatibility; decoding here is deterministic
-    output_format = parse_response_format(response_format)
+    output_format = response_format
     granularities = parse_granularities(timestamp_granularities, output_format)
     if webhook_secret and not webhook_url:
         raise InvalidRequest(
@@ -67,8 +105,8 @@ async def create_job(
         filename=file.filename or "audio",
         content_type=file.content_type or "application/octet-stream",
         model=resolve_model(model, settings),
-        language=language or "auto",
-        prompt=prompt,
+        language=language,
+        prompt=prompt or None,
         response_format=output_format,
         granularities=granularities,
         webhook_url=webhook_url or None,
@@ -101,13 +139,24 @@ async def list_jobs(
     )
 
 
-@router.get("/v1/jobs/{job_id}", response_model=None)
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The job; with response_format, only its result in that format.",
+            "model": JobPublic | TranscriptionJson | TranscriptionVerboseJson,
+            "content": text_content(*TEXT_MEDIA_TYPES),
+        },
+        **error_responses(404, 409, 410),
+    },
+)
 async def get_job(
     job_id: JobId,
     caller: TranscribeKey,
     settings: SettingsDep,
     database: DatabaseDep,
-    response_format: Annotated[str | None, Query()] = None,
+    response_format: Annotated[ResponseFormat | None, Query()] = None,
 ) -> JobPublic | Response:
     """The job's status, progress and result; with ``response_format`` only the result, exactly
     as ``POST /v1/audio/transcriptions`` would have answered it in that format."""
@@ -115,7 +164,7 @@ async def get_job(
         return await anyio.to_thread.run_sync(
             service.job_view, database, caller.tenant_id, job_id, settings
         )
-    output_format = parse_response_format(response_format)
+    output_format = response_format
     job = await anyio.to_thread.run_sync(service.get_job, database, caller.tenant_id, job_id)
     rendered = rendered_result(job, output_format)
     if rendered is None:
@@ -133,7 +182,7 @@ async def get_job(
     return Response(body, media_type=MEDIA_TYPES[output_format], headers=headers)
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.delete("/v1/jobs/{job_id}", responses=error_responses(404))
 async def cancel_job(
     job_id: JobId,
     caller: TranscribeKey,

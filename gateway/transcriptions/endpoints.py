@@ -12,11 +12,21 @@ from gateway.billed.dispatch import Billed
 from gateway.billed.responses import charge_headers, usage_body
 from gateway.formats import (
     MEDIA_TYPES,
+    TEXT_MEDIA_TYPES,
+    ResponseFormat,
+    TimestampGranularity,
     parse_granularities,
-    parse_response_format,
     render_body,
 )
-from gateway.transcriptions.schemas import TranscriptionInput
+from gateway.languages import AUTO, Language
+from gateway.openapi import BILLED_ERRORS, BILLING_HEADERS, text_content
+from gateway.transcriptions.schemas import (
+    MAX_MODEL_LENGTH,
+    MAX_PROMPT_LENGTH,
+    TranscriptionInput,
+    TranscriptionJson,
+    TranscriptionVerboseJson,
+)
 from gateway.transcriptions.service import read_upload, resolve_model, transcribe
 from inference.protocol import TranscriptionResult
 
@@ -27,24 +37,55 @@ def billing_headers(billed: Billed[TranscriptionResult]) -> dict[str, str]:
     return charge_headers(billed.charge, cached=billed.cached)
 
 
-@router.post("/v1/audio/transcriptions", response_model=None)
+@router.post(
+    "/v1/audio/transcriptions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The transcript in ``response_format``: JSON for json and "
+            "verbose_json, text for text, srt and vtt.",
+            "model": TranscriptionJson | TranscriptionVerboseJson,
+            "content": text_content(*TEXT_MEDIA_TYPES),
+            "headers": BILLING_HEADERS,
+        },
+        **BILLED_ERRORS,
+    },
+)
 async def create_transcription(
     call: BilledCallDep,
-    file: Annotated[UploadFile, File(description="The audio file to transcribe.")],
-    model: Annotated[str, Form(description="Model id; whisper-1 maps to the default.")],
-    language: Annotated[str | None, Form()] = None,
-    prompt: Annotated[str | None, Form(description="Passed to the model as hotwords.")] = None,
-    response_format: Annotated[str | None, Form()] = None,
+    file: Annotated[
+        UploadFile,
+        File(description="The audio file: wav, mp3, m4a, mp4, webm, ogg or flac."),
+    ],
+    model: Annotated[
+        str,
+        Form(
+            min_length=1,
+            max_length=MAX_MODEL_LENGTH,
+            description="Model id; whisper-1 and gpt-4o-transcribe map to the default.",
+            examples=["whisper-1"],
+        ),
+    ],
+    language: Annotated[Language, Form()] = AUTO,
+    prompt: Annotated[
+        str,
+        Form(max_length=MAX_PROMPT_LENGTH, description="Passed to the model as hotwords."),
+    ] = "",
+    response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
     temperature: Annotated[
         float | None,
         Form(ge=0, le=1, description="Sampling temperature; 0 decodes by beam search."),
     ] = None,
     timestamp_granularities: Annotated[
-        list[str] | None, Form(alias="timestamp_granularities[]")
+        list[TimestampGranularity] | None,
+        Form(
+            alias="timestamp_granularities[]",
+            description="word and/or segment; needs response_format verbose_json.",
+        ),
     ] = None,
 ) -> Response:
     """Transcribe audio into the input language (OpenAI-compatible), billed per output token."""
-    output_format = parse_response_format(response_format)
+    output_format = response_format
     granularities = parse_granularities(timestamp_granularities, output_format)
     audio = await read_upload(file, call.settings.max_upload_bytes)
     request = TranscriptionInput(
@@ -52,8 +93,8 @@ async def create_transcription(
         filename=file.filename or "audio",
         content_type=file.content_type or "application/octet-stream",
         model=resolve_model(model, call.settings),
-        language=language or "auto",
-        prompt=prompt,
+        language=language,
+        prompt=prompt or None,
         granularities=granularities,
         temperature=temperature,
     )

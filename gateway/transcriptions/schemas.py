@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
 
 from gateway.formats import TimestampGranularity
+
+# A model id, and OpenAI's ``prompt`` (which the engines take as hotwords).
+MAX_MODEL_LENGTH = 128
+MAX_PROMPT_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -18,3 +25,58 @@ class TranscriptionInput:
     granularities: frozenset[TimestampGranularity]
     # Reaches the engine and is part of the cache key; None and 0 both mean beam search.
     temperature: float | None = None
+
+
+class TokenUsage(BaseModel):
+    """OpenAI's ``usage`` of a transcription billed by tokens, plus the audio seconds and the
+    cost the ledger recorded."""
+
+    type: Literal["tokens"] = "tokens"
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    seconds: float
+    token_unit: str
+    cost_micros: int
+    currency: str
+
+
+class TranscriptionJson(BaseModel):
+    """``response_format=json`` (OpenAI's ``CreateTranscriptionResponseJson``)."""
+
+    text: str
+    usage: TokenUsage
+
+
+class TranscriptionWord(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class TranscriptionSegment(BaseModel):
+    """OpenAI's segment; decoder statistics are null where the engine has none."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    seek: int | None = None
+    tokens: list[int] | None = None
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+
+class TranscriptionVerboseJson(BaseModel):
+    """``response_format=verbose_json`` (OpenAI's ``CreateTranscriptionResponseVerboseJson``);
+    ``segments`` and ``words`` as ``timestamp_granularities[]`` asks."""
+
+    task: Literal["transcribe"] = "transcribe"
+    language: str
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment] | None = None
+    words: list[TranscriptionWord] | None = None
+    usage: TokenUsage

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
+from billing.credits.service import add_credit
 from billing.db import Database
 from billing.errors import AlreadyExists, InvalidApiKey, InvalidValue, NotFound
 from billing.keys.schemas import KeyScope
@@ -17,6 +18,8 @@ from billing.keys.service import (
 )
 from billing.models import ApiKey
 from billing.models.types import utcnow
+from billing.periods import period_bounds
+from billing.plans.service import create_plan
 from billing.tenants.service import create_tenant
 from tests.fixtures.factories import TEST_ACTOR
 
@@ -170,3 +173,39 @@ class TestKeyLifecycle:
         for bad in ({"scopes": []}, {"allowed_models": [" "]}, {"allowed_models": ["a,b"]}):
             with pytest.raises(InvalidValue), database.transaction() as session:
                 create_api_key(session, tenant, actor=TEST_ACTOR, **bad)  # type: ignore[arg-type]
+
+
+class TestServiceBounds:
+    """The CLI and the console reach the services without the HTTP schemas: the services
+    refuse what the ledger cannot hold with ``InvalidValue``, never an overflow."""
+
+    def test_key_lifetime_past_a_century(self, database: Database, tenant: str) -> None:
+        with database.transaction() as session, pytest.raises(InvalidValue, match="36,500"):
+            create_api_key(session, tenant, expires_in=timedelta(days=3_000_000), actor=TEST_ACTOR)
+
+    def test_rotation_grace_past_ninety_days(self, database: Database, tenant: str) -> None:
+        with database.transaction() as session:
+            created = create_api_key(session, tenant, actor=TEST_ACTOR)
+        with database.transaction() as session, pytest.raises(InvalidValue, match="grace"):
+            rotate_api_key(
+                session, created.key.prefix, grace=timedelta(days=10_000), actor=TEST_ACTOR
+            )
+
+    def test_plan_and_credit_amounts(self, database: Database, tenant: str) -> None:
+        with database.transaction() as session, pytest.raises(InvalidValue, match="price"):
+            create_plan(session, "huge", price_per_1k_tokens_micros=2**63, actor=TEST_ACTOR)
+        with database.transaction() as session, pytest.raises(InvalidValue, match="tokens"):
+            create_plan(
+                session,
+                "greedy",
+                price_per_1k_tokens_micros=1,
+                max_tokens_per_audio_second=2**63,
+                actor=TEST_ACTOR,
+            )
+        with database.transaction() as session, pytest.raises(InvalidValue, match="amount"):
+            add_credit(session, tenant, 2**63, idempotency_key="k", actor=TEST_ACTOR)
+
+    def test_the_last_period(self) -> None:
+        assert period_bounds("9998-12")[1].year == 9999
+        with pytest.raises(InvalidValue):
+            period_bounds("9999-12")

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from billing.db import Database
 from billing.models import ReturnedCharge
+from gateway.cli.admin import admin as admin_cli
 from gateway.config import GatewaySettings
 from tests.fixtures.factories import bill_at, create_tenant_with_key, usage_rows
 from tests.gateway.admin_client import admin_client, admin_settings, bearer, token
@@ -249,3 +251,119 @@ class TestBillingEndpoints:
         (finding,) = [f for f in unbilled["findings"] if not f["ok"]]
         assert finding["check"] == "returned"
         assert "1 returned but never billed (req_never_billed)" in finding["detail"]
+
+
+def assert_invalid(response: Any, param: str) -> None:
+    """Refused in the envelope, naming the field, never a 500."""
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_value"
+    assert error["param"] == param
+
+
+class TestBounds:
+    """Values past what a column or ``datetime`` holds are refused with 400, never 500."""
+
+    @pytest.fixture
+    def acme(self, admin: Admin) -> str:
+        assert admin.post("/admin/tenants", {"name": "acme"}).status_code == 201
+        key = admin.post("/admin/keys", {"tenant": "acme"})
+        assert key.status_code == 201
+        return str(key.json()["key"]["prefix"])
+
+    @pytest.mark.parametrize("days", [36_501, 3_000_000, 2**63])
+    @pytest.mark.usefixtures("acme")
+    def test_key_lifetime(self, admin: Admin, days: int) -> None:
+        assert_invalid(
+            admin.post("/admin/keys", {"tenant": "acme", "expires_in_days": days}),
+            "expires_in_days",
+        )
+
+    @pytest.mark.usefixtures("acme")
+    def test_the_longest_key_lifetime_is_accepted(self, admin: Admin) -> None:
+        response = admin.post("/admin/keys", {"tenant": "acme", "expires_in_days": 36_500})
+        assert response.status_code == 201, response.text
+        expires_at = datetime.fromisoformat(response.json()["key"]["expires_at"])
+        expected = datetime.now(UTC) + timedelta(days=36_500)
+        assert abs(expires_at - expected) < timedelta(minutes=5)
+
+    @pytest.mark.parametrize("grace", [90 * 86_400 + 1, 2**63])
+    def test_rotation_grace(self, admin: Admin, acme: str, grace: int) -> None:
+        response = admin.post(f"/admin/keys/{acme}/rotate", {"grace_seconds": grace})
+        assert_invalid(response, "grace_seconds")
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("price_per_1k_tokens_micros", 2**63),
+            ("price_per_1k_tokens_micros", -1),
+            ("max_tokens_per_audio_second", 2**63),
+            ("max_tokens_per_audio_second", 0),
+            ("monthly_token_quota", 2**63),
+            ("requests_per_minute", 2**31),
+            ("concurrency_limit", 2**31),
+            ("cache_hit_price_bp", 10_001),
+            ("currency", "DOLLARS"),
+        ],
+    )
+    def test_plan_terms(self, admin: Admin, field: str, value: object) -> None:
+        body = {"name": "big", "price_per_1k_tokens_micros": 1_000, field: value}
+        assert_invalid(admin.post("/admin/plans", body), field)
+        if field != "currency":
+            assert_invalid(admin.patch("/admin/plans/standard", {field: value}), field)
+
+    @pytest.mark.parametrize("amount", [2**63, -(2**63), 10**12 + 1])
+    @pytest.mark.usefixtures("acme")
+    def test_credit(self, admin: Admin, amount: int) -> None:
+        body = {"amount_micros": amount, "idempotency_key": "k", "kind": "adjustment"}
+        assert_invalid(admin.post("/admin/tenants/acme/credits", body), "amount_micros")
+        assert admin.get("/admin/tenants/acme/credits").json() == []
+
+    def test_names(self, admin: Admin) -> None:
+        assert_invalid(admin.post("/admin/tenants", {"name": "x" * 129}), "name")
+        assert_invalid(admin.post("/admin/keys", {"tenant": "x" * 129}), "tenant")
+        assert_invalid(admin.post("/admin/nodes", {"url": "http://" + "n" * 200}), "url")
+
+    @pytest.mark.parametrize("period", ["9999-12", "2026-13", "26-11"])
+    @pytest.mark.usefixtures("acme")
+    def test_periods(self, admin: Admin, period: str) -> None:
+        # 9999-12 is a well-formed month whose end datetime cannot hold: the service refuses it.
+        for response in (
+            admin.get("/admin/reconcile", period=period),
+            admin.post(f"/admin/invoices/acme/{period}/finalize"),
+        ):
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] == "invalid_value"
+
+    def test_audit_paging(self, admin: Admin) -> None:
+        assert_invalid(admin.get("/admin/audit", after_id=2**63), "after_id")
+        assert_invalid(admin.get("/admin/audit", limit=2**63), "limit")
+        assert_invalid(admin.get("/admin/audit", since="9999-12-31T23:00:00-05:00"), "since")
+
+
+class TestCliBounds:
+    """``asrgw admin`` refuses the same values with a usage error or the service's message,
+    never a traceback."""
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [
+            ["key", "create", "--tenant", "acme", "--expires-in-days", "3000000"],
+            ["key", "rotate", "abc", "--grace-seconds", str(2**63)],
+        ],
+    )
+    def test_out_of_range_options(self, sqlite_url: str, arguments: list[str]) -> None:
+        result = CliRunner().invoke(admin_cli, arguments, env={"BILLING_DATABASE_URL": sqlite_url})
+        assert result.exit_code == 2
+        assert "is not in the range" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+    def test_a_price_past_the_bound(self, sqlite_url: str) -> None:
+        result = CliRunner().invoke(
+            admin_cli,
+            ["plan", "create", "huge", "--price-per-1k-micros", str(2**63)],
+            env={"BILLING_DATABASE_URL": sqlite_url},
+        )
+        assert result.exit_code != 0
+        assert "price per 1,000 tokens must be between 0 and 100,000,000" in result.output
+        assert isinstance(result.exception, SystemExit)

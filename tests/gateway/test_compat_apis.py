@@ -182,3 +182,30 @@ def test_the_documented_curl_call_works_against_a_gateway_process(
     assert "weather" in body["text"]
     assert body["language"] == "en"
     assert len(usage_rows(database)) == 1
+
+
+class TestLanguageOnCompatibleRoutes:
+    def test_asr_refuses_an_unknown_language(self, gateway: Gateway, weather_wav: Path) -> None:
+        response = gateway.client.post(
+            "/asr",
+            params={"language": "klingon", "output": "json"},
+            headers=gateway.auth(),
+            files={"audio_file": ("a.wav", weather_wav.read_bytes())},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "language"
+        assert response.json()["error"]["code"] == "invalid_value"
+        assert usage_rows(gateway.database) == []
+
+    def test_json_route_refuses_an_unknown_language(
+        self, gateway: Gateway, weather_wav: Path
+    ) -> None:
+        encoded = base64.b64encode(weather_wav.read_bytes()).decode()
+        response = gateway.client.post(
+            "/api/transcribe",
+            headers=gateway.auth(),
+            json={"file": encoded, "language": "x" * 100_000},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "language"
+        assert usage_rows(gateway.database) == []

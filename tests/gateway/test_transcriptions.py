@@ -218,6 +218,61 @@ class TestBadInputIsNeverBilled:
         assert usage_rows(gateway.database) == []
 
 
+class TestLanguage:
+    """``language`` is checked at the edge: an unknown one is refused before the upload is
+    read, and nothing is reserved or billed."""
+
+    def test_a_known_code_is_accepted(self, gateway: Gateway, weather_wav: Path) -> None:
+        response = transcribe(gateway, weather_wav.read_bytes(), language="en")
+        assert response.status_code == 200, response.text
+        assert len(usage_rows(gateway.database)) == 1
+
+    @pytest.mark.parametrize("language", ["english", "xx", "EN", "en-US", "auto "])
+    def test_an_unknown_code_is_refused_and_not_billed(
+        self, gateway: Gateway, weather_wav: Path, language: str
+    ) -> None:
+        response = transcribe(gateway, weather_wav.read_bytes(), language=language)
+        error = assert_error(response, 400, "invalid_value")
+        assert error["param"] == "language"
+        assert "ISO 639-1" in str(error["message"])
+        assert usage_rows(gateway.database) == []
+
+    def test_a_huge_language_is_refused_and_not_billed(
+        self, gateway: Gateway, weather_wav: Path
+    ) -> None:
+        response = transcribe(gateway, weather_wav.read_bytes(), language="x" * 512 * 1024)
+        error = assert_error(response, 400, "invalid_value")
+        assert error["param"] == "language"
+        # The message quotes only the start of what was sent.
+        assert len(str(error["message"])) < 200
+        assert usage_rows(gateway.database) == []
+
+
+class TestBoundedFields:
+    def test_an_overlong_idempotency_key_is_refused(
+        self, gateway: Gateway, weather_wav: Path
+    ) -> None:
+        response = gateway.client.post(
+            "/v1/audio/transcriptions",
+            headers={**gateway.auth(), "Idempotency-Key": "k" * 256},
+            files={"file": ("a.wav", weather_wav.read_bytes())},
+            data={"model": "whisper-1"},
+        )
+        error = assert_error(response, 400, "invalid_value")
+        assert error["param"] == "Idempotency-Key"
+        assert usage_rows(gateway.database) == []
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("model", "m" * 129), ("prompt", "p" * 4097), ("temperature", "2")]
+    )
+    def test_fields_past_their_bounds(
+        self, gateway: Gateway, weather_wav: Path, field: str, value: str
+    ) -> None:
+        response = transcribe(gateway, weather_wav.read_bytes(), **{field: value})
+        assert assert_error(response, 400, "invalid_value")["param"] == field
+        assert usage_rows(gateway.database) == []
+
+
 class TestUpstream:
     def test_no_node_reachable_is_503_and_unbilled(
         self, database: Database, weather_wav: Path
