@@ -59,23 +59,17 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     "limiter's store down or the identity provider unreachable; nothing was billed.",
 }
 
-RETRY_AFTER_HEADER = {
-    "description": "Seconds to wait before retrying.",
-    "schema": {"type": "integer"},
-}
+
+def header(description: str, kind: str, **schema: Any) -> dict[str, Any]:
+    """A response header in OpenAPI form."""
+    return {"description": description, "schema": {"type": kind, **schema}}
+
+
+RETRY_AFTER_HEADER = header("Seconds to wait before retrying.", "integer")
 RATE_LIMIT_HEADERS = {
-    "x-ratelimit-limit-requests": {
-        "description": "Requests allowed per window.",
-        "schema": {"type": "integer"},
-    },
-    "x-ratelimit-remaining-requests": {
-        "description": "Requests left in the window.",
-        "schema": {"type": "integer"},
-    },
-    "x-ratelimit-reset-requests": {
-        "description": "When the window frees a request, e.g. 1s.",
-        "schema": {"type": "string"},
-    },
+    "x-ratelimit-limit-requests": header("Requests allowed per window.", "integer"),
+    "x-ratelimit-remaining-requests": header("Requests left in the window.", "integer"),
+    "x-ratelimit-reset-requests": header("When the window frees a request, e.g. 1s.", "string"),
 }
 HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": RETRY_AFTER_HEADER, **RATE_LIMIT_HEADERS},
@@ -84,23 +78,15 @@ HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
 
 
 BILLING_HEADERS: dict[str, Any] = {
-    "x-billing-output-tokens": {
-        "description": "Output tokens billed for this request.",
-        "schema": {"type": "integer"},
-    },
-    "x-billing-cost-micros": {
-        "description": "What this request cost, in micro-units of the currency.",
-        "schema": {"type": "integer"},
-    },
-    "x-billing-currency": {"description": "ISO 4217 currency.", "schema": {"type": "string"}},
-    "x-billing-request-id": {
-        "description": "The ledger row of this charge.",
-        "schema": {"type": "string"},
-    },
-    "x-cache": {
-        "description": "hit when answered from the result cache, else miss.",
-        "schema": {"type": "string", "enum": ["hit", "miss"]},
-    },
+    "x-billing-output-tokens": header("Output tokens billed for this request.", "integer"),
+    "x-billing-cost-micros": header(
+        "What this request cost, in micro-units of the currency.", "integer"
+    ),
+    "x-billing-currency": header("ISO 4217 currency.", "string"),
+    "x-billing-request-id": header("The ledger row of this charge.", "string"),
+    "x-cache": header(
+        "hit when answered from the result cache, else miss.", "string", enum=["hit", "miss"]
+    ),
 }
 
 

@@ -16,7 +16,6 @@ from gateway.formats import (
     MEDIA_TYPES,
     TEXT_MEDIA_TYPES,
     ResponseFormat,
-    TimestampGranularity,
     parse_granularities,
 )
 from gateway.jobs import service
@@ -28,8 +27,9 @@ from gateway.languages import AUTO, Language
 from gateway.openapi import BILLED_ERRORS, error_responses, text_content
 from gateway.ratelimits.dependency import RateLimitedKey
 from gateway.transcriptions.schemas import (
-    MAX_MODEL_LENGTH,
-    MAX_PROMPT_LENGTH,
+    GranularitiesForm,
+    ModelForm,
+    PromptForm,
     TranscriptionJson,
     TranscriptionVerboseJson,
 )
@@ -68,25 +68,15 @@ async def create_job(
     database: DatabaseDep,
     store: JobStoreDep,
     file: Annotated[UploadFile, File(description="The audio file to transcribe.")],
-    model: Annotated[
-        str,
-        Form(
-            min_length=1,
-            max_length=MAX_MODEL_LENGTH,
-            description="Model id; whisper-1 maps to the default.",
-            examples=["whisper-1"],
-        ),
-    ],
+    model: ModelForm,
     language: Annotated[Language, Form()] = AUTO,
-    prompt: Annotated[
-        str,
-        Form(max_length=MAX_PROMPT_LENGTH, description="Passed to the model as hotwords."),
-    ] = "",
+    prompt: PromptForm = "",
     response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
-    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
-    timestamp_granularities: Annotated[
-        list[TimestampGranularity] | None, Form(alias="timestamp_granularities[]")
+    temperature: Annotated[
+        float | None,
+        Form(ge=0, le=1, description="Accepted for compatibility; jobs decode by beam search."),
     ] = None,
+    timestamp_granularities: GranularitiesForm = None,
     webhook_url: Annotated[str | None, Form(max_length=2048)] = None,
     webhook_secret: Annotated[str | None, Form(min_length=16, max_length=255)] = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,

@@ -14,15 +14,16 @@ from gateway.formats import (
     MEDIA_TYPES,
     TEXT_MEDIA_TYPES,
     ResponseFormat,
-    TimestampGranularity,
     parse_granularities,
     render_body,
 )
 from gateway.languages import AUTO, Language
 from gateway.openapi import BILLED_ERRORS, BILLING_HEADERS, text_content
 from gateway.transcriptions.schemas import (
-    MAX_MODEL_LENGTH,
-    MAX_PROMPT_LENGTH,
+    GranularitiesForm,
+    ModelForm,
+    PromptForm,
+    TemperatureForm,
     TranscriptionInput,
     TranscriptionJson,
     TranscriptionVerboseJson,
@@ -57,32 +58,12 @@ async def create_transcription(
         UploadFile,
         File(description="The audio file: wav, mp3, m4a, mp4, webm, ogg or flac."),
     ],
-    model: Annotated[
-        str,
-        Form(
-            min_length=1,
-            max_length=MAX_MODEL_LENGTH,
-            description="Model id; whisper-1 and gpt-4o-transcribe map to the default.",
-            examples=["whisper-1"],
-        ),
-    ],
+    model: ModelForm,
     language: Annotated[Language, Form()] = AUTO,
-    prompt: Annotated[
-        str,
-        Form(max_length=MAX_PROMPT_LENGTH, description="Passed to the model as hotwords."),
-    ] = "",
+    prompt: PromptForm = "",
     response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
-    temperature: Annotated[
-        float | None,
-        Form(ge=0, le=1, description="Sampling temperature; 0 decodes by beam search."),
-    ] = None,
-    timestamp_granularities: Annotated[
-        list[TimestampGranularity] | None,
-        Form(
-            alias="timestamp_granularities[]",
-            description="word and/or segment; needs response_format verbose_json.",
-        ),
-    ] = None,
+    temperature: TemperatureForm = None,
+    timestamp_granularities: GranularitiesForm = None,
 ) -> Response:
     """Transcribe audio into the input language (OpenAI-compatible), billed per output token."""
     output_format = response_format

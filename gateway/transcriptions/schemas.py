@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Form
 from pydantic import BaseModel
 
 from gateway.formats import TimestampGranularity
@@ -12,6 +13,32 @@ from gateway.formats import TimestampGranularity
 # A model id, and OpenAI's ``prompt`` (which the engines take as hotwords).
 MAX_MODEL_LENGTH = 128
 MAX_PROMPT_LENGTH = 4096
+
+# The form fields OpenAI's transcription request has, as the synchronous route and the jobs
+# route both take them.
+ModelForm = Annotated[
+    str,
+    Form(
+        min_length=1,
+        max_length=MAX_MODEL_LENGTH,
+        description="Model id; whisper-1 and gpt-4o-transcribe map to the default.",
+        examples=["whisper-1"],
+    ),
+]
+PromptForm = Annotated[
+    str, Form(max_length=MAX_PROMPT_LENGTH, description="Passed to the model as hotwords.")
+]
+TemperatureForm = Annotated[
+    float | None,
+    Form(ge=0, le=1, description="Sampling temperature; 0 decodes by beam search."),
+]
+GranularitiesForm = Annotated[
+    list[TimestampGranularity] | None,
+    Form(
+        alias="timestamp_granularities[]",
+        description="word and/or segment; needs response_format verbose_json.",
+    ),
+]
 
 
 @dataclass(frozen=True)
