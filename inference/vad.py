@@ -22,6 +22,18 @@ MIN_SILENCE_MS = 100
 SPEECH_PAD_MS = 30
 
 
+def _faster_whisper_vad() -> Any:
+    """faster-whisper's VAD module, imported after its package. Importing ``faster_whisper.vad``
+    first takes that module's import lock and then the package's, while the engine loading on
+    another thread imports the package, whose ``__init__`` imports ``faster_whisper.vad``: the
+    two locks taken in opposite orders, which Python breaks by raising ``_DeadlockError`` in one
+    of the threads (the node's model then fails to load)."""
+    import faster_whisper  # the package, and its import lock, first
+    import faster_whisper.vad
+
+    return faster_whisper.vad
+
+
 class VadSegmenter:
     def __init__(self, max_segment_seconds: float = 20.0) -> None:
         self.max_segment_samples = int(max_segment_seconds * SAMPLE_RATE)
@@ -34,8 +46,7 @@ class VadSegmenter:
         return self._model is not None
 
     def load(self) -> None:
-        from faster_whisper.vad import get_vad_model
-
+        get_vad_model = _faster_whisper_vad().get_vad_model
         if self._model is None:
             self._model = get_vad_model()
 
@@ -48,17 +59,16 @@ class VadSegmenter:
 
     def split(self, audio: AudioArray) -> list[Span]:
         """Sample spans of speech, in order, each at most ``max_segment_seconds`` long."""
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
-
+        vad = _faster_whisper_vad()
         self.load()
-        options = VadOptions(
+        options = vad.VadOptions(
             threshold=THRESHOLD,
             min_speech_duration_ms=MIN_SPEECH_MS,
             min_silence_duration_ms=MIN_SILENCE_MS,
             speech_pad_ms=SPEECH_PAD_MS,
             max_speech_duration_s=self.max_segment_seconds,
         )
-        regions = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+        regions = vad.get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
         return merge_spans(
             [(int(r["start"]), int(r["end"])) for r in regions], self.max_segment_samples
         )
