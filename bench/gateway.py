@@ -61,6 +61,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.record import record  # noqa: E402
 from billing.db import Database  # noqa: E402
+from billing.limits import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
 from tests.fixtures.factories import create_tenant_with_key  # noqa: E402
 from tests.fixtures.processes import ASRGW, free_port, wait_until_ready  # noqa: E402
@@ -390,7 +391,7 @@ def run(options: argparse.Namespace) -> list[Measurement]:
             key = create_tenant_with_key(
                 database,
                 "bench",
-                requests_per_minute=100_000_000,
+                requests_per_minute=MAX_REQUESTS_PER_MINUTE,
                 concurrency_limit=10_000,
             )
             database.dispose()

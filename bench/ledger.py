@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.record import record  # noqa: E402
 from billing.db import Database  # noqa: E402
 from billing.keys.service import authenticate  # noqa: E402
+from billing.limits import MAX_CREDIT_MICROS  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
 from billing.reservations.service import reserve, settle  # noqa: E402
 from billing.usage.schemas import BillableTranscription  # noqa: E402
@@ -186,7 +187,7 @@ def measure(url: str, writers: int, seconds: float, *, shared_tenant: bool, mode
             database,
             f"bench-{uuid.uuid4().hex[:8]}",
             prepaid=True,
-            credit_micros=10**15,
+            credit_micros=MAX_CREDIT_MICROS,
             max_tokens_per_audio_second=50,
         )
         for _ in range(1 if shared_tenant else writers)
