@@ -85,3 +85,19 @@ class Engine(ABC):
             f"Model '{self.model_id}' does not support language '{requested}'; "
             f"it supports: {', '.join(languages)}."
         )
+
+
+class BatchingEngine(Engine):
+    """An engine that decodes in batches: one item is a batch of one."""
+
+    def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
+        outcome = self.transcribe_batch([audio], params)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @abstractmethod
+    def transcribe_batch(
+        self, audios: list[AudioArray], params: TranscribeParams
+    ) -> list[EngineOutput | Exception]:
+        """Outputs in input order; a failing item yields its exception and fails alone."""

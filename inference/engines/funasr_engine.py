@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.audio import AudioArray, duration_seconds
-from inference.engines.base import Engine, EngineOutput
+from inference.engines.base import BatchingEngine, EngineOutput
 from inference.errors import InferenceError, ModelLoadError
 from inference.memory import free_cuda_cache, is_cuda_oom
 from inference.protocol import ModelInfo, Segment, TranscribeParams, Word
@@ -37,7 +37,7 @@ def looks_like_directory(source: str) -> bool:
     return source.startswith((".", "/", "~")) or (os.sep in source and Path(source).exists())
 
 
-class FunASREngine(Engine):
+class FunASREngine(BatchingEngine):
     engine_name = "funasr"
 
     def __init__(
@@ -125,12 +125,6 @@ class FunASREngine(Engine):
             ) from error
         switch_off_dither(self._model)
         logger.info("loaded FunASR model %s in %.1fs", self.model_id, time.perf_counter() - started)
-
-    def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
-        outcome = self.transcribe_batch([audio], params)[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     def transcribe_batch(
         self, audios: list[AudioArray], params: TranscribeParams

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from inference.audio import SAMPLE_RATE, AudioArray, duration_seconds
-from inference.engines.base import Engine, EngineOutput
+from inference.engines.base import BatchingEngine, EngineOutput
 from inference.errors import InferenceError, ModelLoadError
 from inference.protocol import ModelInfo, Segment, TranscribeParams, Word
 
@@ -144,7 +144,7 @@ class _Decoded:
         )
 
 
-class FasterWhisperEngine(Engine):
+class FasterWhisperEngine(BatchingEngine):
     engine_name = ENGINE_NAME
     fixed_window_seconds = float(WINDOW_SECONDS)
 
@@ -291,12 +291,6 @@ class FasterWhisperEngine(Engine):
         self._model = None
 
     # -- transcription -----------------------------------------------------------------------
-
-    def transcribe(self, audio: AudioArray, params: TranscribeParams) -> EngineOutput:
-        outcome = self.transcribe_batch([audio], params)[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
 
     def transcribe_batch(
         self, audios: list[AudioArray], params: TranscribeParams
