@@ -9,6 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlmodel import Session
 
+from billing.db import Database
 from billing.invoices.service import build_draft, finalize, list_invoices, show_invoice
 from billing.models.types import utcnow
 from billing.periods import billing_period
@@ -16,6 +17,7 @@ from billing.tenants import repository as tenants_repository
 from gateway.admin.deps import in_transaction
 from gateway.console.deps import BillingPage, BillingWrite
 from gateway.console.downloads import invoice_csv_response, invoice_pdf_response
+from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, RequestId
 
@@ -57,6 +59,14 @@ def invoices(
     )
 
 
+def _draft(
+    database: Database, caller: ConsoleCaller, request_id: str, tenant: str, period: str
+) -> Response:
+    actor = caller.actor(request_id)
+    in_transaction(database, lambda session: build_draft(session, tenant, period, actor=actor))
+    return RedirectResponse(invoice_path(tenant, period, "invoice-drafted"), status_code=303)
+
+
 @router.post("")
 def draft_form(
     database: DatabaseDep,
@@ -66,9 +76,7 @@ def draft_form(
     period: Annotated[str, Form()],
 ) -> Response:
     """Build (or rebuild) a month's draft from the ledger."""
-    actor = caller.actor(request_id)
-    in_transaction(database, lambda session: build_draft(session, tenant, period, actor=actor))
-    return RedirectResponse(invoice_path(tenant, period, "invoice-drafted"), status_code=303)
+    return _draft(database, caller, request_id, tenant, period)
 
 
 @router.get("/{tenant}/{period}")
@@ -89,9 +97,7 @@ def redraft(
     tenant: str, period: str, database: DatabaseDep, caller: BillingWrite, request_id: RequestId
 ) -> Response:
     """Rebuild the draft from the ledger; 409 once finalized."""
-    actor = caller.actor(request_id)
-    in_transaction(database, lambda session: build_draft(session, tenant, period, actor=actor))
-    return RedirectResponse(invoice_path(tenant, period, "invoice-drafted"), status_code=303)
+    return _draft(database, caller, request_id, tenant, period)
 
 
 @router.post("/{tenant}/{period}/finalize")
