@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import logging
 import os
 import platform
 import subprocess
 import sys
 import time
-import wave
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +46,7 @@ from bench.record import record  # noqa: E402
 from inference.modelgen import build_random_paraformer, build_random_whisper  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from speech_data import english_utterances  # noqa: E402
+from speech_data import english_utterances, pcm16_wav  # noqa: E402
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 from tests.fixtures.nodes import metric  # noqa: E402
@@ -93,14 +91,7 @@ def speechlike_clip(seconds: float, seed: int) -> bytes:
     envelope = np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6)), 0, None)
     envelope *= (np.sin(2 * np.pi * 0.3 * t) > -0.6).astype(np.float32)
     signal = rng.standard_normal(samples) * envelope * 0.2
-    pcm = (np.clip(signal, -1, 1) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as output:
-        output.setnchannels(1)
-        output.setsampwidth(2)
-        output.setframerate(SAMPLE_RATE)
-        output.writeframes(pcm.tobytes())
-    return buffer.getvalue()
+    return pcm16_wav(signal)
 
 
 def clips(count: int) -> list[tuple[bytes, float]]:

@@ -14,6 +14,7 @@ Mellon University) carries the recordings of its own regression tests:
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -47,16 +48,19 @@ class Utterance:
         return self.audio.size / SAMPLE_RATE
 
     def wav_bytes(self) -> bytes:
-        import io
+        return pcm16_wav(self.audio)
 
-        pcm = (np.clip(self.audio, -1, 1) * 32767).astype("<i2")
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as output:
-            output.setnchannels(1)
-            output.setsampwidth(2)
-            output.setframerate(SAMPLE_RATE)
-            output.writeframes(pcm.tobytes())
-        return buffer.getvalue()
+
+def pcm16_wav(audio: np.ndarray) -> bytes:
+    """16 kHz mono float samples in [-1, 1] as a 16-bit PCM WAV file."""
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as output:
+        output.setnchannels(1)
+        output.setsampwidth(2)
+        output.setframerate(SAMPLE_RATE)
+        output.writeframes(pcm.tobytes())
+    return buffer.getvalue()
 
 
 def fetch(cache: Path) -> Path:
