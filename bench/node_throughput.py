@@ -8,8 +8,10 @@ Whisper: ``--shape tiny.en`` is the embedded whisper-tiny.en (real weights), dri
 recorded speech (bench/speech_data.py); ``--shape large-v3`` (or ``tiny``) is a random-weight
 Whisper of that shape built offline with transformers' ``WhisperConfig`` and converted with
 CTranslate2's ``TransformersConverter`` (needs the funasr and bench extras: torch, transformers),
-so a GPU host needs no download. A random decoder rarely emits its end token, so it decodes up to
-Whisper's 448-token limit per window: an upper bound on the decoder's share of the work.
+so a GPU host needs no download. A random decoder rarely emits its end token, so the node caps
+each window at ``--max-new-tokens`` (default 64 for random weights, through
+INFERENCE_WHISPER_MAX_NEW_TOKENS): real speech of 1-7 s decodes to about 5-25 tokens, so the
+decoder's share of the work is still overstated.
 
 Each mode starts a real node process and drives it with N concurrent closed-loop clients, then
 prints a table (×realtime, p50/p95 latency, engine calls, peak RSS and GPU memory) and appends
@@ -167,6 +169,7 @@ def run_mode(
     client_counts: list[int],
     requests_per_client: int,
     log_dir: Path,
+    node_environment: dict[str, str],
 ) -> list[RunResult]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -176,6 +179,7 @@ def run_mode(
         "INFERENCE_MODELS": model_spec,
         "INFERENCE_DEVICE": device,
         "INFERENCE_MAX_QUEUE": "256",
+        **node_environment,
         **MODES[mode],
     }
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -334,12 +338,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2, help="requests per client (N > 1)")
     parser.add_argument("--clips", type=int, default=10, help="distinct Paraformer clips, 5-20 s")
     parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="Whisper: tokens per window at most (default 64 for random weights, none for tiny.en)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     options = parser.parse_args()
 
     bench_dir = ROOT / "var" / "bench"
     ceiling = ""
+    node_environment: dict[str, str] = {}
     if options.engine == "paraformer":
         shape = options.shape or "large"
         model_dir = options.model_dir or bench_dir / f"paraformer-{shape}"
@@ -362,6 +373,12 @@ def main() -> None:
         clip_set = speech_clips()
         title = f"Whisper {shape}" + ("" if shape == "tiny.en" else " (random weights)")
         clip_note = "real recorded English, 1-7 s per request"
+        cap = options.max_new_tokens
+        if cap is None and shape != "tiny.en":
+            cap = 64
+        if cap:
+            node_environment["INFERENCE_WHISPER_MAX_NEW_TOKENS"] = str(cap)
+            clip_note += f", at most {cap} tokens decoded per window"
     client_counts = [int(value) for value in options.clients.split(",")]
     results: list[RunResult] = []
     for mode in MODES:
@@ -373,6 +390,7 @@ def main() -> None:
             client_counts,
             options.requests,
             bench_dir,
+            node_environment,
         )
     device = describe_device(options.device)
     if options.engine == "paraformer":

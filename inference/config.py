@@ -32,6 +32,11 @@ class InferenceSettings(BaseSettings):
     # Beam width at temperature 0, and candidates drawn per sampled decode at temperature > 0.
     whisper_beam_size: int = Field(default=5, ge=1, le=16)
     whisper_best_of: int = Field(default=5, ge=1, le=16)
+    # Tokens decoded per 30 s window at most (the prompt not counted); 0 is Whisper's own limit
+    # (448 with the prompt). A cap bounds the GPU time a hallucination loop can take: 30 s of
+    # fast speech is about 150 tokens. At most 216, so that the longest prompt (about 230
+    # tokens of earlier text) still fits under Whisper's limit.
+    whisper_max_new_tokens: int = Field(default=0, ge=0, le=216)
     # Where hub models are cached (default: the Hugging Face cache, ~/.cache/huggingface).
     whisper_download_root: str = ""
     # Bearer secret the gateway must present; empty accepts any caller (loopback development).

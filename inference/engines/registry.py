@@ -74,6 +74,7 @@ def build_engine(spec: ModelSpec, settings: InferenceSettings | None = None) -> 
             compute_type=settings.whisper_compute_type,
             beam_size=settings.whisper_beam_size,
             best_of=settings.whisper_best_of,
+            max_new_tokens=settings.whisper_max_new_tokens,
             threads=settings.threads,
             download_root=settings.whisper_download_root or None,
         )

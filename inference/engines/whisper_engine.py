@@ -157,6 +157,7 @@ class FasterWhisperEngine(BatchingEngine):
         compute_type: str = "auto",
         beam_size: int = 5,
         best_of: int = 5,
+        max_new_tokens: int = 0,
         threads: int = 0,
         download_root: str | None = None,
     ) -> None:
@@ -166,6 +167,7 @@ class FasterWhisperEngine(BatchingEngine):
         self.compute_type = compute_type
         self.beam_size = beam_size
         self.best_of = best_of
+        self.max_new_tokens = max_new_tokens
         self.threads = threads or os.cpu_count() or 1
         self.download_root = download_root or None
         self._model: Any = None
@@ -412,7 +414,7 @@ class FasterWhisperEngine(BatchingEngine):
         from faster_whisper.transcribe import get_suppressed_tokens
 
         options: dict[str, Any] = {
-            "max_length": self._model.max_length,
+            "max_length": self._max_length(prompts),
             "return_scores": True,
             "return_no_speech_prob": True,
             "suppress_blank": True,
@@ -430,6 +432,14 @@ class FasterWhisperEngine(BatchingEngine):
         else:
             options.update(beam_size=self.beam_size, patience=1.0)
         return list(self._model.model.generate(encoder_output, prompts, **options))
+
+    def _max_length(self, prompts: list[list[int]]) -> int:
+        """CTranslate2's limit counts the prompt: the longest prompt plus the cap, within
+        Whisper's own limit."""
+        limit: int = self._model.max_length
+        if not self.max_new_tokens:
+            return limit
+        return min(limit, max(len(prompt) for prompt in prompts) + self.max_new_tokens)
 
     def _statistics(self, result: Any, tokenizer: Any, temperature: float) -> _Decoded:
         from faster_whisper.transcribe import get_compression_ratio
@@ -468,16 +478,25 @@ class FasterWhisperEngine(BatchingEngine):
             self._statistics(result, tokenizers[code], 0.0)
             for result, code in zip(results, languages, strict=True)
         ]
-        for index, item in enumerate(decoded):
-            if not item.is_silence and item.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
-                tokenizer = tokenizers[languages[index]]
-                single = self._model.encode(features[index][np.newaxis])
-                (result,) = self._generate(
-                    single, [prompts[index]], tokenizer, 0.0, NO_REPEAT_NGRAM_SIZE
-                )
-                retry = self._statistics(result, tokenizer, 0.0)
-                if retry.compression_ratio < item.compression_ratio:
-                    decoded[index] = retry
+        looping = [
+            index
+            for index, item in enumerate(decoded)
+            if not item.is_silence and item.compression_ratio > COMPRESSION_RATIO_THRESHOLD
+        ]
+        if not looping:
+            return decoded
+        # The repetition loops of a batch are decoded again together, not one after another.
+        again = self._generate(
+            self._model.encode(features[looping]),
+            [prompts[index] for index in looping],
+            tokenizers[languages[looping[0]]],
+            0.0,
+            NO_REPEAT_NGRAM_SIZE,
+        )
+        for index, result in zip(looping, again, strict=True):
+            retry = self._statistics(result, tokenizers[languages[index]], 0.0)
+            if retry.compression_ratio < decoded[index].compression_ratio:
+                decoded[index] = retry
         return decoded
 
     def _sample(
@@ -637,6 +656,7 @@ class FasterWhisperEngine(BatchingEngine):
             temperature=temperatures,
             initial_prompt=params.hotwords or None,
             word_timestamps=params.word_timestamps,
+            max_new_tokens=self.max_new_tokens or None,
             vad_filter=False,
         )
         pieces = list(pieces)

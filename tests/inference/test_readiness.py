@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from inference.app import create_app
 from inference.config import InferenceSettings
 from inference.engines.pocketsphinx_engine import PocketSphinxEngine
+from tests.fixtures.processes import ASRGW, ROOT, free_port, wait_until_ready
 
 
 class GatedWarmUp(PocketSphinxEngine):
@@ -48,3 +52,28 @@ def test_not_ready_until_warm_up_ends(weather_wav: Path) -> None:
     assert "retry-after" in refused.headers
     assert ready.json()["models"][0]["loaded"] is True
     assert served.status_code == 200
+
+
+def test_a_node_that_cannot_load_is_reported_with_its_error(tmp_path: Path) -> None:
+    """Waiting for a node whose model cannot load ends with the node's own error, not a wait
+    to the timeout: the benchmarks and the end-to-end tests say why a node never came up."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "INFERENCE_MODELS": f"broken={tmp_path / 'missing'}",
+        "INFERENCE_NODE_SECRET": "",
+    }
+    with (tmp_path / "node.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*ASRGW, "node", "--port", str(port)],
+            env=environment,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            with pytest.raises(RuntimeError, match=r"failed: .*broken"):
+                wait_until_ready(f"http://127.0.0.1:{port}/health/ready", process, timeout=300)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)

@@ -7,19 +7,24 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from inference.audio import decode_audio
+from inference.engines.base import EngineOutput
 from inference.engines.registry import parse_model_specs
 from inference.engines.whisper_engine import (
+    COMPRESSION_RATIO_THRESHOLD,
     EMBEDDED_SHA256,
     FasterWhisperEngine,
     embedded_model_dir,
     verify_model_file,
 )
 from inference.errors import ModelLoadError
+from inference.modelgen import build_random_whisper
 from inference.protocol import TranscribeParams
 from tests.conftest import WHISPER_MODEL
 from tests.fixtures.nodes import metric
@@ -210,6 +215,81 @@ class TestLongItems:
         assert words
         assert words[-1].end <= 40.001
         assert all(segment.avg_logprob is not None for segment in output.segments)
+
+
+class TestTokenCap:
+    """INFERENCE_WHISPER_MAX_NEW_TOKENS bounds what one window may decode."""
+
+    def test_a_capped_window_stops_at_the_cap(self, two_sentences_wav: Path) -> None:
+        audio = decode_audio(two_sentences_wav.read_bytes())
+        free = FasterWhisperEngine(WHISPER_MODEL, device="cpu")
+        free.load()
+        capped = FasterWhisperEngine(WHISPER_MODEL, device="cpu", max_new_tokens=4)
+        capped.load()
+        whole = free.transcribe(audio, TranscribeParams())
+        cut = capped.transcribe(audio, TranscribeParams())
+        assert sum(len(segment.tokens or []) for segment in whole.segments) > 4
+        assert 0 < sum(len(segment.tokens or []) for segment in cut.segments) <= 4
+        assert "Please call me tomorrow morning." in whole.text
+        assert "tomorrow morning" not in cut.text
+
+    def test_a_capped_long_item_stops_each_window_at_the_cap(self, forty_seconds_wav: Path) -> None:
+        engine = FasterWhisperEngine(WHISPER_MODEL, device="cpu", max_new_tokens=3)
+        engine.load()
+        output = engine.transcribe(decode_audio(forty_seconds_wav.read_bytes()), TranscribeParams())
+        assert output.segments
+        assert len(output.text.split()) <= 2 * 3 * 2  # two windows, three tokens each at most
+
+    def test_the_setting_reaches_the_engine_and_is_bounded(self) -> None:
+        from pydantic import ValidationError
+
+        from inference.config import InferenceSettings
+        from inference.engines.registry import build_engine
+
+        settings = InferenceSettings(models=WHISPER_MODEL, whisper_max_new_tokens=32)
+        (spec,) = parse_model_specs(settings.models)
+        engine = build_engine(spec, settings)
+        assert isinstance(engine, FasterWhisperEngine)
+        assert engine.max_new_tokens == 32
+        with pytest.raises(ValidationError, match="whisper_max_new_tokens"):
+            InferenceSettings(whisper_max_new_tokens=217)
+
+
+class CountingDecodes(FasterWhisperEngine):
+    """The real engine, counting its decoder passes and how many prompts each one carried."""
+
+    def __init__(self, *arguments: Any, **options: Any) -> None:
+        super().__init__(*arguments, **options)
+        self.passes: list[int] = []
+
+    def _generate(self, encoder_output: Any, prompts: list[list[int]], *rest: Any) -> list[Any]:
+        self.passes.append(len(prompts))
+        return super()._generate(encoder_output, prompts, *rest)
+
+
+class TestRepetitionLoops:
+    def test_the_loops_of_a_batch_are_decoded_again_together_with_their_solo_results(
+        self, tmp_path: Path, weather_wav: Path
+    ) -> None:
+        """A random-weight Whisper repeats itself on every input: each item is decoded again
+        without repeats, in one pass for the whole batch, and still gets its solo result."""
+        directory = build_random_whisper(tmp_path / "random-tiny", "tiny")
+        engine = CountingDecodes("random-tiny", str(directory), device="cpu")
+        engine.load()
+        noise = np.random.default_rng(1)
+        audios = [decode_audio(weather_wav.read_bytes())] + [
+            (noise.standard_normal(16_000 * seconds) * 0.1).astype(np.float32)
+            for seconds in (2, 3, 4)
+        ]
+        solo = [engine.transcribe_batch([audio], TranscribeParams())[0] for audio in audios]
+        assert engine.passes == [1, 1] * len(audios)  # each item alone: a pass, then its loop
+        engine.passes.clear()
+        batched = engine.transcribe_batch(audios, TranscribeParams())
+        assert engine.passes == [len(audios), len(audios)]
+        assert batched == solo
+        for output in solo:
+            assert isinstance(output, EngineOutput)
+            assert output.segments[0].compression_ratio > COMPRESSION_RATIO_THRESHOLD
 
 
 class TestBatching:
