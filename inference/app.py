@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -13,7 +15,7 @@ from typing import Annotated, TypeVar
 import anyio
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inference import metrics
@@ -36,8 +38,10 @@ from inference.protocol import (
     DETECT_LANGUAGE_PATH,
     LIVE_PATH,
     MODELS_PATH,
+    NDJSON_MEDIA_TYPE,
     READY_PATH,
     TRANSCRIBE_PATH,
+    TRANSCRIBE_STREAM_PATH,
     ErrorCode,
     LanguageDetection,
     ModelList,
@@ -54,6 +58,7 @@ DISCONNECT_POLL_SECONDS = 0.05
 LANGUAGE_DETECTION_SECONDS = 30
 # Scripts written without spaces: segment texts are joined without one.
 UNSPACED_LANGUAGES = frozenset({"zh", "ja", "yue"})
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -65,6 +70,27 @@ def error_response(
         content={"error": {"message": message, "type": error_type, "code": code}},
         headers={"Retry-After": str(retry_after)} if retry_after else None,
     )
+
+
+def transcribe_params(
+    model: Annotated[str | None, Form()] = None,
+    language: Annotated[str, Form()] = "auto",
+    hotwords: Annotated[str | None, Form()] = None,
+    word_timestamps: Annotated[bool, Form()] = False,
+    itn: Annotated[bool, Form()] = True,
+    temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+) -> TranscribeParams:
+    return TranscribeParams(
+        model=model or None,
+        language=language or "auto",
+        hotwords=hotwords or None,
+        word_timestamps=word_timestamps,
+        itn=itn,
+        temperature=temperature,
+    )
+
+
+ParamsForm = Annotated[TranscribeParams, Depends(transcribe_params)]
 
 
 def create_app(settings: InferenceSettings, engines: list[Engine] | None = None) -> FastAPI:
@@ -199,26 +225,46 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         """Models this node serves, with their capabilities."""
         return ModelList(data=pool.models())
 
+    @app.post(TRANSCRIBE_STREAM_PATH, dependencies=[Depends(require_node_secret)])
+    async def transcribe_stream(
+        file: Annotated[UploadFile, File()], params: ParamsForm
+    ) -> StreamingResponse:
+        """The transcript as NDJSON: each stretch of speech's text as soon as it is decoded,
+        then the canonical result."""
+        host = pool.host_for(params.model)
+        host.engine.resolve_language(params.language)
+        started = time.perf_counter()
+        with host.admission():
+            audio = await decode(file)
+            spans = await speech_spans(audio)
+        pieces = [audio[start:end] for start, end in spans]
+        separator = text_separator(host)
+
+        async def events() -> AsyncIterator[bytes]:
+            outputs: list[EngineOutput] = []
+            try:
+                with host.admission():
+                    async for output in host.transcribe_each(pieces, params):
+                        outputs.append(output)
+                        if output.text:
+                            joiner = separator if any(o.text for o in outputs[:-1]) else ""
+                            yield ndjson({"type": "delta", "text": joiner + output.text})
+                result = assemble(host, params, audio, spans, outputs, started)
+                yield ndjson({"type": "result", "result": result.model_dump(mode="json")})
+            except InferenceError as error:
+                yield ndjson({"type": "error", "error": error_body(error)})
+            except Exception as error:
+                logger.exception("streamed transcription failed")
+                failure = InferenceError(f"The transcription failed: {error}")
+                yield ndjson({"type": "error", "error": error_body(failure)})
+
+        return StreamingResponse(events(), media_type=NDJSON_MEDIA_TYPE)
+
     @app.post(TRANSCRIBE_PATH, dependencies=[Depends(require_node_secret)])
     async def transcribe(
-        request: Request,
-        file: Annotated[UploadFile, File()],
-        model: Annotated[str | None, Form()] = None,
-        language: Annotated[str, Form()] = "auto",
-        hotwords: Annotated[str | None, Form()] = None,
-        word_timestamps: Annotated[bool, Form()] = False,
-        itn: Annotated[bool, Form()] = True,
-        temperature: Annotated[float | None, Form(ge=0, le=1)] = None,
+        request: Request, file: Annotated[UploadFile, File()], params: ParamsForm
     ) -> TranscriptionResult:
         """Transcribe one audio file into the canonical result (long audio is cut by VAD)."""
-        params = TranscribeParams(
-            model=model or None,
-            language=language or "auto",
-            hotwords=hotwords or None,
-            word_timestamps=word_timestamps,
-            itn=itn,
-            temperature=temperature,
-        )
         host = pool.host_for(params.model)
         host.engine.resolve_language(params.language)  # refuse before any work is queued
         started = time.perf_counter()
@@ -276,6 +322,20 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
 
 
+def text_separator(host: ModelHost) -> str:
+    """What joins the texts of two stretches of speech: nothing in Chinese or Japanese."""
+    languages = host.engine.info().languages
+    return "" if languages and languages[0] in UNSPACED_LANGUAGES else " "
+
+
+def ndjson(event: dict[str, object]) -> bytes:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def error_body(error: InferenceError) -> dict[str, object]:
+    return {"message": error.message, "type": error.error_type, "code": str(error.code)}
+
+
 def assemble(
     host: ModelHost,
     params: TranscribeParams,
@@ -310,9 +370,7 @@ def assemble(
                     }
                 )
             )
-    languages = host.engine.info().languages
-    separator = "" if languages and languages[0] in UNSPACED_LANGUAGES else " "
-    text = separator.join(output.text for output in outputs if output.text)
+    text = text_separator(host).join(output.text for output in outputs if output.text)
     language = next(
         (output.language for output in outputs if output.text),
         host.engine.resolve_language(params.language),

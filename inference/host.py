@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -147,6 +147,21 @@ class ModelHost:
             futures = [self._submit(audio, params) for audio in audios[start : start + window]]
             outputs.extend(await asyncio.gather(*futures))
         return outputs
+
+    async def transcribe_each(
+        self, audios: list[AudioArray], params: TranscribeParams
+    ) -> AsyncIterator[EngineOutput]:
+        """Outputs for ``audios`` in order, each as soon as it and those before it are decoded
+        (a streamed transcript). Items not yet decoded when the caller stops are dropped."""
+        window = self.batching.max_batch
+        for start in range(0, len(audios), window):
+            futures = [self._submit(audio, params) for audio in audios[start : start + window]]
+            try:
+                for future in futures:
+                    yield await future
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def _submit(self, audio: AudioArray, params: TranscribeParams) -> asyncio.Future[EngineOutput]:
         loop = asyncio.get_running_loop()

@@ -4,6 +4,11 @@
 ``TranscribeParams``; it answers a ``TranscriptionResult``, the canonical shape every response
 format of the gateway is rendered from. Times are seconds. Errors come as
 ``{"error": {"message", "type", "code"}}`` with one of the ``ErrorCode`` values.
+
+``POST /v1/transcribe/stream`` takes the same form and answers NDJSON, one event per line, as
+the node decodes: ``{"type": "delta", "text"}`` for each stretch of speech (the deltas, joined,
+are the final text exactly), then ``{"type": "result", "result": TranscriptionResult}``; a
+failure after the first line is ``{"type": "error", "error": {"message", "type", "code"}}``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 TRANSCRIBE_PATH = "/v1/transcribe"
+TRANSCRIBE_STREAM_PATH = "/v1/transcribe/stream"
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
 DETECT_LANGUAGE_PATH = "/v1/detect-language"
 MODELS_PATH = "/v1/models"
 READY_PATH = "/health/ready"

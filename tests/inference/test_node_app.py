@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,3 +121,36 @@ class TestTranscribe:
         response = node.post("/v1/transcribe", headers=AUTH, data={"model": "pocketsphinx-en"})
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid_request"
+
+
+class TestStreamedTranscript:
+    def test_each_stretch_of_speech_arrives_as_a_delta_then_the_result(
+        self, node: TestClient, forty_seconds_wav: Path
+    ) -> None:
+        audio = forty_seconds_wav.read_bytes()
+        whole = node.post("/v1/transcribe", headers=AUTH, files={"file": ("a.wav", audio)})
+        streamed = node.post(
+            "/v1/transcribe/stream", headers=AUTH, files={"file": ("a.wav", audio)}
+        )
+        assert streamed.status_code == 200
+        assert streamed.headers["content-type"] == "application/x-ndjson"
+        events = [json.loads(line) for line in streamed.text.splitlines()]
+        deltas = [event["text"] for event in events if event["type"] == "delta"]
+        (result,) = [event["result"] for event in events if event["type"] == "result"]
+        assert events[-1]["type"] == "result"
+        assert len(deltas) >= 2  # forty seconds are cut by VAD into several stretches
+        assert "".join(deltas) == result["text"] == whole.json()["text"]
+        assert result["segments"] == whole.json()["segments"]
+
+    def test_bad_audio_is_refused_before_the_stream_starts(self, node: TestClient) -> None:
+        response = node.post(
+            "/v1/transcribe/stream", headers=AUTH, files={"file": ("a.png", PNG_IMAGE)}
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_audio"
+
+    def test_the_stream_needs_the_node_secret(self, node: TestClient, weather_wav: Path) -> None:
+        response = node.post(
+            "/v1/transcribe/stream", files={"file": ("a.wav", weather_wav.read_bytes())}
+        )
+        assert response.status_code == 401
