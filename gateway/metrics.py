@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from billing.models.types import utcnow
 from billing.monitoring import repository as ledger_counts
-from inference.protocol import DETECT_LANGUAGE_PATH, TRANSCRIBE_PATH
+from inference.protocol import DETECT_LANGUAGE_PATH, TRANSCRIBE_PATH, TRANSCRIBE_STREAM_PATH
 
 if TYPE_CHECKING:
     from billing.db import Database
@@ -79,6 +79,27 @@ UPSTREAM_SECONDS = Histogram(
 # ``outcome``: the node's status class ("2xx", "4xx", "5xx"), or "connect_error",
 # "transport_error" (failed after the request was sent), "pool_timeout" (never sent),
 # "cancelled" (the client went away while the node worked).
+# Streamed transcriptions (SSE, stream=true).
+OPEN_STREAMS = Gauge(
+    "asrgw_open_streams",
+    "Streamed transcriptions being sent now, by protocol.",
+    ["protocol"],
+    multiprocess_mode="livesum",
+)
+STREAMED_AUDIO_SECONDS = Counter(
+    "asrgw_streamed_audio_seconds_total",
+    "Seconds of audio of the streamed transcriptions that ended, by protocol and how they ended "
+    "(completed, client_gone: billed for what was sent, failed).",
+    ["protocol", "outcome"],
+)
+
+STREAM_PROTOCOLS = ("sse", "realtime")
+STREAM_OUTCOMES = ("completed", "client_gone", "failed")
+for _protocol in STREAM_PROTOCOLS:  # every series exists from the start, at zero
+    OPEN_STREAMS.labels(_protocol)
+    for _outcome in STREAM_OUTCOMES:
+        STREAMED_AUDIO_SECONDS.labels(_protocol, _outcome)
+
 UPSTREAM_REQUESTS = Counter(
     "asrgw_upstream_requests_total",
     "Dispatch attempts to inference nodes, by outcome.",
@@ -187,7 +208,7 @@ def record_charge(billable: BillableTranscription, charge: UsageCharge) -> None:
     BILLED_MICROS.labels(billable.model, charge.currency, cached).inc(charge.cost_micros)
 
 
-UPSTREAM_PATHS = (TRANSCRIBE_PATH, DETECT_LANGUAGE_PATH)
+UPSTREAM_PATHS = (TRANSCRIBE_PATH, TRANSCRIBE_STREAM_PATH, DETECT_LANGUAGE_PATH)
 UPSTREAM_OUTCOMES: tuple[str, ...] = ("2xx", "3xx", "4xx", "5xx", "connect_error")
 UPSTREAM_OUTCOMES += ("transport_error", "pool_timeout", "cancelled")
 

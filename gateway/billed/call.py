@@ -91,7 +91,7 @@ class BilledCall:
         ``audio_md5`` is called only when a key needs the audio's fingerprint."""
         key = self.request.headers.get("idempotency-key")
         if not key:
-            billing = self._billing(self.request_id)
+            billing = self.billing_of(self.request_id)
             return render(await run_billed(billing, await prepare(), result_type))
         lease = new_lease(self.caller.tenant_id, key)
         request_fingerprint = fingerprint_md5(
@@ -100,7 +100,7 @@ class BilledCall:
         claim = await self.keys.claim(lease, request_fingerprint, self.request_id)
         if isinstance(claim, Settled):
             return await self._replay(claim, result_type, render)
-        billing = self._billing(claim.request_id, lease, taken_over=claim.taken_over)
+        billing = self.billing_of(claim.request_id, lease, taken_over=claim.taken_over)
         with self.keys.working(lease):
             try:
                 order = await prepare()
@@ -109,13 +109,14 @@ class BilledCall:
                 raise
             return render(await run_billed(billing, order, result_type))
 
-    def _billing(
+    def billing_of(
         self, request_id: str, lease: Lease | None = None, *, taken_over: bool = False
     ) -> RequestBilling:
+        """How this request writes its money (``gateway.billed.dispatch.RequestBilling``)."""
         return RequestBilling(
             ledger=self.ledger,
             leases=self.leases,
-            request=self.request,
+            client_gone=self.request.is_disconnected,
             request_id=request_id,
             caller=self.caller,
             key_lease=lease,

@@ -22,7 +22,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 from pydantic import BaseModel
-from starlette.requests import Request
 
 from billing.errors import InsufficientQuota
 from billing.idempotency.service import Lease
@@ -136,7 +135,7 @@ class RequestBilling:
         *,
         ledger: Ledger,
         leases: LeaseKeeper,
-        request: Request,
+        client_gone: Callable[[], Awaitable[bool]],
         request_id: str,
         caller: AuthenticatedKey,
         key_lease: Lease | None = None,
@@ -144,7 +143,7 @@ class RequestBilling:
     ) -> None:
         self.ledger = ledger
         self.leases = leases
-        self.request = request
+        self.client_gone = client_gone
         self.request_id = request_id
         self.caller = caller
         self.key_lease = key_lease
@@ -181,7 +180,7 @@ class RequestBilling:
 
     async def before_settle(self) -> None:
         # Without a key nothing could replay the result: a client that has left is not billed.
-        if self.key_lease is None and await self.request.is_disconnected():
+        if self.key_lease is None and await self.client_gone():
             raise ClientGone("The client disconnected before the result was ready.")
 
     async def abandon(self) -> None:

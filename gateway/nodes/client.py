@@ -11,7 +11,8 @@ CPU per call (bench/gateway.py, docs/benchmarks.md). ``HttpxNodeClient`` serves 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +51,25 @@ class NodeResponse:
         return json.loads(self.content)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStream:
+    """A node's answer read as it comes: its status and headers, then its body line by line
+    (``lines`` raises ``FailedAfterSending`` when the connection breaks midway)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    lines: AsyncIterator[bytes]
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    async def response(self) -> NodeResponse:
+        """The rest of the body as a whole response (an error answer, say)."""
+        body = b"".join([line async for line in self.lines])
+        return NodeResponse(self.status_code, self.headers, body)
+
+
 class NodeClient(Protocol):
     async def post(
         self,
@@ -62,6 +82,16 @@ class NodeClient(Protocol):
     ) -> NodeResponse: ...
 
     async def get(self, url: str, *, timeout: float) -> NodeResponse: ...
+
+    def stream(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float,
+        connect_timeout: float,
+    ) -> AbstractAsyncContextManager[NodeStream]: ...
 
     async def aclose(self) -> None: ...
 
@@ -98,6 +128,44 @@ class AiohttpNodeClient:
         return await self._request(
             "GET", url, None, {}, aiohttp.ClientTimeout(total=timeout, connect=timeout)
         )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float,
+        connect_timeout: float,
+    ) -> AsyncIterator[NodeStream]:
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        try:
+            response = await self._session.post(
+                url, data=content, headers=dict(headers), timeout=timeout
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            raise NotSent(_describe(error)) from error
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise FailedAfterSending(_describe(error)) from error
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in response.content:
+                    yield line
+            except (TimeoutError, aiohttp.ClientError) as error:
+                raise FailedAfterSending(_describe(error)) from error
+
+        try:
+            yield NodeStream(
+                response.status,
+                {name.lower(): value for name, value in response.headers.items()},
+                lines(),
+            )
+        finally:
+            # Closed, not released: a stream left midway must not go back to the pool, and the
+            # node sees its caller leave.
+            response.close()
 
     async def _request(
         self,
@@ -150,6 +218,41 @@ class HttpxNodeClient:
 
     async def get(self, url: str, *, timeout: float) -> NodeResponse:
         return await self._send(self._client.build_request("GET", url, timeout=timeout))
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        read_timeout: float,
+        connect_timeout: float,
+    ) -> AsyncIterator[NodeStream]:
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        request = self._client.build_request(
+            "POST", url, content=content, headers=headers, timeout=timeout
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.PoolTimeout as error:
+            raise NotSent(_describe(error), pool_timeout=True) from error
+        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+            raise NotSent(_describe(error)) from error
+        except httpx.TransportError as error:
+            raise FailedAfterSending(_describe(error)) from error
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                async for line in response.aiter_lines():
+                    yield line.encode()
+            except httpx.TransportError as error:
+                raise FailedAfterSending(_describe(error)) from error
+
+        try:
+            yield NodeStream(response.status_code, dict(response.headers), lines())
+        finally:
+            await response.aclose()
 
     async def _send(self, request: httpx.Request) -> NodeResponse:
         try:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.billed.call import BilledCallDep
 from gateway.billed.dispatch import Billed
 from gateway.billed.responses import charge_headers, usage_body
+from gateway.errors import InvalidRequest
 from gateway.formats import (
     MEDIA_TYPES,
     TEXT_MEDIA_TYPES,
@@ -28,10 +29,16 @@ from gateway.transcriptions.schemas import (
     TranscriptionJson,
     TranscriptionVerboseJson,
 )
-from gateway.transcriptions.service import read_upload, resolve_model, transcribe
+from gateway.transcriptions.service import (
+    read_upload,
+    resolve_model,
+    stream_transcription,
+    transcribe,
+)
 from inference.protocol import TranscriptionResult
 
 router = APIRouter()
+STREAMABLE_FORMATS = (ResponseFormat.json, ResponseFormat.text)
 
 
 def billing_headers(billed: Billed[TranscriptionResult]) -> dict[str, str]:
@@ -46,7 +53,14 @@ def billing_headers(billed: Billed[TranscriptionResult]) -> dict[str, str]:
             "description": "The transcript in ``response_format``: JSON for json and "
             "verbose_json, text for text, srt and vtt.",
             "model": TranscriptionJson | TranscriptionVerboseJson,
-            "content": text_content(*TEXT_MEDIA_TYPES),
+            "content": {
+                **text_content(*TEXT_MEDIA_TYPES),
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "example": 'data: {"type": "transcript.text.delta", "delta": "Hello"}\n\n'
+                    'data: {"type": "transcript.text.done", "text": "Hello", "usage": {...}}\n\n',
+                },
+            },
             "headers": BILLING_HEADERS,
         },
         **BILLED_ERRORS,
@@ -64,9 +78,23 @@ async def create_transcription(
     response_format: Annotated[ResponseFormat, Form()] = ResponseFormat.json,
     temperature: TemperatureForm = None,
     timestamp_granularities: GranularitiesForm = None,
+    stream: Annotated[
+        bool,
+        Form(
+            description="Send the transcript as Server-Sent Events while it is decoded "
+            "(`transcript.text.delta`, then `transcript.text.done` with `usage`); json and "
+            "text only. A stream is billed for the text it sent."
+        ),
+    ] = False,
 ) -> Response:
     """Transcribe audio into the input language (OpenAI-compatible), billed per output token."""
     output_format = response_format
+    if stream and output_format not in STREAMABLE_FORMATS:
+        raise InvalidRequest(
+            f"stream=true sends text as it is decoded; response_format '{output_format}' "
+            "cannot be streamed (use json or text).",
+            param="response_format",
+        )
     granularities = parse_granularities(timestamp_granularities, output_format)
     audio = await read_upload(file, call.settings.max_upload_bytes)
     request = TranscriptionInput(
@@ -79,6 +107,9 @@ async def create_transcription(
         granularities=granularities,
         temperature=temperature,
     )
+
+    if stream:
+        return await stream_transcription(call, request)
 
     def render(billed: Billed[TranscriptionResult]) -> Response:
         body = render_body(

@@ -15,13 +15,24 @@ import anyio
 from fastapi import UploadFile
 from fastapi.responses import Response
 
+from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
+from gateway import metrics
 from gateway.audio_probe import probe_duration_ms, wav_duration_ms
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
-from gateway.errors import AudioTooLong, FileTooLarge, InvalidAudio, PermissionDenied
+from gateway.errors import (
+    AudioTooLong,
+    FileTooLarge,
+    InvalidAudio,
+    InvalidRequest,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from gateway.formats import TimestampGranularity
+from gateway.nodes.streaming import stream_transcript
+from gateway.streaming.sse import MeteredTranscriptStream
 from gateway.transcriptions.schemas import TranscriptionInput
 from inference.protocol import TranscribeParams, TranscriptionResult
 
@@ -97,6 +108,32 @@ def transcript_usage(result: TranscriptionResult) -> Usage:
     return Usage(text=result.text, model=result.model, audio_ms=round(result.duration * 1000))
 
 
+async def prepare_order(
+    call: BilledCall,
+    request: TranscriptionInput,
+    params: TranscribeParams,
+    md5: Callable[[], bytes],
+) -> Order[TranscriptionResult]:
+    """Refusals before anything is held (model, audio, length), the cache lookup, and how the
+    node produces the transcript (remembered in the cache)."""
+    refuse_disallowed_model(call.caller, request.model)
+    audio_ms = await probe_audio_ms(request.audio)
+    refuse_long_sync_audio(audio_ms, call.settings)
+    tenant_id = call.caller.tenant_id
+    cache = call.cache
+    cached = await cache.lookup(tenant_id, md5().hex(), params) if cache is not None else None
+
+    async def produce() -> TranscriptionResult:
+        result = await call.nodes.transcribe(
+            request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
+        )
+        if cache is not None:
+            await cache.remember(tenant_id, md5().hex(), params, result)
+        return result
+
+    return Order(audio_ms, produce, transcript_usage, cached)
+
+
 async def transcribe(
     call: BilledCall,
     request: TranscriptionInput,
@@ -106,24 +143,9 @@ async def transcribe(
     plan's cache-hit price and recorded as cached), bill it once, and ``render`` it."""
     params = transcribe_params(request)
     md5 = audio_digest(request.audio)
-    cache = call.cache
 
     async def prepare() -> Order[TranscriptionResult]:
-        refuse_disallowed_model(call.caller, request.model)
-        audio_ms = await probe_audio_ms(request.audio)
-        refuse_long_sync_audio(audio_ms, call.settings)
-        tenant_id = call.caller.tenant_id
-        cached = await cache.lookup(tenant_id, md5().hex(), params) if cache is not None else None
-
-        async def produce() -> TranscriptionResult:
-            result = await call.nodes.transcribe(
-                request.audio, request.filename, request.content_type, params, audio_ms=audio_ms
-            )
-            if cache is not None:
-                await cache.remember(tenant_id, md5().hex(), params, result)
-            return result
-
-        return Order(audio_ms, produce, transcript_usage, cached)
+        return await prepare_order(call, request, params, md5)
 
     identity = {
         "model": params.model,
@@ -138,4 +160,48 @@ async def transcribe(
         result_type=TranscriptionResult,
         prepare=prepare,
         render=render,
+    )
+
+
+async def stream_transcription(
+    call: BilledCall, request: TranscriptionInput
+) -> MeteredTranscriptStream:
+    """``stream=true``: the worst case held (402 before anything is sent), then the node's
+    deltas as Server-Sent Events, billed for what was sent (``gateway.streaming.sse``)."""
+    if call.request.headers.get("idempotency-key"):
+        raise InvalidRequest(
+            "stream=true does not take an Idempotency-Key: a stream is billed for the text it "
+            "sent, which a retry cannot replay. Send the request without stream to use a key.",
+            param="Idempotency-Key",
+        )
+    params = transcribe_params(request)
+    md5 = audio_digest(request.audio)
+    order = await prepare_order(call, request, params, md5)
+    billing = call.billing_of(call.request_id)
+    try:
+        await billing.hold(order)
+    except InsufficientQuota as error:
+        metrics.QUOTA_REJECTIONS.inc()
+        raise QuotaExceeded(error.message) from None
+    cache = call.cache
+    tenant_id = call.caller.tenant_id
+
+    async def remember(result: TranscriptionResult) -> None:
+        if cache is not None:
+            await cache.remember(tenant_id, md5().hex(), params, result)
+
+    return MeteredTranscriptStream(
+        billing=billing,
+        model=request.model,
+        audio_ms=order.audio_ms,
+        cached=order.cached,
+        open_stream=lambda: stream_transcript(
+            call.nodes,
+            request.audio,
+            request.filename,
+            request.content_type,
+            params,
+            audio_ms=order.audio_ms,
+        ),
+        remember=remember,
     )
