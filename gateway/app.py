@@ -49,6 +49,7 @@ from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
 from gateway.shutdown import Drain, DrainMiddleware
+from gateway.streaming import endpoints as streaming
 from gateway.transcriptions import endpoints as transcriptions
 from gateway.upload_limit import UploadLimitMiddleware
 from gateway.usage import endpoints as usage
@@ -150,6 +151,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(transcriptions.router)
+    app.include_router(streaming.router)
     app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(compat.router)

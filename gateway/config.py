@@ -37,6 +37,14 @@ class GatewaySettings(BaseSettings):
     # Longer audio is refused on the synchronous routes (413 audio_too_long) and belongs in an
     # asynchronous job (POST /v1/jobs), which no HTTP timeout cuts short.
     max_sync_audio_seconds: float = Field(default=300.0, gt=0)
+    # The realtime transcription WebSocket (/v1/realtime): a committed item (one turn of speech,
+    # cut by server VAD, or a manual commit) holds at most this much audio, so a session is
+    # reserved ahead this much worst case at a time; longer speech is committed in pieces.
+    realtime_max_item_seconds: float = Field(default=30.0, gt=0, le=300)
+    # A session is closed after this long (error session_expired), and after this long without
+    # a client event (error idle_timeout); WebSocket pings alone do not keep it open.
+    realtime_max_session_seconds: float = Field(default=3_600.0, gt=0)
+    realtime_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     node_connect_timeout_seconds: float = 5.0
     # The longest one dispatch may take, retries included; the scaled timeout never exceeds it.
     node_timeout_seconds: float = 600.0

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from billing.db import Database
 from billing.errors import InvalidApiKey
@@ -94,7 +95,7 @@ async def require_api_key(
 
 
 async def caller_of(
-    request: Request,
+    request: HTTPConnection,
     database: Database,
     bearer: HTTPAuthorizationCredentials | None,
     x_api_key: str | None,

@@ -1,0 +1,426 @@
+"""The realtime transcription session (``/v1/realtime?intent=transcription``): the part of
+OpenAI's realtime protocol a transcription client needs, each committed item billed on its own.
+
+```
+client                                   gateway                                node
+session.update / transcription_session.update ──▶ session.updated
+input_audio_buffer.append (base64 pcm16) ──▶ server VAD ──▶ speech_started / speech_stopped
+input_audio_buffer.commit (or VAD turn end,  ──▶ committed ──▶ hold the item's worst case
+  or GATEWAY_REALTIME_MAX_ITEM_SECONDS)                        ──▶ POST /v1/transcribe ──▶
+        ◀── ...transcription.delta, ...transcription.completed (usage = the item's ledger row)
+        ◀── ...transcription.failed (node failed: nothing billed), error + close 1008 (402)
+```
+
+Billing: one ledger row per committed item, through the same money sequence as a file upload.
+An item holds at most ``realtime_max_item_seconds`` of audio, so a session is reserved ahead
+that much worst case at a time; an item whose hold does not fit ends the session with an
+``insufficient_quota`` error (items before it stay billed). A client gone before an item's
+transcript is sent is not billed for it. Idle time costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import uuid
+import wave
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from billing.keys.schemas import AuthenticatedKey
+from gateway import metrics
+from gateway.billed.dispatch import Order, RequestBilling, run_billed
+from gateway.billed.leases import LeaseKeeper
+from gateway.billed.responses import usage_body
+from gateway.config import GatewaySettings
+from gateway.context import new_request_id
+from gateway.errors import GatewayError, QuotaExceeded
+from gateway.languages import LANGUAGE_CODES
+from gateway.ledger import Ledger
+from gateway.nodes import NodePool
+from gateway.streaming.vad import EnergyVad, Turn
+from gateway.transcriptions.service import (
+    refuse_disallowed_model,
+    resolve_model,
+    transcript_usage,
+)
+from inference.protocol import TranscribeParams, TranscriptionResult
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL = "realtime"  # one of metrics.STREAM_PROTOCOLS
+SAMPLE_RATE = 24_000  # OpenAI's pcm16: 24 kHz, mono, little-endian
+BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
+MIN_COMMIT_MS = 100
+POLICY_VIOLATION = 1008
+
+
+def event_id() -> str:
+    return f"event_{uuid.uuid4().hex[:20]}"
+
+
+def item_id() -> str:
+    return f"item_{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class SessionConfig:
+    model: str
+    language: str | None = None
+    prompt: str = ""
+    turn_detection: dict[str, Any] | None = field(
+        default_factory=lambda: {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": 300,
+            "silence_duration_ms": 500,
+        }
+    )
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "object": "realtime.transcription_session",
+            "input_audio_format": "pcm16",
+            "input_audio_transcription": {
+                "model": self.model,
+                "language": self.language,
+                "prompt": self.prompt,
+            },
+            "turn_detection": self.turn_detection,
+        }
+
+
+class EventError(Exception):
+    """A client event refused with an ``error`` event; the session goes on."""
+
+    def __init__(self, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+@dataclass(frozen=True)
+class Committed:
+    item_id: str
+    pcm: bytes
+
+
+class RealtimeSession:
+    """One WebSocket's session: reads client events, cuts items, transcribes them in order."""
+
+    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey, created_type: str) -> None:
+        self.websocket = websocket
+        self.caller = caller
+        self.created_type = created_type
+        state = websocket.app.state
+        self.settings: GatewaySettings = state.settings
+        self.ledger: Ledger = state.ledger
+        self.leases: LeaseKeeper = state.lease_keeper
+        self.nodes: NodePool = state.nodes
+        self.config = SessionConfig(model=self.settings.default_model)
+        self.vad = self._new_vad()
+        self.buffer = bytearray()
+        self.speech_item: str | None = None
+        self.previous_item: str | None = None
+        # Two items waiting at most: a client sending faster than they are transcribed waits
+        # (the socket is not read meanwhile), rather than the gateway buffering its audio.
+        self.items: asyncio.Queue[Committed | None] = asyncio.Queue(maxsize=2)
+        self.gone = False
+        self.closing: tuple[int, str] | None = None
+
+    # -- the session ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.send(self.created_type, session=self.config.public())
+        metrics.OPEN_STREAMS.labels(PROTOCOL).inc()
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._transcribe_items, group.cancel_scope)
+                with anyio.move_on_after(self.settings.realtime_max_session_seconds) as limit:
+                    await self._read_events()
+                if limit.cancelled_caught:
+                    await self.error("The session reached its maximum length.", "session_expired")
+                    self.closing = (1000, "session_expired")
+                if self.gone:
+                    # Nothing more can reach the client: the item in flight is cancelled (its
+                    # hold given back, the node's work dropped) and the rest never start.
+                    group.cancel_scope.cancel()
+                await self.items.put(None)
+        finally:
+            metrics.OPEN_STREAMS.labels(PROTOCOL).dec()
+        if self.closing is not None and not self.gone:
+            code, reason = self.closing
+            await self.websocket.close(code, reason)
+
+    async def _read_events(self) -> None:
+        while self.closing is None:
+            with anyio.move_on_after(self.settings.realtime_idle_timeout_seconds) as idle:
+                try:
+                    message = await self.websocket.receive_text()
+                except WebSocketDisconnect:
+                    self.gone = True
+                    return
+            if idle.cancelled_caught:
+                await self.error("No client event arrived within the idle timeout.", "idle_timeout")
+                self.closing = (1000, "idle_timeout")
+                return
+            try:
+                await self._handle(message)
+            except EventError as refused:
+                await self.error(refused.message, refused.code, refused.param)
+
+    async def _handle(self, message: str) -> None:
+        try:
+            event = json.loads(message)
+        except ValueError:
+            raise EventError("The event is not JSON.", "invalid_json") from None
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise EventError("An event is a JSON object with a 'type'.", "invalid_event")
+        kind = event["type"]
+        if kind in ("session.update", "transcription_session.update"):
+            self._update(event.get("session"))
+            updated = kind.replace(".update", ".updated")
+            await self.send(updated, session=self.config.public())
+        elif kind == "input_audio_buffer.append":
+            await self._append(event.get("audio"))
+        elif kind == "input_audio_buffer.commit":
+            if len(self.buffer) < MIN_COMMIT_MS * BYTES_PER_MS:
+                raise EventError(
+                    f"The buffer holds less than {MIN_COMMIT_MS} ms of audio.",
+                    "input_audio_buffer_commit_empty",
+                )
+            await self._commit(self.speech_item or item_id())
+        elif kind == "input_audio_buffer.clear":
+            self.buffer.clear()
+            self.vad.reset()
+            self.speech_item = None
+            await self.send("input_audio_buffer.cleared")
+        else:
+            raise EventError(
+                f"Unknown or unsupported event type '{kind}'.", "invalid_event", "type"
+            )
+
+    def _update(self, session: object) -> None:
+        if not isinstance(session, dict):
+            raise EventError("session.update needs a 'session' object.", "invalid_value", "session")
+        audio_format = session.get("input_audio_format", "pcm16")
+        if audio_format != "pcm16":
+            raise EventError(
+                "Only input_audio_format 'pcm16' (24 kHz, mono, 16-bit little-endian) is "
+                "supported.",
+                "invalid_value",
+                "session.input_audio_format",
+            )
+        transcription = session.get("input_audio_transcription") or {}
+        if not isinstance(transcription, dict):
+            raise EventError("input_audio_transcription is an object.", "invalid_value")
+        model = resolve_model(str(transcription.get("model") or ""), self.settings)
+        try:
+            refuse_disallowed_model(self.caller, model)
+        except GatewayError as error:
+            raise EventError(error.message, "permission_denied", "model") from None
+        language = transcription.get("language") or None
+        if language is not None and language not in LANGUAGE_CODES:
+            raise EventError(
+                f"'{language}' is not an ISO 639-1 language code the engines know.",
+                "invalid_value",
+                "session.input_audio_transcription.language",
+            )
+        turn = session.get("turn_detection", self.config.turn_detection)
+        if turn is not None:
+            if not isinstance(turn, dict) or turn.get("type", "server_vad") != "server_vad":
+                raise EventError(
+                    "turn_detection is null (commit by hand) or {'type': 'server_vad', ...}.",
+                    "invalid_value",
+                    "session.turn_detection",
+                )
+            turn = {**(self.config.turn_detection or _server_vad()), **turn}
+        self.config = SessionConfig(
+            model=model,
+            language=language,
+            prompt=str(transcription.get("prompt") or "")[:4096],
+            turn_detection=turn,
+        )
+        self.vad = self._new_vad()
+
+    async def _append(self, audio: object) -> None:
+        try:
+            pcm = base64.b64decode(str(audio), validate=True) if audio else b""
+        except (binascii.Error, ValueError):
+            raise EventError("'audio' is not base64.", "invalid_value", "audio") from None
+        if len(pcm) % 2:
+            raise EventError("pcm16 audio has an even number of bytes.", "invalid_value", "audio")
+        if self.config.turn_detection is None:
+            self.buffer += pcm
+        else:
+            await self._detect_turns(pcm)
+        if len(self.buffer) >= self.settings.realtime_max_item_seconds * 1000 * BYTES_PER_MS:
+            # The reservation increment: a long turn is committed in pieces.
+            await self._commit(self.speech_item or item_id())
+            if self.vad.speaking:
+                self.speech_item = item_id()
+
+    async def _detect_turns(self, pcm: bytes) -> None:
+        """Turns found in ``pcm``: a turn's end commits the buffer with this piece of audio."""
+        turn_detection = self.config.turn_detection or _server_vad()
+        buffered = False
+        for turn in self.vad.feed(pcm):
+            if turn.kind is Turn.started:
+                self.speech_item = self.speech_item or item_id()
+                await self.send(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=turn.at_ms,
+                    item_id=self.speech_item,
+                )
+                continue
+            if not buffered:
+                self.buffer += pcm
+                buffered = True
+            stopped = self.speech_item or item_id()
+            await self.send(
+                "input_audio_buffer.speech_stopped", audio_end_ms=turn.at_ms, item_id=stopped
+            )
+            await self._commit(stopped)
+            self.speech_item = None
+        if not buffered:
+            self.buffer += pcm
+        if not self.vad.speaking and self.speech_item is None:
+            # Between turns only the prefix padding is kept: silence is neither sent nor held.
+            keep = int(turn_detection.get("prefix_padding_ms", 300)) * BYTES_PER_MS
+            del self.buffer[: max(0, len(self.buffer) - keep)]
+
+    async def _commit(self, committed_item: str) -> None:
+        pcm, self.buffer = bytes(self.buffer), bytearray()
+        await self.send(
+            "input_audio_buffer.committed",
+            previous_item_id=self.previous_item,
+            item_id=committed_item,
+        )
+        self.previous_item = committed_item
+        await self.items.put(Committed(committed_item, pcm))
+
+    def _new_vad(self) -> EnergyVad:
+        turn = self.config.turn_detection or _server_vad()
+        return EnergyVad(
+            SAMPLE_RATE,
+            threshold=float(turn.get("threshold", 0.5)),
+            silence_duration_ms=int(turn.get("silence_duration_ms", 500)),
+            prefix_padding_ms=int(turn.get("prefix_padding_ms", 300)),
+        )
+
+    # -- items ---------------------------------------------------------------------------
+
+    async def _transcribe_items(self, session_scope: anyio.CancelScope) -> None:
+        while (item := await self.items.get()) is not None:
+            if self.gone:
+                continue  # nothing is sent to a client that left, so nothing is billed
+            await self._transcribe(item)
+            if self.closing is not None:
+                session_scope.cancel()
+                return
+
+    async def _transcribe(self, item: Committed) -> None:
+        audio_ms = len(item.pcm) // BYTES_PER_MS
+        params = TranscribeParams(
+            model=self.config.model,
+            language=self.config.language or "auto",
+            hotwords=self.config.prompt or None,
+        )
+
+        async def produce() -> TranscriptionResult:
+            return await self.nodes.transcribe(
+                wav(item.pcm), "item.wav", "audio/wav", params, audio_ms=audio_ms
+            )
+
+        async def client_gone() -> bool:
+            return self.gone
+
+        billing = RequestBilling(
+            ledger=self.ledger,
+            leases=self.leases,
+            client_gone=client_gone,
+            request_id=new_request_id(),
+            caller=self.caller,
+        )
+        outcome = "failed"
+        try:
+            billed = await run_billed(
+                billing, Order(audio_ms, produce, transcript_usage), TranscriptionResult
+            )
+            outcome = "completed"
+        except QuotaExceeded as error:
+            await self.error(error.message, "insufficient_quota", event_type="insufficient_quota")
+            self.closing = (POLICY_VIOLATION, "insufficient_quota")
+            return
+        except GatewayError as error:
+            if not self.gone:
+                await self.send(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=item.item_id,
+                    content_index=0,
+                    error={"type": error.error_type, "code": error.code, "message": error.message},
+                )
+            return
+        finally:
+            outcome = "client_gone" if self.gone else outcome
+            metrics.STREAMED_AUDIO_SECONDS.labels(PROTOCOL, outcome).inc(audio_ms / 1000)
+        text = billed.result.text
+        await self.send(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item.item_id,
+            content_index=0,
+            delta=text,
+        )
+        await self.send(
+            "conversation.item.input_audio_transcription.completed",
+            item_id=item.item_id,
+            content_index=0,
+            transcript=text,
+            usage=usage_body(billed.charge),
+        )
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        if self.gone:
+            return
+        try:
+            await self.websocket.send_text(
+                json.dumps({"event_id": event_id(), "type": kind, **fields}, ensure_ascii=False)
+            )
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.gone = True
+
+    async def error(
+        self, message: str, code: str, param: str | None = None, *, event_type: str | None = None
+    ) -> None:
+        await self.send(
+            "error",
+            error={
+                "type": event_type or "invalid_request_error",
+                "code": code,
+                "message": message,
+                "param": param,
+            },
+        )
+
+
+def _server_vad() -> dict[str, Any]:
+    return SessionConfig(model="").turn_detection or {}
+
+
+def wav(pcm: bytes) -> bytes:
+    """pcm16 at 24 kHz in a WAV container, which the node decodes and resamples."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm)
+    return buffer.getvalue()
