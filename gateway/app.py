@@ -152,6 +152,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(streaming.router)
+    streaming.redact_query_tokens()
     app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(compat.router)

@@ -93,7 +93,7 @@ STREAMED_AUDIO_SECONDS = Counter(
     ["protocol", "outcome"],
 )
 
-STREAM_PROTOCOLS = ("sse", "realtime")
+STREAM_PROTOCOLS = ("sse", "realtime", "funasr")
 STREAM_OUTCOMES = ("completed", "client_gone", "failed")
 for _protocol in STREAM_PROTOCOLS:  # every series exists from the start, at zero
     OPEN_STREAMS.labels(_protocol)

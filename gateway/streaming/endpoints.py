@@ -1,6 +1,10 @@
-"""The realtime transcription WebSocket, ``/v1/realtime?intent=transcription``."""
+"""The streaming WebSockets: OpenAI's realtime transcription (``/v1/realtime``) and FunASR's
+protocol (``/funasr``)."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
@@ -8,6 +12,7 @@ from starlette.responses import JSONResponse
 from billing.keys.schemas import AuthenticatedKey, KeyScope
 from gateway.deps import caller_of, refuse_without_scope
 from gateway.errors import AuthError, GatewayError, InvalidRequest, RetryLater
+from gateway.streaming.funasr import FunasrSession
 from gateway.streaming.realtime import RealtimeSession
 
 router = APIRouter()
@@ -73,3 +78,60 @@ async def realtime_transcription(websocket: WebSocket, intent: str | None = None
         await RealtimeSession(websocket, caller, "transcription_session.created").run()
     finally:
         await state.rate_limits.release(admission)
+
+
+# FunASR's clients cannot set headers: they may put the key in the query, ?token=<key>.
+QUERY_TOKEN = "token"
+FUNASR_SUBPROTOCOL = "binary"
+
+
+@router.websocket("/funasr")
+async def funasr_protocol(websocket: WebSocket, token: str | None = None) -> None:
+    """A FunASR WebSocket session (offline, online and 2pass modes) behind an API key."""
+    state = websocket.app.state
+    key, _ = presented_key(websocket)
+    key = key or (token or "").strip()
+    offered = websocket.headers.get("sec-websocket-protocol", "")
+    subprotocol = FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered.split(", ") else None
+    try:
+        if not key:
+            raise AuthError(
+                "No API key: send Authorization: Bearer <key>, or ?token=<key> from a client "
+                "that cannot set headers."
+            )
+        caller: AuthenticatedKey = await caller_of(websocket, state.database, None, key)
+        refuse_without_scope(caller, KeyScope.transcribe)
+        admission = await state.rate_limits.admit(caller)
+    except GatewayError as error:
+        await refuse(websocket, error)
+        return
+    try:
+        await websocket.accept(subprotocol=subprotocol)
+        await FunasrSession(websocket, caller).run()
+    finally:
+        await state.rate_limits.release(admission)
+
+
+class RedactQueryToken(logging.Filter):
+    """Keeps ``?token=<key>`` out of the server's logs (uvicorn logs WebSocket paths with their
+    query)."""
+
+    pattern = re.compile(r"([?&]token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                self.pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        if isinstance(record.msg, str):
+            record.msg = self.pattern.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def redact_query_tokens() -> None:
+    """Install the filter on uvicorn's loggers (once)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, RedactQueryToken) for existing in logger.filters):
+            logger.addFilter(RedactQueryToken())

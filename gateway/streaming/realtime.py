@@ -23,11 +23,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import json
 import logging
 import uuid
-import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,22 +34,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from billing.keys.schemas import AuthenticatedKey
 from gateway import metrics
-from gateway.billed.dispatch import Order, RequestBilling, run_billed
-from gateway.billed.leases import LeaseKeeper
 from gateway.billed.responses import usage_body
 from gateway.config import GatewaySettings
-from gateway.context import new_request_id
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.languages import LANGUAGE_CODES
-from gateway.ledger import Ledger
-from gateway.nodes import NodePool
+from gateway.streaming.items import transcribe_item
 from gateway.streaming.vad import EnergyVad, Turn
 from gateway.transcriptions.service import (
     refuse_disallowed_model,
     resolve_model,
-    transcript_usage,
 )
-from inference.protocol import TranscribeParams, TranscriptionResult
+from inference.protocol import TranscribeParams
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +113,6 @@ class RealtimeSession:
         self.created_type = created_type
         state = websocket.app.state
         self.settings: GatewaySettings = state.settings
-        self.ledger: Ledger = state.ledger
-        self.leases: LeaseKeeper = state.lease_keeper
-        self.nodes: NodePool = state.nodes
         self.config = SessionConfig(model=self.settings.default_model)
         self.vad = self._new_vad()
         self.buffer = bytearray()
@@ -326,50 +316,37 @@ class RealtimeSession:
                 return
 
     async def _transcribe(self, item: Committed) -> None:
-        audio_ms = len(item.pcm) // BYTES_PER_MS
         params = TranscribeParams(
             model=self.config.model,
             language=self.config.language or "auto",
             hotwords=self.config.prompt or None,
         )
 
-        async def produce() -> TranscriptionResult:
-            return await self.nodes.transcribe(
-                wav(item.pcm), "item.wav", "audio/wav", params, audio_ms=audio_ms
-            )
-
         async def client_gone() -> bool:
             return self.gone
 
-        billing = RequestBilling(
-            ledger=self.ledger,
-            leases=self.leases,
-            client_gone=client_gone,
-            request_id=new_request_id(),
-            caller=self.caller,
-        )
-        outcome = "failed"
         try:
-            billed = await run_billed(
-                billing, Order(audio_ms, produce, transcript_usage), TranscriptionResult
+            billed = await transcribe_item(
+                self.websocket.app.state,
+                self.caller,
+                item.pcm,
+                SAMPLE_RATE,
+                params,
+                protocol=PROTOCOL,
+                client_gone=client_gone,
             )
-            outcome = "completed"
         except QuotaExceeded as error:
             await self.error(error.message, "insufficient_quota", event_type="insufficient_quota")
             self.closing = (POLICY_VIOLATION, "insufficient_quota")
             return
         except GatewayError as error:
-            if not self.gone:
-                await self.send(
-                    "conversation.item.input_audio_transcription.failed",
-                    item_id=item.item_id,
-                    content_index=0,
-                    error={"type": error.error_type, "code": error.code, "message": error.message},
-                )
+            await self.send(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=item.item_id,
+                content_index=0,
+                error={"type": error.error_type, "code": error.code, "message": error.message},
+            )
             return
-        finally:
-            outcome = "client_gone" if self.gone else outcome
-            metrics.STREAMED_AUDIO_SECONDS.labels(PROTOCOL, outcome).inc(audio_ms / 1000)
         text = billed.result.text
         await self.send(
             "conversation.item.input_audio_transcription.delta",
@@ -413,14 +390,3 @@ class RealtimeSession:
 
 def _server_vad() -> dict[str, Any]:
     return SessionConfig(model="").turn_detection or {}
-
-
-def wav(pcm: bytes) -> bytes:
-    """pcm16 at 24 kHz in a WAV container, which the node decodes and resamples."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm)
-    return buffer.getvalue()
