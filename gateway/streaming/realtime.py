@@ -253,8 +253,15 @@ class RealtimeSession:
         if len(self.buffer) >= self.settings.realtime_max_item_seconds * 1000 * BYTES_PER_MS:
             # The reservation increment: a long turn is committed in pieces.
             await self._commit(self.speech_item or item_id())
+            self.speech_item = None
             if self.vad.speaking:
+                # The turn goes on as a new item, announced like any other.
                 self.speech_item = item_id()
+                await self.send(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=self.vad.position_ms,
+                    item_id=self.speech_item,
+                )
 
     async def _detect_turns(self, pcm: bytes) -> None:
         """Turns found in ``pcm``: a turn's end commits the buffer with this piece of audio."""

@@ -373,3 +373,32 @@ class TestLimits:
         assert len(committed) == 2  # two full seconds; the last half second waits for more
         rows = usage_rows(database)
         assert [row.audio_ms for row in rows] == [1000, 1000]
+
+    def test_a_turn_past_the_item_limit_goes_on_as_announced_items(
+        self, database: Database
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        node = GatedNode()
+        node.gate.set()
+        options = {
+            "default_model": standin_node.MODEL,
+            "transport": node.transport,
+            "realtime_max_item_seconds": 1.0,
+        }
+        tone = (np.sin(np.arange(RATE * 5 // 2) / 10) * 8000).astype("<i2").tobytes()
+        with (
+            gateway(database, "http://standin", **options) as client,
+            client.websocket_connect(URL, headers={"Authorization": f"Bearer {key}"}) as ws,
+        ):
+            ws.receive_text()
+            for event in appends(tone + silence(1_000)):
+                ws.send_text(json.dumps(event))
+            events = events_until(
+                ws, "conversation.item.input_audio_transcription.completed", count=3
+            )
+        started = [e["item_id"] for e in of_type(events, "input_audio_buffer.speech_started")]
+        committed = [e["item_id"] for e in of_type(events, "input_audio_buffer.committed")]
+        assert len(committed) == 3  # one second, one second, and the rest of the turn
+        assert started == committed
+        assert len(of_type(events, "input_audio_buffer.speech_stopped")) == 1
+        assert len(usage_rows(database)) == 3
