@@ -11,8 +11,8 @@ CPU per call (bench/gateway.py, docs/benchmarks.md). ``HttpxNodeClient`` serves 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -101,6 +101,31 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
+@contextmanager
+def _aiohttp_outcomes() -> Iterator[None]:
+    """aiohttp's errors as the three outcomes the pool tells apart."""
+    try:
+        yield
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+        # Refused, unreachable, or no connection in time: nothing was sent.
+        raise NotSent(_describe(error)) from error
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise FailedAfterSending(_describe(error)) from error
+
+
+@contextmanager
+def _httpx_outcomes() -> Iterator[None]:
+    """httpx's errors as the three outcomes the pool tells apart."""
+    try:
+        yield
+    except httpx.PoolTimeout as error:
+        raise NotSent(_describe(error), pool_timeout=True) from error
+    except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+        raise NotSent(_describe(error)) from error
+    except httpx.TransportError as error:
+        raise FailedAfterSending(_describe(error)) from error
+
+
 class AiohttpNodeClient:
     """Keep-alive connections to every node, at most ``connections`` at once."""
 
@@ -140,21 +165,15 @@ class AiohttpNodeClient:
         connect_timeout: float,
     ) -> AsyncIterator[NodeStream]:
         timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
-        try:
+        with _aiohttp_outcomes():
             response = await self._session.post(
                 url, data=content, headers=dict(headers), timeout=timeout
             )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
-            raise NotSent(_describe(error)) from error
-        except (TimeoutError, aiohttp.ClientError) as error:
-            raise FailedAfterSending(_describe(error)) from error
 
         async def lines() -> AsyncIterator[bytes]:
-            try:
+            with _aiohttp_outcomes():
                 async for line in response.content:
                     yield line
-            except (TimeoutError, aiohttp.ClientError) as error:
-                raise FailedAfterSending(_describe(error)) from error
 
         try:
             yield NodeStream(
@@ -175,7 +194,7 @@ class AiohttpNodeClient:
         headers: Mapping[str, str],
         timeout: aiohttp.ClientTimeout,
     ) -> NodeResponse:
-        try:
+        with _aiohttp_outcomes():
             async with self._session.request(
                 method, url, data=content, headers=dict(headers), timeout=timeout
             ) as response:
@@ -185,11 +204,6 @@ class AiohttpNodeClient:
                     {name.lower(): value for name, value in response.headers.items()},
                     body,
                 )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
-            # Refused, unreachable, or no connection in time: nothing was sent.
-            raise NotSent(_describe(error)) from error
-        except (TimeoutError, aiohttp.ClientError) as error:
-            raise FailedAfterSending(_describe(error)) from error
 
     async def aclose(self) -> None:
         await self._session.close()
@@ -233,21 +247,13 @@ class HttpxNodeClient:
         request = self._client.build_request(
             "POST", url, content=content, headers=headers, timeout=timeout
         )
-        try:
+        with _httpx_outcomes():
             response = await self._client.send(request, stream=True)
-        except httpx.PoolTimeout as error:
-            raise NotSent(_describe(error), pool_timeout=True) from error
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            raise NotSent(_describe(error)) from error
-        except httpx.TransportError as error:
-            raise FailedAfterSending(_describe(error)) from error
 
         async def lines() -> AsyncIterator[bytes]:
-            try:
+            with _httpx_outcomes():
                 async for line in response.aiter_lines():
                     yield line.encode()
-            except httpx.TransportError as error:
-                raise FailedAfterSending(_describe(error)) from error
 
         try:
             yield NodeStream(response.status_code, dict(response.headers), lines())
@@ -255,14 +261,8 @@ class HttpxNodeClient:
             await response.aclose()
 
     async def _send(self, request: httpx.Request) -> NodeResponse:
-        try:
+        with _httpx_outcomes():
             response = await self._client.send(request)
-        except httpx.PoolTimeout as error:
-            raise NotSent(_describe(error), pool_timeout=True) from error
-        except (httpx.ConnectError, httpx.ConnectTimeout) as error:
-            raise NotSent(_describe(error)) from error
-        except httpx.TransportError as error:
-            raise FailedAfterSending(_describe(error)) from error
         return NodeResponse(response.status_code, dict(response.headers), response.content)
 
     async def aclose(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, WebSocket
 from starlette.responses import JSONResponse
@@ -53,63 +55,66 @@ async def refuse(websocket: WebSocket, error: GatewayError) -> None:
         await websocket.close(code=1008, reason=error.code)
 
 
-@router.websocket("/v1/realtime")
-async def realtime_transcription(websocket: WebSocket, intent: str | None = None) -> None:
-    """A realtime transcription session in OpenAI's realtime protocol."""
+@asynccontextmanager
+async def admitted_session(
+    websocket: WebSocket, key: str, missing_key: str, refusal: GatewayError | None = None
+) -> AsyncIterator[AuthenticatedKey | None]:
+    """The session's caller, holding one of its key's concurrent-request slots until the block
+    ends; ``None`` once the upgrade was refused with its HTTP error."""
     state = websocket.app.state
-    key, subprotocol = presented_key(websocket)
     try:
-        if intent not in (None, "transcription"):
-            raise InvalidRequest(
-                "This gateway serves realtime transcription only: intent=transcription.",
-                param="intent",
-            )
+        if refusal is not None:
+            raise refusal
         if not key:
-            raise AuthError("No API key: send Authorization: Bearer <key>.")
+            raise AuthError(missing_key)
         caller: AuthenticatedKey = await caller_of(websocket, state.database, None, key)
         refuse_without_scope(caller, KeyScope.transcribe)
-        # A session holds one of the key's concurrent-request slots for as long as it is open.
         admission = await state.rate_limits.admit(caller)
     except GatewayError as error:
         await refuse(websocket, error)
+        yield None
         return
     try:
-        await websocket.accept(subprotocol=subprotocol)
-        await RealtimeSession(websocket, caller, "transcription_session.created").run()
+        yield caller
     finally:
         await state.rate_limits.release(admission)
 
 
+@router.websocket("/v1/realtime")
+async def realtime_transcription(websocket: WebSocket, intent: str | None = None) -> None:
+    """A realtime transcription session in OpenAI's realtime protocol."""
+    key, subprotocol = presented_key(websocket)
+    wrong_intent = None
+    if intent not in (None, "transcription"):
+        wrong_intent = InvalidRequest(
+            "This gateway serves realtime transcription only: intent=transcription.",
+            param="intent",
+        )
+    missing = "No API key: send Authorization: Bearer <key>."
+    async with admitted_session(websocket, key, missing, wrong_intent) as caller:
+        if caller is not None:
+            await websocket.accept(subprotocol=subprotocol)
+            await RealtimeSession(websocket, caller, "transcription_session.created").run()
+
+
 # FunASR's clients cannot set headers: they may put the key in the query, ?token=<key>.
-QUERY_TOKEN = "token"
 FUNASR_SUBPROTOCOL = "binary"
 
 
 @router.websocket("/funasr")
 async def funasr_protocol(websocket: WebSocket, token: str | None = None) -> None:
     """A FunASR WebSocket session (offline, online and 2pass modes) behind an API key."""
-    state = websocket.app.state
     key, _ = presented_key(websocket)
-    key = key or (token or "").strip()
     offered = websocket.headers.get("sec-websocket-protocol", "")
     subprotocol = FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered.split(", ") else None
-    try:
-        if not key:
-            raise AuthError(
-                "No API key: send Authorization: Bearer <key>, or ?token=<key> from a client "
-                "that cannot set headers."
-            )
-        caller: AuthenticatedKey = await caller_of(websocket, state.database, None, key)
-        refuse_without_scope(caller, KeyScope.transcribe)
-        admission = await state.rate_limits.admit(caller)
-    except GatewayError as error:
-        await refuse(websocket, error)
-        return
-    try:
-        await websocket.accept(subprotocol=subprotocol)
-        await FunasrSession(websocket, caller).run()
-    finally:
-        await state.rate_limits.release(admission)
+    missing = (
+        "No API key: send Authorization: Bearer <key>, or ?token=<key> from a client that "
+        "cannot set headers."
+    )
+    async with admitted_session(websocket, key or (token or "").strip(), missing) as caller:
+        if caller is not None:
+            await websocket.accept(subprotocol=subprotocol)
+            await FunasrSession(websocket, caller).run()
 
 
 class RedactQueryToken(logging.Filter):

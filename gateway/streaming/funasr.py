@@ -33,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from billing.keys.schemas import AuthenticatedKey
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
-from gateway.streaming.items import transcribe_item
+from gateway.streaming.items import send_json, transcribe_item
 from gateway.streaming.vad import EnergyVad, Turn
 from inference.protocol import Segment, TranscribeParams
 
@@ -248,21 +248,14 @@ class FunasrSession:
         await self.websocket.close(1000)
 
     async def send(self, **fields: Any) -> None:
-        if self.gone:
-            return
-        message = {"wav_name": self.config.wav_name, **fields}
-        try:
-            await self.websocket.send_text(json.dumps(message, ensure_ascii=False))
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.gone = True
+        if not self.gone:
+            message = {"wav_name": self.config.wav_name, **fields}
+            self.gone = not await send_json(self.websocket, message)
 
     async def send_error(self, code: str, message: str) -> None:
-        try:
-            await self.websocket.send_text(
-                json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
-            )
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.gone = True
+        if not self.gone:
+            error = {"error": {"code": code, "message": message}}
+            self.gone = not await send_json(self.websocket, error)
 
 
 def timestamps(segments: list[Segment], offset_ms: int) -> str:

@@ -5,10 +5,13 @@ the FunASR protocol; the session decides what the client is told."""
 from __future__ import annotations
 
 import io
+import json
 import wave
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.datastructures import State
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from billing.keys.schemas import AuthenticatedKey
 from gateway import metrics
@@ -66,3 +69,12 @@ def wav(pcm: bytes, sample_rate: int) -> bytes:
         out.setframerate(sample_rate)
         out.writeframes(pcm)
     return buffer.getvalue()
+
+
+async def send_json(websocket: WebSocket, message: dict[str, Any]) -> bool:
+    """Send ``message``; False when the client has gone (nothing is raised for that)."""
+    try:
+        await websocket.send_text(json.dumps(message, ensure_ascii=False))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return False
+    return True

@@ -38,7 +38,7 @@ from gateway.billed.responses import usage_body
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.languages import LANGUAGE_CODES
-from gateway.streaming.items import transcribe_item
+from gateway.streaming.items import send_json, transcribe_item
 from gateway.streaming.vad import EnergyVad, Turn
 from gateway.transcriptions.service import (
     refuse_disallowed_model,
@@ -372,14 +372,9 @@ class RealtimeSession:
     # -- sending -------------------------------------------------------------------------
 
     async def send(self, kind: str, **fields: Any) -> None:
-        if self.gone:
-            return
-        try:
-            await self.websocket.send_text(
-                json.dumps({"event_id": event_id(), "type": kind, **fields}, ensure_ascii=False)
-            )
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self.gone = True
+        if not self.gone:
+            message = {"event_id": event_id(), "type": kind, **fields}
+            self.gone = not await send_json(self.websocket, message)
 
     async def error(
         self, message: str, code: str, param: str | None = None, *, event_type: str | None = None
