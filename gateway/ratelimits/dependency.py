@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +13,7 @@ from fastapi import Depends, Request
 from billing.keys.schemas import AuthenticatedKey
 from gateway.deps import TenantKey
 from gateway.ratelimits.headers import STATE_KEY
-from gateway.ratelimits.service import RateLimits
+from gateway.ratelimits.service import Admission, RateLimits
 
 
 async def get_rate_limits(request: Request) -> RateLimits:
@@ -30,18 +32,37 @@ async def admit_within_rate_limits(
         yield caller
 
 
+@dataclass
+class HeldSlot:
+    """A request's concurrency slot. A streamed response takes it over, so that the slot is
+    given back when the stream ends rather than when the route function returns."""
+
+    rate_limits: RateLimits
+    admission: Admission
+    taken: bool = False
+
+    def take(self) -> Callable[[], Awaitable[None]]:
+        """The slot's release, now the caller's to call (once)."""
+        self.taken = True
+        return functools.partial(self.rate_limits.release, self.admission)
+
+
 @asynccontextmanager
 async def admitted(
     request: Request, caller: AuthenticatedKey, rate_limits: RateLimits
 ) -> AsyncIterator[None]:
-    """The key admitted under its plan's limits (429 otherwise) until the block ends; the
-    ``x-ratelimit-*`` headers go on the response."""
+    """The key admitted under its plan's limits (429 otherwise) until the block ends, or until
+    a stream that took its slot over ends (``request.state.slot``); the ``x-ratelimit-*``
+    headers go on the response."""
     admission = await rate_limits.admit(caller)
     setattr(request.state, STATE_KEY, admission.headers)
+    slot = HeldSlot(rate_limits, admission)
+    request.state.slot = slot
     try:
         yield
     finally:
-        await rate_limits.release(admission)
+        if not slot.taken:
+            await rate_limits.release(admission)
 
 
 # scope="function": the slot is given back as soon as the route function ends, before the

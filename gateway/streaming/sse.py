@@ -62,8 +62,10 @@ class MeteredTranscriptStream(Response):
         cached: TranscriptionResult | None,
         open_stream: Callable[[], AbstractAsyncContextManager[StreamedTranscript]],
         remember: Callable[[TranscriptionResult], Awaitable[None]],
+        release_slot: Callable[[], Awaitable[None]],
     ) -> None:
         super().__init__(status_code=200, media_type=MEDIA_TYPE)
+        self.release_slot = release_slot
         self.billing = billing
         self.model = model
         self.audio_ms = audio_ms
@@ -106,6 +108,8 @@ class MeteredTranscriptStream(Response):
         finally:
             metrics.OPEN_STREAMS.labels(PROTOCOL).dec()
             metrics.STREAMED_AUDIO_SECONDS.labels(PROTOCOL, outcome).inc(self.audio_ms / 1000)
+            with anyio.CancelScope(shield=True):
+                await self.release_slot()
 
     def _start(self) -> Message:
         return {

@@ -190,7 +190,10 @@ async def stream_transcription(
         if cache is not None:
             await cache.remember(tenant_id, md5().hex(), params, result)
 
+    # Last: from here the stream owns the key's concurrency slot and gives it back at its end.
+    release_slot = call.request.state.slot.take()
     return MeteredTranscriptStream(
+        release_slot=release_slot,
         billing=billing,
         model=request.model,
         audio_ms=order.audio_ms,

@@ -8,12 +8,15 @@ from __future__ import annotations
 import io
 import json
 import sys
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import openai
 import pytest
@@ -234,6 +237,50 @@ class TestCutShort:
         (row,) = usage_rows(database)
         assert row.billed_tokens == count_tokens("cut off", "char") == 6
         assert reservations(database) == ["settled"]
+        assert reconciled(database) == []
+
+
+class TestConcurrency:
+    def test_an_open_stream_holds_its_keys_concurrent_slot_until_it_ends(
+        self, database: Database, tmp_path: Path
+    ) -> None:
+        arrived, gate = threading.Event(), threading.Event()
+
+        async def lines() -> AsyncIterator[bytes]:
+            arrived.set()
+            await anyio.to_thread.run_sync(gate.wait, abandon_on_cancel=True)
+            yield b'{"type": "delta", "text": "slow"}\n'
+            result = {
+                "text": "slow",
+                "language": "en",
+                "duration": 1.0,
+                "segments": [],
+                "model": standin_node.MODEL,
+                "processing_ms": 1,
+            }
+            yield json.dumps({"type": "result", "result": result}).encode() + b"\n"
+
+        def slow(request: httpx.Request) -> httpx.Response:
+            if request.url.path == READY_PATH:
+                return httpx.Response(200, json={"status": "ready", "models": [READY_MODEL]})
+            return httpx.Response(200, content=lines())
+
+        key = create_tenant_with_key(database, "acme", concurrency_limit=1)
+        with (
+            gateway_for(database, tmp_path, httpx.MockTransport(slow)) as client,
+            ThreadPoolExecutor(1) as background,
+        ):
+            first = background.submit(stream, client, key, recording(1))
+            assert arrived.wait(30)  # the first stream is open, its route function long done
+            refused = stream(client, key, recording(2))
+            gate.set()
+            done = first.result(timeout=60)
+            after = stream(client, key, recording(3))
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert done.status_code == 200
+        assert events_of(done.text)[-1]["type"] == "transcript.text.done"
+        assert after.status_code == 200  # the slot came back when the stream ended
         assert reconciled(database) == []
 
 
