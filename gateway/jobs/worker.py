@@ -144,7 +144,7 @@ class JobWorker:
         return True
 
     async def _work(self, claim: Claim) -> None:
-        lost = False
+        lost = ended = False
         lease_seconds = self.settings.job_lease_seconds
         async with anyio.create_task_group() as group:
 
@@ -168,38 +168,42 @@ class JobWorker:
                         return
 
             group.start_soon(keep_lease)
-            await self._attempt(claim)
+            ended = await self._attempt(claim)
             group.cancel_scope.cancel()
+        if ended:
+            # Outside the lease keeping: once the job has ended its lease no longer renews, and
+            # that must not cut the clean-up short.
+            await self._delete_audio(claim)
         if lost:
             logger.info(
                 "job %s is no longer %s's (cancelled or taken over)", claim.job.id, self.owner
             )
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, claim: Claim) -> bool:
+        """One attempt at the job; True when the job has ended (its audio may go)."""
         job = claim.job
         try:
             order = await self._order(claim)
             billed = await run_billed(JobBilling(self.database, claim), order, TranscriptionResult)
         except _LeaseLost:
             logger.info("job %s finished but is no longer %s's; result dropped", job.id, self.owner)
-            return
+            return False
         except UpstreamUnavailable as error:
-            await self._retry_or_fail(claim, error.code, error.message, error.retry_after_seconds)
-            return
+            return await self._retry_or_fail(
+                claim, error.code, error.message, error.retry_after_seconds
+            )
         except GatewayError as error:
             logger.info("job %s failed: %s", job.id, error.message)
             await anyio.to_thread.run_sync(
                 lifecycle.fail, self.database, claim, error.code, error.message
             )
-            await self._delete_audio(claim)
-            return
+            return True
         except Exception:
             logger.exception("job %s: unexpected failure", job.id)
             message = "The job failed unexpectedly; nothing was billed."
-            await self._retry_or_fail(claim, "internal_error", message, 0.0)
-            return
+            return await self._retry_or_fail(claim, "internal_error", message, 0.0)
         logger.info("job %s completed: %d tokens billed", job.id, billed.charge.billed_tokens)
-        await self._delete_audio(claim)
+        return True
 
     async def _order(self, claim: Claim) -> Order[TranscriptionResult]:
         """The job's work: its cached result, or the node's transcript of its stored audio."""
@@ -247,16 +251,17 @@ class JobWorker:
 
     async def _retry_or_fail(
         self, claim: Claim, code: str, message: str, retry_after_seconds: float
-    ) -> None:
-        """A transient failure: the job goes back with backoff, or fails when out of attempts."""
+    ) -> bool:
+        """A transient failure: the job goes back with backoff, or fails when out of attempts
+        (True: it has ended)."""
         attempts = claim.job.attempts
         if attempts >= self.settings.job_max_attempts:
             await anyio.to_thread.run_sync(lifecycle.fail, self.database, claim, code, message)
-            await self._delete_audio(claim)
-            return
+            return True
         delay = max(retry_after_seconds, self.settings.job_retry_base_seconds * 2 ** (attempts - 1))
         logger.warning("job %s: %s; retrying in %.1f s", claim.job.id, message, delay)
         await anyio.to_thread.run_sync(lambda: lifecycle.requeue(self.database, claim, delay))
+        return False
 
     async def _delete_audio(self, claim: Claim) -> None:
         """The job has ended: its audio goes (the maintenance loop retries what fails here)."""
