@@ -33,6 +33,7 @@ from inference.errors import (
     Unauthorized,
 )
 from inference.host import BatchingSettings, ModelHost, ModelPool
+from inference.live import live_router
 from inference.memory import MemoryGuard
 from inference.protocol import (
     DETECT_LANGUAGE_PATH,
@@ -103,6 +104,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         max_queue=settings.max_queue,
         max_batch_audio_seconds=settings.max_batch_audio_seconds,
         min_fill=settings.min_batch_fill,
+        max_streams=settings.max_streams,
     )
     memory = MemoryGuard(settings.empty_cache_after_audio_seconds)
     pool = ModelPool(engines, batching, memory)
@@ -129,6 +131,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     app.state.pool = pool
     app.state.settings = settings
     app.add_middleware(DrainMiddleware, drain=drain)
+    app.include_router(live_router(settings, pool, drain))
 
     @app.exception_handler(InferenceError)
     async def handle_inference_error(_request: Request, error: InferenceError) -> JSONResponse:

@@ -55,6 +55,8 @@ class InferenceSettings(BaseSettings):
     min_batch_fill: float = Field(default=0.7, ge=0, le=1)
     # Requests admitted per model (queued or running); the next one gets 503 node_overloaded.
     max_queue: int = Field(default=64, ge=1)
+    # Live streams open at once per online model; the next one is refused as node_overloaded.
+    max_streams: int = Field(default=16, ge=1)
     # Graceful shutdown (inference/shutdown.py): after SIGTERM, work is still taken this long
     # while /health/ready is already red …
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)

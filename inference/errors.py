@@ -3,11 +3,13 @@
 ```
 InferenceError                 500 internal_error
 ├── InvalidAudio               400 invalid_audio
+├── InvalidRequest             400 invalid_request
 ├── FileTooLarge               413 file_too_large
 ├── AudioTooLong               413 audio_too_long
 ├── ModelNotFound              404 model_not_found
 ├── UnsupportedLanguage        400 unsupported_language
 ├── DetectionUnsupported       400 language_detection_unsupported
+├── LiveUnsupported            400 live_transcription_unsupported
 ├── Unauthorized               401 unauthorized
 ├── NotReady                   503 node_not_ready (+ Retry-After)
 ├── NodeOverloaded             503 node_overloaded (+ Retry-After)
@@ -40,6 +42,12 @@ class InvalidAudio(InferenceError):
     error_type = "invalid_request_error"
 
 
+class InvalidRequest(InferenceError):
+    status_code = 400
+    code = ErrorCode.invalid_request
+    error_type = "invalid_request_error"
+
+
 class FileTooLarge(InferenceError):
     status_code = 413
     code = ErrorCode.file_too_large
@@ -67,6 +75,14 @@ class UnsupportedLanguage(InferenceError):
 class DetectionUnsupported(InferenceError):
     status_code = 400
     code = ErrorCode.language_detection_unsupported
+    error_type = "invalid_request_error"
+
+
+class LiveUnsupported(InferenceError):
+    """Live (chunk by chunk) decoding needs an online model such as paraformer-zh-streaming."""
+
+    status_code = 400
+    code = ErrorCode.live_unsupported
     error_type = "invalid_request_error"
 
 

@@ -10,6 +10,10 @@ handler ──admit()──▶ ModelHost ──deque──▶ inference thread �
 FunASR's ``generate()`` is not thread-safe and a GPU gains nothing from two threads fighting
 over it, so the thread that loads a model is the only one that ever touches it. Handlers await
 futures and never block the event loop.
+
+Live streams (online models, ``open_live``) queue their pieces in the same deque: a piece is
+decoded alone when it reaches the front, between batches, so a stream waits its turn and never
+holds a batch back. At most ``max_streams`` are open per model (503 node_overloaded beyond).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from inference import metrics
 from inference.audio import SAMPLE_RATE, AudioArray
@@ -42,6 +47,8 @@ class BatchingSettings:
     # least `min_fill` as long as the longest, so padding never costs more than batching saves.
     max_batch_audio_seconds: float = 120.0
     min_fill: float = 0.7
+    # Live streams open at once on the model (online models only).
+    max_streams: int = 16
 
 
 @dataclass(eq=False)
@@ -69,7 +76,38 @@ class WorkItem:
         return self.future.cancelled()
 
 
-def _deliver(future: asyncio.Future[EngineOutput], outcome: EngineOutput | BaseException) -> None:
+@dataclass(eq=False)
+class LiveItem:
+    """One piece of a live stream, decoded alone with the stream's state."""
+
+    stream: LiveStream
+    audio: AudioArray
+    is_final: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[str]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.cancelled()
+
+
+class LiveStream:
+    """An open live stream: its pieces, in order, through the model's inference thread."""
+
+    def __init__(self, host: ModelHost, state: object) -> None:
+        self.host = host
+        self.state = state  # the engine's; only the inference thread touches it
+
+    async def decode(self, audio: AudioArray, *, is_final: bool = False) -> str:
+        """The text of ``audio``, the stream's next piece (``is_final``: its last)."""
+        loop = asyncio.get_running_loop()
+        item = LiveItem(self, audio, is_final, loop, loop.create_future())
+        self.host._enqueue(item)
+        return await item.future
+
+
+def _deliver(future: asyncio.Future[Any], outcome: object) -> None:
     if future.done():
         return
     if isinstance(outcome, BaseException):
@@ -91,7 +129,8 @@ class ModelHost:
         self.error: str | None = None
         self.loaded = threading.Event()  # set when loading ended, either way
         self._ready = False
-        self._pending: deque[WorkItem] = deque()
+        self._pending: deque[WorkItem | LiveItem] = deque()
+        self._live_streams = 0
         self._condition = threading.Condition()
         self._stopping = False
         self._admitted = 0
@@ -136,6 +175,27 @@ class ModelHost:
                 self._admitted -= 1
                 metrics.requests_in_flight.labels(self.model_id).set(self._admitted)
 
+    @contextmanager
+    def open_live(self, params: TranscribeParams) -> Iterator[LiveStream]:
+        """A live stream on this model (an online one), or node_overloaded when ``max_streams``
+        are open already."""
+        state = self.engine.start_live(params)
+        with self._condition:
+            if self._live_streams >= self.batching.max_streams:
+                metrics.overloaded.labels(self.model_id).inc()
+                raise NodeOverloaded(
+                    f"Model '{self.model_id}' has {self._live_streams} live streams open, its "
+                    "limit; retry shortly."
+                )
+            self._live_streams += 1
+            metrics.live_streams.labels(self.model_id).set(self._live_streams)
+        try:
+            yield LiveStream(self, state)
+        finally:
+            with self._condition:
+                self._live_streams -= 1
+                metrics.live_streams.labels(self.model_id).set(self._live_streams)
+
     async def transcribe_many(
         self, audios: list[AudioArray], params: TranscribeParams
     ) -> list[EngineOutput]:
@@ -166,11 +226,14 @@ class ModelHost:
     def _submit(self, audio: AudioArray, params: TranscribeParams) -> asyncio.Future[EngineOutput]:
         loop = asyncio.get_running_loop()
         item = WorkItem(audio=audio, params=params, loop=loop, future=loop.create_future())
+        self._enqueue(item)
+        return item.future
+
+    def _enqueue(self, item: WorkItem | LiveItem) -> None:
         with self._condition:
             self._pending.append(item)
             metrics.queue_depth.labels(self.model_id).set(len(self._pending))
             self._condition.notify()
-        return item.future
 
     # -- inference thread --------------------------------------------------------------------
 
@@ -197,15 +260,18 @@ class ModelHost:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                if batch:
-                    self._run(batch)
+                if batch and isinstance(batch[0], LiveItem):
+                    self._run_live(batch[0])
+                elif batch:
+                    self._run(cast(list[WorkItem], batch))  # only work items batch together
         finally:
             self.engine.close()
 
-    def _next_batch(self) -> list[WorkItem] | None:
-        """The oldest live item plus compatible items of similar length; None once stopping.
+    def _next_batch(self) -> list[WorkItem] | list[LiveItem] | None:
+        """The oldest item still wanted plus compatible items of similar length; None once stopping.
 
-        Waits up to ``max_wait_ms`` after the oldest item for company, never longer.
+        Waits up to ``max_wait_ms`` after the oldest item for company, never longer; a live
+        stream's piece goes alone and at once.
         """
         wait_seconds = self.batching.max_wait_ms / 1000
         with self._condition:
@@ -218,7 +284,7 @@ class ModelHost:
                 self._drop_abandoned()
                 batch = self._choose_batch()
                 remaining = deadline - time.perf_counter()
-                full = len(batch) >= self.batching.max_batch
+                full = len(batch) >= self.batching.max_batch or isinstance(batch[0], LiveItem)
                 if not batch or full or remaining <= 0 or self._stopping:
                     break
                 self._condition.wait(remaining)
@@ -234,14 +300,20 @@ class ModelHost:
             metrics.dropped.labels(self.model_id, "client_gone").inc(abandoned)
         self._pending = live
 
-    def _choose_batch(self) -> list[WorkItem]:
+    def _choose_batch(self) -> list[WorkItem] | list[LiveItem]:
         """Oldest first (no one starves), then the closest in length that keep padding cheap."""
         if not self._pending:
             return []
         first = self._pending[0]
+        if isinstance(first, LiveItem):
+            return [first]
         limit = self.batching.max_batch_audio_seconds * SAMPLE_RATE
         candidates = sorted(
-            (item for item in list(self._pending)[1:] if item.batch_key == first.batch_key),
+            (
+                item
+                for item in list(self._pending)[1:]
+                if isinstance(item, WorkItem) and item.batch_key == first.batch_key
+            ),
             key=lambda item: abs(item.audio.size - first.audio.size),
         )
         window = self.engine.fixed_window_seconds
@@ -284,6 +356,29 @@ class ModelHost:
             metrics.items.labels(model, "error" if failed else "ok").inc()
             item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
         self.memory.after_batch(audio_total)
+
+    def _run_live(self, item: LiveItem) -> None:
+        model = self.model_id
+        audio_seconds = item.audio.size / SAMPLE_RATE
+        started = time.perf_counter()
+        metrics.items_in_progress.labels(model).set(1)
+        outcome: str | BaseException
+        try:
+            outcome = self.engine.decode_live(item.stream.state, item.audio, is_final=item.is_final)
+        except Exception as error:
+            logger.exception("engine %s failed on a live piece", model)
+            outcome = error
+        elapsed = time.perf_counter() - started
+        metrics.items_in_progress.labels(model).set(0)
+        metrics.engine_calls.labels(model).inc()
+        metrics.batch_size.labels(model).observe(1)
+        metrics.inference_seconds.labels(model).observe(elapsed)
+        metrics.audio_seconds.labels(model).inc(audio_seconds)
+        if audio_seconds > 0:
+            metrics.real_time_factor.labels(model).observe(elapsed / audio_seconds)
+        failed = isinstance(outcome, BaseException)
+        metrics.items.labels(model, "error" if failed else "ok").inc()
+        item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
 
     def info(self) -> ModelInfo:
         return self.engine.info().model_copy(update={"loaded": self._ready})

@@ -78,6 +78,11 @@ gpu_memory_reserved = Gauge(
 )
 
 
+live_streams = Gauge(
+    "asrnode_live_streams", "Live streams open on the model (online models).", ["model"]
+)
+
+
 def set_model_state(model: str, state: str) -> None:
     for each in MODEL_STATES:
         model_state.labels(model, each).set(1 if each == state else 0)
@@ -88,7 +93,7 @@ def init_model(model: str, max_queue: int) -> None:
     """Every series of one model, at zero, before its first request."""
     set_model_state(model, "loading")
     queue_capacity.labels(model).set(max_queue)
-    for gauge in (queue_depth, items_in_progress, requests_in_flight):
+    for gauge in (queue_depth, items_in_progress, requests_in_flight, live_streams):
         gauge.labels(model)
     for metric in (batch_size, engine_calls, inference_seconds, audio_seconds, real_time_factor):
         metric.labels(model)

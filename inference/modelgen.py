@@ -10,6 +10,7 @@ ones; the transcripts are gibberish). Whisper needs torch and transformers (the 
 extras).
 
     python -m inference.modelgen ./var/models/tiny-paraformer --shape tiny
+    python -m inference.modelgen ./var/models/tiny-paraformer-online --shape tiny --streaming
     python -m inference.modelgen ./var/models/whisper-large-v3 --whisper --shape large-v3
 """
 
@@ -35,7 +36,27 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 
 
-def paraformer_config(shape: dict[str, int]) -> dict[str, Any]:
+def paraformer_config(shape: dict[str, int], *, streaming: bool = False) -> dict[str, Any]:
+    """The configuration of paraformer-zh in ``shape``; ``streaming`` gives the online model's
+    (paraformer-zh-streaming: a chunked encoder, an online front end)."""
+    config = _offline_paraformer_config(shape)
+    if streaming:
+        config["model"] = "ParaformerStreaming"
+        config["encoder"] = "SANMEncoderChunkOpt"
+        config["encoder_conf"].update(
+            input_layer="pe_online",
+            chunk_size=[12, 15],
+            stride=[8, 10],
+            pad_left=[0, 0],
+            encoder_att_look_back_factor=[4, 4],
+            decoder_att_look_back_factor=[1, 1],
+        )
+        config["decoder_conf"]["sanm_shfit"] = 5
+        config["frontend"] = "WavFrontendOnline"
+    return config
+
+
+def _offline_paraformer_config(shape: dict[str, int]) -> dict[str, Any]:
     dropout = {"dropout_rate": 0.1, "positional_dropout_rate": 0.1}
     return {
         "model": "Paraformer",
@@ -109,8 +130,11 @@ def token_list(vocab_size: int) -> list[str]:
     return [*tokens, "<unk>"]
 
 
-def build_random_paraformer(directory: Path, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write a loadable random-weight Paraformer to ``directory`` and return it."""
+def build_random_paraformer(
+    directory: Path, shape: str = "tiny", seed: int = 0, *, streaming: bool = False
+) -> Path:
+    """Write a loadable random-weight Paraformer (``streaming``: its online variant) to
+    ``directory`` and return it."""
     import funasr  # noqa: F401  (registers FunASR's model classes)
     import torch
     import yaml
@@ -119,7 +143,7 @@ def build_random_paraformer(directory: Path, shape: str = "tiny", seed: int = 0)
     dimensions = SHAPES[shape]
     directory.mkdir(parents=True, exist_ok=True)
     tokens = token_list(dimensions["vocab"])
-    config = paraformer_config(dimensions)
+    config = paraformer_config(dimensions, streaming=streaming)
     (directory / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
     (directory / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
 
@@ -211,12 +235,17 @@ def main() -> None:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--whisper", action="store_true", help="a Whisper, not a Paraformer")
     parser.add_argument("--shape", choices=sorted({*SHAPES, *WHISPER_SHAPES}), default="tiny")
+    parser.add_argument(
+        "--streaming", action="store_true", help="the online Paraformer (paraformer-zh-streaming)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
     if options.whisper:
         path = build_random_whisper(options.directory, options.shape, options.seed)
     else:
-        path = build_random_paraformer(options.directory, options.shape, options.seed)
+        path = build_random_paraformer(
+            options.directory, options.shape, options.seed, streaming=options.streaming
+        )
     print(path)  # noqa: T201
 
 

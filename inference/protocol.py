@@ -9,6 +9,14 @@ format of the gateway is rendered from. Times are seconds. Errors come as
 the node decodes: ``{"type": "delta", "text"}`` for each stretch of speech (the deltas, joined,
 are the final text exactly), then ``{"type": "result", "result": TranscriptionResult}``; a
 failure after the first line is ``{"type": "error", "error": {"message", "type", "code"}}``.
+
+``WebSocket /v1/transcribe/live`` decodes live audio on an online model (``ModelInfo.streaming``):
+the first text frame is the ``TranscribeParams`` as JSON, then binary frames of 16-bit
+little-endian PCM, mono, 16 kHz, and ``{"type": "end"}`` when the audio ends. The node answers
+``{"type": "delta", "text"}`` as each 600 ms chunk is decoded and ``{"type": "done", "text"}``
+(the deltas joined) at the end, then closes with 1000; a failure is ``{"type": "error",
+"error": {...}}`` and a close with 1013 (retry elsewhere: overloaded, not ready, draining), 1008
+(refused) or 1011.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pydantic import BaseModel, Field
 
 TRANSCRIBE_PATH = "/v1/transcribe"
 TRANSCRIBE_STREAM_PATH = "/v1/transcribe/stream"
+TRANSCRIBE_LIVE_PATH = "/v1/transcribe/live"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 DETECT_LANGUAGE_PATH = "/v1/detect-language"
 MODELS_PATH = "/v1/models"
@@ -31,6 +40,7 @@ class ErrorCode(StrEnum):
     model_not_found = "model_not_found"
     unsupported_language = "unsupported_language"
     language_detection_unsupported = "language_detection_unsupported"
+    live_unsupported = "live_transcription_unsupported"
     invalid_request = "invalid_request"
     unauthorized = "unauthorized"
     not_ready = "node_not_ready"
@@ -102,6 +112,8 @@ class ModelInfo(BaseModel):
     timestamps: bool
     word_timestamps: bool
     hotwords: bool
+    # An online model: decodes live audio chunk by chunk (TRANSCRIBE_LIVE_PATH).
+    streaming: bool = False
     loaded: bool = False
 
 

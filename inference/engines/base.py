@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.audio import SAMPLE_RATE, AudioArray
-from inference.errors import UnsupportedLanguage
+from inference.errors import LiveUnsupported, UnsupportedLanguage
 from inference.protocol import ModelInfo, Segment, TranscribeParams
 
 
@@ -72,6 +72,20 @@ class Engine(ABC):
         for outcome in self.transcribe_batch([noise, noise[: SAMPLE_RATE // 2]], params):
             if isinstance(outcome, Exception):
                 raise outcome
+
+    def start_live(self, params: TranscribeParams) -> object:  # noqa: ARG002  (a hook)
+        """The decoding state of one live stream (online models only); ``decode_live`` feeds it
+        audio in arrival order."""
+        raise LiveUnsupported(
+            f"Model '{self.model_id}' is not an online model; live decoding needs one such as "
+            "paraformer-zh-streaming."
+        )
+
+    def decode_live(self, state: object, audio: AudioArray, *, is_final: bool) -> str:
+        """The text decoded from ``audio``, the stream's next piece (``is_final``: its last);
+        the texts of a stream, joined, are its transcript whatever sizes the pieces had."""
+        del state, audio, is_final  # a hook: only online models decode live
+        raise LiveUnsupported(f"Model '{self.model_id}' is not an online model.")
 
     def resolve_language(self, requested: str | None) -> str:
         """The language to decode in; 'auto' picks the model's own choice."""

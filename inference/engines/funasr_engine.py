@@ -1,8 +1,11 @@
 """FunASR: any ``AutoModel`` model (Paraformer, SenseVoice, Whisper, …) by hub name or directory.
 
 A local directory holds ``config.yaml``, ``model.pt`` and ``tokens.json`` (or ``tokens.txt``),
-as FunASR exports it. A hub name (``paraformer-zh``) is downloaded by FunASR on first load; a
-host that cannot reach the hub gets a message naming the model and how to give a directory.
+as FunASR exports it. An online model (``ParaformerStreaming``, e.g. paraformer-zh-streaming)
+also decodes live audio piece by piece, its state kept per stream in FunASR's ``cache``.
+
+A hub name (``paraformer-zh``) is downloaded by FunASR on first load; a host that cannot reach
+the hub gets a message naming the model and how to give a directory.
 """
 
 from __future__ import annotations
@@ -10,10 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.audio import AudioArray, duration_seconds
+import numpy as np
+
+from inference.audio import SAMPLE_RATE, AudioArray, duration_seconds
 from inference.engines.base import BatchingEngine, EngineOutput
 from inference.errors import InferenceError, ModelLoadError
 from inference.memory import free_cuda_cache, is_cuda_oom
@@ -25,12 +31,31 @@ logger = logging.getLogger(__name__)
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "paraformer-zh": {"languages": ["zh"], "hotwords": True, "timestamps": True},
     "paraformer-en": {"languages": ["en"], "hotwords": False, "timestamps": True},
+    "paraformer-zh-streaming": {"languages": ["zh"], "hotwords": False, "timestamps": False},
     "SenseVoiceSmall": {
         "languages": ["auto", "zh", "en", "yue", "ja", "ko"],
         "hotwords": False,
         "timestamps": False,
     },
 }
+
+
+# FunASR's online ASR model classes: they decode 600 ms chunks with look-back into earlier ones.
+ONLINE_MODEL_CLASSES = frozenset({"ParaformerStreaming"})
+# paraformer-zh-streaming's chunking as FunASR's own server runs it: 600 ms chunks with 300 ms
+# of look-ahead; the encoder looks back 4 chunks, the decoder 1.
+ONLINE_OPTIONS: dict[str, Any] = {
+    "chunk_size": [0, 10, 5],
+    "encoder_chunk_look_back": 4,
+    "decoder_chunk_look_back": 1,
+}
+
+
+@dataclass
+class LiveState:
+    """One live stream's FunASR cache: the audio and features carried from piece to piece."""
+
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 def looks_like_directory(source: str) -> bool:
@@ -56,6 +81,7 @@ class FunASREngine(BatchingEngine):
         # FunASR's default of 4 threads oversubscribes small machines; one per core by default.
         self.threads = threads or os.cpu_count() or 1
         self._model: Any = None
+        self.online = False  # known once loaded: the model's class decides
         self._capabilities = KNOWN_MODELS.get(
             model_id, {"languages": ["auto"], "hotwords": True, "timestamps": True}
         )
@@ -65,9 +91,10 @@ class FunASREngine(BatchingEngine):
             id=self.model_id,
             engine=self.engine_name,
             languages=list(self._capabilities["languages"]),
-            timestamps=bool(self._capabilities["timestamps"]),
-            word_timestamps=bool(self._capabilities["timestamps"]),
-            hotwords=bool(self._capabilities["hotwords"]),
+            timestamps=bool(self._capabilities["timestamps"]) and not self.online,
+            word_timestamps=bool(self._capabilities["timestamps"]) and not self.online,
+            hotwords=bool(self._capabilities["hotwords"]) and not self.online,
+            streaming=self.online,
             loaded=self._model is not None,
         )
 
@@ -124,6 +151,7 @@ class FunASREngine(BatchingEngine):
                 f"INFERENCE_MODELS={self.model_id}=/path/to/model-dir"
             ) from error
         switch_off_dither(self._model)
+        self.online = type(self._model.model).__name__ in ONLINE_MODEL_CLASSES
         logger.info("loaded FunASR model %s in %.1fs", self.model_id, time.perf_counter() - started)
 
     def transcribe_batch(
@@ -160,9 +188,40 @@ class FunASREngine(BatchingEngine):
             outcomes.append(EngineOutput(text=text, language=detected, segments=segments))
         return outcomes
 
+    def warm_up(self) -> None:
+        super().warm_up()
+        if self.online:
+            state = self.start_live(TranscribeParams(model=self.model_id))
+            silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+            self.decode_live(state, silence, is_final=False)
+            self.decode_live(state, silence, is_final=True)
+
+    def start_live(self, params: TranscribeParams) -> LiveState:
+        if not self.online:
+            return super().start_live(params)  # type: ignore[return-value]
+        self.resolve_language(params.language)
+        return LiveState()
+
+    def decode_live(self, state: object, audio: AudioArray, *, is_final: bool) -> str:
+        if not isinstance(state, LiveState):
+            return super().decode_live(state, audio, is_final=is_final)
+        # FunASR keeps what does not fill a chunk in the cache, so the pieces may have any size.
+        results = self._model.generate(
+            input=audio, cache=state.cache, is_final=is_final, disable_pbar=True, **ONLINE_OPTIONS
+        )
+        return str(results[0].get("text", "")) if results else ""
+
     def _generate(
         self, audios: list[AudioArray], params: TranscribeParams, language: str
     ) -> list[dict[str, Any]]:
+        if self.online:
+            # An online model decodes one stream at a time: a whole file is one final stream.
+            return [
+                self._model.generate(
+                    input=audio, cache={}, is_final=True, disable_pbar=True, **ONLINE_OPTIONS
+                )[0]
+                for audio in audios
+            ]
         options: dict[str, Any] = {
             "batch_size": len(audios),
             "disable_pbar": True,

@@ -87,6 +87,7 @@ class TestModelSeries:
             ("asrnode_queue_depth", {}),
             ("asrnode_requests_in_flight", {}),
             ("asrnode_items_in_progress", {}),
+            ("asrnode_live_streams", {}),
             ("asrnode_engine_calls_total", {}),
             ("asrnode_items_total", {"outcome": "ok"}),
             ("asrnode_items_total", {"outcome": "error"}),
