@@ -2,6 +2,7 @@
 
 ```
 pool.py      NodePool: membership, health checks, least-outstanding routing, retries, timeouts
+streaming.py a started stream's events: TranscriptDelta …, TranscriptionResult (NDJSON)
 node.py      Node (what the pool knows of one node), NodeStatus (its snapshot)
 breaker.py   CircuitBreaker per node: closed → open → half-open → closed
 discovery.py NodeDiscovery: the nodes behind the DNS names of GATEWAY_NODES (dns+http://…)

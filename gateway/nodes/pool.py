@@ -14,6 +14,8 @@
   the node may still be working on it. The caller bills nothing on any exception.
 - Timeouts: base + factor * audio seconds, capped by ``node_timeout_seconds``, which also bounds
   the whole dispatch (reservations outlive it by a margin).
+- Streams (``transcribe_stream``): routed, retried and counted as above until a node starts
+  answering; what a started stream yields, and how it fails, is ``streaming.py``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -33,6 +37,7 @@ from gateway.nodes.breaker import CircuitBreaker, Clock
 from gateway.nodes.client import FailedAfterSending, NodeClient, NodeResponse, NotSent
 from gateway.nodes.errors import NodeNotFound, node_error
 from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
+from gateway.nodes.streaming import StreamedTranscript, broken_stream, streamed_events
 from gateway.nodes.wire import (
     MultipartBody,
     json_object,
@@ -45,6 +50,7 @@ from inference.protocol import (
     DETECT_LANGUAGE_PATH,
     READY_PATH,
     TRANSCRIBE_PATH,
+    TRANSCRIBE_STREAM_PATH,
     LanguageDetection,
     ModelInfo,
     TranscribeParams,
@@ -58,6 +64,30 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 class _NotSent(Exception):
     """The request never reached the node, so another node may take it."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One request to one node; the caller sets ``outcome`` (the metrics' label) as it learns."""
+
+    outcome: str = "cancelled"  # unless the caller reaches an outcome
+
+
+@contextmanager
+def _attempt(node: Node, path: str) -> Iterator[_Attempt]:
+    """The bookkeeping of one request to ``node``, whole or streamed: outstanding (and the
+    half-open trial) while it runs, then its time and outcome in the upstream metrics."""
+    node.outstanding += 1
+    node.breaker.on_dispatch()
+    started = time.perf_counter()
+    attempt = _Attempt()
+    try:
+        yield attempt
+    finally:
+        node.outstanding -= 1
+        node.breaker.on_finish()
+        metrics.UPSTREAM_SECONDS.labels(node.url, path).observe(time.perf_counter() - started)
+        metrics.UPSTREAM_REQUESTS.labels(node.url, attempt.outcome).inc()
 
 
 class NodePool:
@@ -278,6 +308,75 @@ class NodePool:
         response = await self._dispatch(DETECT_LANGUAGE_PATH, body, model, audio_ms)
         return LanguageDetection.model_validate_json(response.content)
 
+    @asynccontextmanager
+    async def transcribe_stream(
+        self,
+        audio: bytes,
+        filename: str,
+        content_type: str,
+        params: TranscribeParams,
+        *,
+        audio_ms: int | None = None,
+    ) -> AsyncIterator[StreamedTranscript]:
+        """The node's deltas and then its result, from the first node that starts answering;
+        nodes are chosen and retried as for a whole transcript until then (``streaming.py``)."""
+        self._refuse_unknown_model(params.model)
+        body = multipart_body(transcribe_form(params), "file", filename, audio, content_type)
+        headers = {**self.headers, "Content-Type": body.content_type}
+        tried: set[Node] = set()
+        failures: list[str] = []
+        hints: list[float] = []
+        model_missing: ModelNotFound | None = None
+        while len(failures) < self.settings.node_max_attempts:
+            node = self._choose(params.model, tried)
+            if node is None:
+                break
+            tried.add(node)
+            with _attempt(node, TRANSCRIBE_STREAM_PATH) as attempt:
+                try:
+                    async with self.client.stream(
+                        f"{node.url}{TRANSCRIBE_STREAM_PATH}",
+                        body.content,
+                        headers,
+                        read_timeout=self.read_timeout_seconds(audio_ms),
+                        connect_timeout=self.settings.node_connect_timeout_seconds,
+                    ) as answer:
+                        attempt.outcome = f"{answer.status_code // 100}xx"
+                        if answer.status_code in RETRYABLE_STATUSES:
+                            self._record_failure(node)
+                            failures.append(f"{node.url}: HTTP {answer.status_code}")
+                            hints.extend(retry_after_header(await answer.response()))
+                            continue
+                        if not answer.is_success:
+                            refusal = node_error(node.url, await answer.response())
+                            node.breaker.record_success()
+                            if isinstance(refusal, ModelNotFound):
+                                model_missing = refusal
+                                continue
+                            raise refusal
+                        node.breaker.record_success()
+                        yield streamed_events(node.url, answer)
+                        return
+                except NotSent as error:
+                    attempt.outcome = "pool_timeout" if error.pool_timeout else "connect_error"
+                    if not error.pool_timeout:
+                        self._record_failure(node)
+                    failures.append(f"{node.url}: {error}")
+                    continue
+                except FailedAfterSending as error:
+                    attempt.outcome = "transport_error"
+                    self._record_failure(node)
+                    raise broken_stream(node.url, str(error), self._retry_after([])) from error
+        if model_missing is not None and not failures:
+            raise model_missing
+        logger.warning(
+            "no inference node could stream the request: %s", "; ".join(failures) or "no node"
+        )
+        raise UpstreamUnavailable(
+            "No inference node is available to serve the request; nothing was billed. Retry later.",
+            retry_after_seconds=self._retry_after(hints),
+        )
+
     async def _dispatch(
         self,
         path: str,
@@ -350,11 +449,7 @@ class NodePool:
         body: MultipartBody,
         read_timeout: float,
     ) -> NodeResponse:
-        node.outstanding += 1
-        node.breaker.on_dispatch()
-        started = time.perf_counter()
-        outcome = "cancelled"  # unless one of the outcomes below is reached
-        try:
+        with _attempt(node, path) as attempt:
             try:
                 response = await self.client.post(
                     f"{node.url}{path}",
@@ -366,14 +461,14 @@ class NodePool:
             except NotSent as error:
                 if error.pool_timeout:
                     # The gateway's own connection pool is full: nothing reached the node.
-                    outcome = "pool_timeout"
+                    attempt.outcome = "pool_timeout"
                     raise _NotSent(str(error)) from error
-                outcome = "connect_error"
+                attempt.outcome = "connect_error"
                 self._record_failure(node)
                 self._set_health(node, ready=False, error=str(error))
                 raise _NotSent(str(error)) from error
             except FailedAfterSending as error:
-                outcome = "transport_error"
+                attempt.outcome = "transport_error"
                 self._record_failure(node)
                 logger.warning("node %s failed mid-request: %r", node.url, error)
                 raise UpstreamUnavailable(
@@ -381,17 +476,12 @@ class NodePool:
                     "Retry later.",
                     retry_after_seconds=self._retry_after([]),
                 ) from error
-            outcome = f"{response.status_code // 100}xx"
+            attempt.outcome = f"{response.status_code // 100}xx"
             if response.status_code in RETRYABLE_STATUSES:
                 self._record_failure(node)
             else:
                 node.breaker.record_success()
             return response
-        finally:
-            node.outstanding -= 1
-            node.breaker.on_finish()
-            metrics.UPSTREAM_SECONDS.labels(node.url, path).observe(time.perf_counter() - started)
-            metrics.UPSTREAM_REQUESTS.labels(node.url, outcome).inc()
 
     def _record_failure(self, node: Node) -> None:
         if node.breaker.record_failure():

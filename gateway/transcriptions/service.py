@@ -31,7 +31,6 @@ from gateway.errors import (
     QuotaExceeded,
 )
 from gateway.formats import TimestampGranularity
-from gateway.nodes.streaming import stream_transcript
 from gateway.streaming.sse import MeteredTranscriptStream
 from gateway.transcriptions.schemas import TranscriptionInput
 from inference.protocol import TranscribeParams, TranscriptionResult
@@ -198,8 +197,7 @@ async def stream_transcription(
         model=request.model,
         audio_ms=order.audio_ms,
         cached=order.cached,
-        open_stream=lambda: stream_transcript(
-            call.nodes,
+        open_stream=lambda: call.nodes.transcribe_stream(
             request.audio,
             request.filename,
             request.content_type,
