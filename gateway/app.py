@@ -34,7 +34,14 @@ from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
 from gateway.console.router import console_error_page, install_console
 from gateway.context import RequestContextMiddleware
-from gateway.errors import Conflict, GatewayError, InvalidRequest, LedgerUnavailable, NotFoundError
+from gateway.errors import (
+    Conflict,
+    GatewayError,
+    InvalidRequest,
+    LedgerUnavailable,
+    NotFoundError,
+    error_response,
+)
 from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import run_job_tasks
 from gateway.keycache import KeyCache
@@ -195,9 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
         page = console_error_page(request, error)
         if page is not None:
             return page
-        return JSONResponse(
-            error.envelope(), status_code=error.status_code, headers=error.headers()
-        )
+        return error_response(error)
 
     @app.exception_handler(OperationalError)
     async def handle_database_error(request: Request, error: OperationalError) -> Response:
@@ -231,9 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 param=param,
                 code="invalid_value",
             )
-        return console_error_page(request, invalid) or JSONResponse(
-            invalid.envelope(), status_code=400
-        )
+        return console_error_page(request, invalid) or error_response(invalid)
 
     @app.exception_handler(StarletteHTTPException)
     async def handle_http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:

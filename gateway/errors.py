@@ -29,11 +29,15 @@ GatewayError                    500 internal_error
 gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
 gateway.jobs.errors subclass GatewayError too.
 ```
+
+``error_response`` is the one HTTP rendering of any of them: status, envelope and headers.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from starlette.responses import JSONResponse
 
 
 class GatewayError(Exception):
@@ -60,6 +64,11 @@ class GatewayError(Exception):
                 "code": self.code,
             }
         }
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    """The error as an HTTP response: its status, its envelope and its headers."""
+    return JSONResponse(error.envelope(), status_code=error.status_code, headers=error.headers())
 
 
 class InvalidRequest(GatewayError):

@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, WebSocket
-from starlette.responses import JSONResponse
 
 from billing.keys.schemas import AuthenticatedKey, KeyScope
 from gateway.deps import caller_of, refuse_without_scope
-from gateway.errors import AuthError, GatewayError, InvalidRequest, RetryLater
+from gateway.errors import AuthError, GatewayError, InvalidRequest, error_response
 from gateway.streaming.funasr import FunasrSession
 from gateway.streaming.realtime import RealtimeSession
 
@@ -47,10 +46,8 @@ def presented_key(websocket: WebSocket) -> tuple[str, str | None]:
 async def refuse(websocket: WebSocket, error: GatewayError) -> None:
     """An HTTP error answer to the upgrade, as for any request (a close where the server
     cannot send one)."""
-    headers = error.headers() if isinstance(error, RetryLater) else None
-    response = JSONResponse(error.envelope(), status_code=error.status_code, headers=headers)
     try:
-        await websocket.send_denial_response(response)
+        await websocket.send_denial_response(error_response(error))
     except RuntimeError:
         await websocket.close(code=1008, reason=error.code)
 

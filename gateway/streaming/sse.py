@@ -26,7 +26,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Any
 
 import anyio
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from billing.errors import InsufficientQuota
@@ -34,7 +34,7 @@ from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway import metrics
 from gateway.billed.dispatch import RequestBilling
 from gateway.billed.responses import usage_body
-from gateway.errors import GatewayError, QuotaExceeded, RetryLater
+from gateway.errors import GatewayError, QuotaExceeded, error_response
 from gateway.nodes.streaming import StreamedTranscript, TranscriptDelta
 from inference.protocol import TranscriptionResult
 
@@ -228,8 +228,3 @@ async def _replayed(result: TranscriptionResult) -> AsyncIterator[StreamedTransc
         yield result
 
     yield pieces()
-
-
-def error_response(error: GatewayError) -> JSONResponse:
-    headers = error.headers() if isinstance(error, RetryLater) else None
-    return JSONResponse(error.envelope(), status_code=error.status_code, headers=headers)
