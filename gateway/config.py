@@ -19,6 +19,10 @@ OPENAI_MODEL_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcrib
 # A GATEWAY_NODES entry starting with this is a DNS name whose addresses are the nodes.
 DNS_NODES_PREFIX = "dns+"
 
+# Nodes' health is polled this often unless configured; it is also the Retry-After a client is
+# told when nothing sooner is known of the nodes (NodePool._retry_after, a broken node stream).
+DEFAULT_NODE_HEALTH_INTERVAL_SECONDS = 5.0
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
@@ -41,6 +45,10 @@ class GatewaySettings(BaseSettings):
     # cut by server VAD, or a manual commit) holds at most this much audio, so a session is
     # reserved ahead this much worst case at a time; longer speech is committed in pieces.
     realtime_max_item_seconds: float = Field(default=30.0, gt=0, le=300)
+    # An online model the nodes serve (FunASR's paraformer-zh-streaming): FunASR-protocol
+    # sessions in online and 2pass mode get partial text from it while a turn is spoken.
+    # Empty: each turn is answered once it ends.
+    online_model: str = ""
     # A session is closed after this long (error session_expired), and after this long without
     # a client event (error idle_timeout); WebSocket pings alone do not keep it open.
     realtime_max_session_seconds: float = Field(default=3_600.0, gt=0)
@@ -52,7 +60,7 @@ class GatewaySettings(BaseSettings):
     node_timeout_base_seconds: float = Field(default=120.0, gt=0)
     node_timeout_per_audio_second: float = Field(default=1.0, ge=0)
     # How often each node's /health/ready is polled, and how long one poll may take.
-    node_health_interval_seconds: float = Field(default=5.0, gt=0)
+    node_health_interval_seconds: float = Field(default=DEFAULT_NODE_HEALTH_INTERVAL_SECONDS, gt=0)
     node_health_timeout_seconds: float = Field(default=2.0, gt=0)
     # Nodes one request may try: connect errors and 502/503/504 move it to the next.
     node_max_attempts: int = Field(default=3, ge=1)

@@ -3,8 +3,8 @@
 
 ```
 gateway                                              node
-{"model", "language", ...}  (TranscribeParams) ──▶ open a live stream (503-like error
-                                                     node_overloaded past max_streams)
+{"model", "language", ...}  (TranscribeParams) ──▶ open a live stream (or an error:
+      ◀── {"type": "ready"}                          node_overloaded past max_streams, ...)
 binary PCM16 16 kHz mono ───────────────────────▶ 600 ms chunks, each decoded in turn
       ◀── {"type": "delta", "text"}                  (the model's text for the chunk)
 {"type": "end"} ────────────────────────────────▶ the rest decoded as the final piece
@@ -63,6 +63,7 @@ def live_router(settings: InferenceSettings, pool: ModelPool, drain: Drain) -> A
             params = _params(await websocket.receive_text())
             host = pool.host_for(params.model)
             with host.open_live(params) as stream:
+                await websocket.send_json({"type": "ready"})
                 await _decode_until_end(websocket, stream)
         except WebSocketDisconnect:
             return

@@ -13,10 +13,10 @@ failure after the first line is ``{"type": "error", "error": {"message", "type",
 ``WebSocket /v1/transcribe/live`` decodes live audio on an online model (``ModelInfo.streaming``):
 the first text frame is the ``TranscribeParams`` as JSON, then binary frames of 16-bit
 little-endian PCM, mono, 16 kHz, and ``{"type": "end"}`` when the audio ends. The node answers
-``{"type": "delta", "text"}`` as each 600 ms chunk is decoded and ``{"type": "done", "text"}``
-(the deltas joined) at the end, then closes with 1000; a failure is ``{"type": "error",
-"error": {...}}`` and a close with 1013 (retry elsewhere: overloaded, not ready, draining), 1008
-(refused) or 1011.
+``{"type": "ready"}`` once the stream is open, ``{"type": "delta", "text"}`` as each 600 ms
+chunk is decoded and ``{"type": "done", "text"}`` (the deltas joined) at the end, then closes
+with 1000; a failure is ``{"type": "error", "error": {...}}`` and a close with 1013 (retry
+elsewhere: overloaded, not ready, draining), 1008 (refused) or 1011.
 """
 
 from __future__ import annotations

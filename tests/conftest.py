@@ -23,6 +23,7 @@ NODE_SECRET = "test-node-secret"
 # OpenAI's model aliases to it; the tests of the default install path (Whisper) unset this.
 TEST_DEFAULT_MODEL = "pocketsphinx-en"
 WHISPER_MODEL = "whisper-tiny.en"
+ONLINE_MODEL = "tiny-online"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -106,6 +107,35 @@ def node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("node") / "node.log"
     environment = {"INFERENCE_NODE_SECRET": NODE_SECRET, "INFERENCE_MODELS": "pocketsphinx-en"}
+    with running(["node", "--port", str(port)], environment, f"{url}/health/ready", log):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def online_paraformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight online Paraformer (paraformer-zh-streaming's classes)."""
+    from inference.modelgen import build_random_paraformer
+
+    return build_random_paraformer(
+        tmp_path_factory.mktemp("models") / "tiny-paraformer-online", streaming=True
+    )
+
+
+@pytest.fixture(scope="session")
+def online_node_url(
+    tmp_path_factory: pytest.TempPathFactory, online_paraformer_dir: Path
+) -> Iterator[str]:
+    """A real node serving PocketSphinx (offline) and a tiny online Paraformer, behind the node
+    secret, at most two live streams at once."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("online-node") / "node.log"
+    environment = {
+        "INFERENCE_NODE_SECRET": NODE_SECRET,
+        "INFERENCE_MODELS": f"pocketsphinx-en,{ONLINE_MODEL}={online_paraformer_dir}",
+        "INFERENCE_DEVICE": "cpu",
+        "INFERENCE_MAX_STREAMS": "2",
+    }
     with running(["node", "--port", str(port)], environment, f"{url}/health/ready", log):
         yield url
 

@@ -33,6 +33,12 @@ def node_error(url: str, response: NodeResponse) -> GatewayError:
         code, message = str(detail["code"]), str(detail["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "", response.text[:200]
+    return mapped_node_error(url, response.status_code, code, message)
+
+
+def mapped_node_error(url: str, status_code: int, code: str, message: str) -> GatewayError:
+    """A node's refusal (its HTTP status or its equivalent, its code and message) as the
+    customer-facing error."""
     if code == ErrorCode.invalid_audio:
         return InvalidAudio(message, param="file")
     if code == ErrorCode.unsupported_language:
@@ -45,10 +51,12 @@ def node_error(url: str, response: NodeResponse) -> GatewayError:
         return FileTooLarge(message, param="file")
     if code == ErrorCode.audio_too_long:
         return AudioTooLong(message, param="file")
-    if response.status_code == 401:
+    if code == ErrorCode.live_unsupported:
+        return InvalidRequest(message, param="model", code="live_transcription_unsupported")
+    if status_code == 401 or code == ErrorCode.unauthorized:
         logger.error("node %s refused the gateway's node secret", url)
         return UpstreamUnavailable("The inference node refused the gateway; nothing was billed.")
-    if response.status_code < 500:
+    if status_code < 500:
         return InvalidRequest(message or "The inference node rejected the request.")
-    logger.warning("node %s answered %s: %s", url, response.status_code, message)
+    logger.warning("node %s answered %s: %s", url, status_code, message)
     return UpstreamUnavailable("The inference node failed; nothing was billed. Retry later.")

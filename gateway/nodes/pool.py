@@ -16,6 +16,9 @@
   the whole dispatch (reservations outlive it by a margin).
 - Streams (``transcribe_stream``): routed, retried and counted as above until a node starts
   answering; what a started stream yields, and how it fails, is ``streaming.py``'s.
+- Live streams (``open_live``, online models): routed and retried the same way until a node
+  opens one (``live.py``); the stream counts as one outstanding request of its node until it
+  is closed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, Upstream
 from gateway.nodes.breaker import CircuitBreaker, Clock
 from gateway.nodes.client import FailedAfterSending, NodeClient, NodeResponse, NotSent
 from gateway.nodes.errors import NodeNotFound, node_error
+from gateway.nodes.live import NodeLiveStream, NotOpened, open_live_stream
 from gateway.nodes.node import Node, NodeSource, NodeStatus, normalize_node_url
 from gateway.nodes.streaming import StreamedTranscript, broken_stream, streamed_events
 from gateway.nodes.wire import (
@@ -49,6 +53,7 @@ from gateway.nodes.wire import (
 from inference.protocol import (
     DETECT_LANGUAGE_PATH,
     READY_PATH,
+    TRANSCRIBE_LIVE_PATH,
     TRANSCRIBE_PATH,
     TRANSCRIBE_STREAM_PATH,
     LanguageDetection,
@@ -375,6 +380,49 @@ class NodePool:
         raise UpstreamUnavailable(
             "No inference node is available to serve the request; nothing was billed. Retry later.",
             retry_after_seconds=self._retry_after(hints),
+        )
+
+    @asynccontextmanager
+    async def open_live(self, params: TranscribeParams) -> AsyncIterator[NodeLiveStream]:
+        """A live stream on a node serving the online model ``params.model``, closed on exit;
+        nodes unreachable or turning it away for now are skipped as for a request."""
+        self._refuse_unknown_model(params.model)
+        tried: set[Node] = set()
+        failures: list[str] = []
+        while len(failures) < self.settings.node_max_attempts:
+            node = self._choose(params.model, tried)
+            if node is None:
+                break
+            tried.add(node)
+            with _attempt(node, TRANSCRIBE_LIVE_PATH) as attempt:
+                try:
+                    stream = await open_live_stream(
+                        node.url,
+                        params,
+                        self.headers,
+                        connect_timeout=self.settings.node_connect_timeout_seconds,
+                    )
+                except NotOpened as error:
+                    attempt.outcome = "connect_error"
+                    self._record_failure(node)
+                    failures.append(str(error))
+                    continue
+                except GatewayError:
+                    attempt.outcome = "4xx"
+                    node.breaker.record_success()
+                    raise
+                attempt.outcome = "2xx"
+                node.breaker.record_success()
+                try:
+                    yield stream
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await stream.close()
+                return
+        logger.warning("no inference node opened a live stream: %s", "; ".join(failures))
+        raise UpstreamUnavailable(
+            "No inference node can take a live stream now; nothing was billed. Retry later.",
+            retry_after_seconds=self._retry_after([]),
         )
 
     async def _dispatch(

@@ -12,11 +12,15 @@ binary PCM16 frames ────────────────────
       ◀── {"mode", "wav_name", "text" (offline: the whole text; else ""), "is_final": true}
 ```
 
-Without a streaming engine on the nodes, ``online`` and ``2pass`` answer each turn of speech
-once it ends (``2pass-offline`` results), not partial ``2pass-online`` text while it is spoken.
-Billing is the realtime WebSocket's: one ledger row per item (a turn, or at most
-``GATEWAY_REALTIME_MAX_ITEM_SECONDS`` of audio), a client gone before an item's text is sent is
-not billed for it, and an item whose hold does not fit ends the session with an
+With ``GATEWAY_ONLINE_MODEL`` set (an online model such as paraformer-zh-streaming served by
+the nodes) and 16 kHz audio, ``online`` and ``2pass`` send partial text while a turn is spoken
+(``online`` / ``2pass-online`` results, ``live.py``), and ``2pass`` then the turn decoded again
+by the offline model (``2pass-offline``). Without one, each turn is answered once it ends.
+
+Billing: one ledger row per item (a turn, or at most ``GATEWAY_REALTIME_MAX_ITEM_SECONDS`` of
+audio), for the text the client gets as the item's final (``2pass``: the offline text;
+``online``: its partials). A client gone before an item's final is billed for the partial text
+it was sent (none: nothing). An item whose hold does not fit ends the session with an
 ``insufficient_quota`` error and close code 1008.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +39,11 @@ from billing.keys.schemas import AuthenticatedKey
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.streaming.items import send_json, transcribe_item
+from gateway.streaming.live import LIVE_SAMPLE_RATE, LiveTurn
 from gateway.streaming.vad import EnergyVad, Turn
 from inference.protocol import Segment, TranscribeParams
+
+logger = logging.getLogger(__name__)
 
 PROTOCOL = "funasr"  # one of metrics.STREAM_PROTOCOLS
 MODES = ("offline", "online", "2pass")
@@ -98,6 +106,7 @@ def hotword_text(hotwords: object) -> str:
 class Piece:
     pcm: bytes
     offset_ms: int  # where the piece starts in the session's audio
+    turn: LiveTurn | None = None  # decoded live as it was spoken
 
 
 class FunasrSession:
@@ -112,6 +121,8 @@ class FunasrSession:
         self.buffer = bytearray()
         self.buffer_offset_ms = 0
         self.received_ms = 0
+        self.turn: LiveTurn | None = None  # the turn being decoded live
+        self.turns: set[LiveTurn] = set()  # live turns not yet settled
 
     async def run(self) -> None:
         try:
@@ -127,15 +138,26 @@ class FunasrSession:
         self.vad = EnergyVad(
             self.config.audio_fs, threshold=0.5, silence_duration_ms=800, prefix_padding_ms=300
         )
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._transcribe_items, group.cancel_scope)
-            with anyio.move_on_after(self.settings.realtime_max_session_seconds):
-                await self._read()
-            if self.gone:
-                group.cancel_scope.cancel()
-            elif self.closing is None and (self.config.mode == "offline" or self.vad.speaking):
-                await self._commit()  # between turns only padding is left: nothing to send
-            await self.items.put(None)
+        self.live = (
+            bool(self.settings.online_model)
+            and self.config.mode != "offline"
+            and self.config.audio_fs == LIVE_SAMPLE_RATE
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._transcribe_items, group.cancel_scope)
+                with anyio.move_on_after(self.settings.realtime_max_session_seconds):
+                    await self._read()
+                if self.gone:
+                    group.cancel_scope.cancel()
+                elif self.closing is None and (
+                    self.config.mode == "offline" or self.vad.speaking or self.turn
+                ):
+                    await self._commit()  # between turns only padding is left: nothing to send
+                await self.items.put(None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._settle_abandoned_turns()
         if not self.gone:
             await self._final()
 
@@ -170,7 +192,9 @@ class FunasrSession:
         else:
             turns = self.vad.feed(pcm)
             self.buffer += pcm
-            if any(turn.kind is Turn.stopped for turn in turns):
+            if self.live:
+                self._decode_live(pcm)
+            if any(turn.kind is Turn.stopped for turn in turns) or self._turn_refused():
                 await self._commit()
             elif not self.vad.speaking:
                 keep = 300 * bytes_per_ms
@@ -180,29 +204,109 @@ class FunasrSession:
         if len(self.buffer) >= self.settings.realtime_max_item_seconds * 1000 * bytes_per_ms:
             await self._commit()
 
+    def _decode_live(self, pcm: bytes) -> None:
+        """Audio of a turn goes to the online model as it comes; a turn opens when speech
+        starts, with the padding before it."""
+        if self.turn is not None:
+            self.turn.feed(pcm)
+        elif self.vad.speaking:
+            self.turn = LiveTurn(
+                self.websocket.app.state,
+                self.caller,
+                online=TranscribeParams(model=self.settings.online_model, itn=self.config.itn),
+                offline=self._params() if self.config.mode == "2pass" else None,
+                max_item_ms=round(self.settings.realtime_max_item_seconds * 1000),
+                on_delta=self._partial,
+                protocol=PROTOCOL,
+            )
+            self.turns.add(self.turn)
+            self.turn.feed(bytes(self.buffer))
+
+    def _turn_refused(self) -> bool:
+        """The live turn ended before its audio did. Its hold did not fit: commit it now, so
+        the client hears why at once. Otherwise (no node took the stream) the session goes on
+        without partial results and the turn is answered whole when it ends."""
+        turn = self.turn
+        if turn is None or not turn.task.done():
+            return False
+        self.live = False
+        return not turn.task.cancelled() and isinstance(turn.task.exception(), QuotaExceeded)
+
+    async def _partial(self, text: str) -> bool:
+        mode = "2pass-online" if self.config.mode == "2pass" else "online"
+        await self.send(mode=mode, text=text, is_final=False)
+        return not self.gone
+
     async def _commit(self) -> None:
         bytes_per_ms = self.config.audio_fs * 2 // 1000
-        if len(self.buffer) < 100 * bytes_per_ms:
+        turn, self.turn = self.turn, None
+        if turn is not None:
+            turn.end()
+        elif len(self.buffer) < 100 * bytes_per_ms:
             return
-        piece = Piece(bytes(self.buffer), self.buffer_offset_ms)
+        piece = Piece(bytes(self.buffer), self.buffer_offset_ms, turn)
         self.buffer_offset_ms += len(self.buffer) // bytes_per_ms
         self.buffer = bytearray()
         await self.items.put(piece)
 
+    async def _settle_abandoned_turns(self) -> None:
+        """Live turns whose client left are billed for the partials it was sent."""
+        for turn in self.turns:
+            if self.gone:
+                turn.cancel()
+        await asyncio.gather(*(turn.task for turn in self.turns), return_exceptions=True)
+
     async def _transcribe_items(self, session_scope: anyio.CancelScope) -> None:
         while (piece := await self.items.get()) is not None:
             if self.gone or self.closing is not None:
+                if piece.turn is not None:
+                    piece.turn.cancel()  # its final will not be sent: the partials are billed
                 continue
             await self._transcribe(piece)
             if self.closing is not None:
                 session_scope.cancel()
 
-    async def _transcribe(self, piece: Piece) -> None:
-        params = TranscribeParams(
+    def _params(self) -> TranscribeParams:
+        return TranscribeParams(
             model=self.settings.default_model,
             hotwords=self.config.hotwords or None,
             itn=self.config.itn,
         )
+
+    async def _finish_turn(self, piece: Piece, turn: LiveTurn) -> None:
+        try:
+            outcome = await turn.outcome()
+        except QuotaExceeded as error:
+            await self.send_error("insufficient_quota", error.message)
+            self.closing = (POLICY_VIOLATION, "insufficient_quota")
+            return
+        except GatewayError as error:
+            await self.send_error(error.code, error.message)
+            return
+        finally:
+            self.turns.discard(turn)
+        if outcome.error is not None and outcome.charge is None:
+            # No live text reached the client (no node took the stream, or it failed at once):
+            # the turn is transcribed as a whole instead.
+            logger.warning("live turn failed, answered whole: %s", outcome.error.message)
+            await self._transcribe(Piece(piece.pcm, piece.offset_ms))
+            return
+        if outcome.error is not None:
+            await self.send_error(outcome.error.code, outcome.error.message)
+        self.texts.append(outcome.text)
+        if outcome.final is not None and outcome.final.text:
+            await self.send(
+                mode="2pass-offline",
+                text=outcome.final.text,
+                is_final=False,
+                timestamp=timestamps(outcome.final.segments, piece.offset_ms),
+            )
+
+    async def _transcribe(self, piece: Piece) -> None:
+        if piece.turn is not None:
+            await self._finish_turn(piece, piece.turn)
+            return
+        params = self._params()
 
         async def client_gone() -> bool:
             return self.gone

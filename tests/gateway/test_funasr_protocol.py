@@ -19,14 +19,19 @@ from websockets.typing import Subprotocol
 
 from billing.config import BillingSettings
 from billing.db import Database
+from billing.keys.schemas import AuthenticatedKey
+from billing.keys.service import authenticate
 from billing.models.types import utcnow
 from billing.periods import billing_period
 from billing.reconcile.service import reconcile
 from billing.tokens import count_tokens
 from gateway.app import create_app
+from gateway.errors import QuotaExceeded
 from gateway.streaming.endpoints import RedactQueryToken
+from gateway.streaming.live import LiveTurn, TurnOutcome
 from inference.audio import decode_audio, to_pcm16
-from tests.conftest import NODE_SECRET
+from inference.protocol import TranscribeParams
+from tests.conftest import NODE_SECRET, ONLINE_MODEL
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port, running
 from tests.gateway.conftest import gateway_settings
@@ -68,6 +73,11 @@ def until_final(ws: Any) -> list[dict[str, Any]]:
     while not messages or not messages[-1].get("is_final"):
         messages.append(json.loads(ws.receive_text()))
     return messages
+
+
+def caller_for(database: Database, secret: str) -> AuthenticatedKey:
+    with database.transaction() as session:
+        return authenticate(session, secret)
 
 
 def unreconciled(database: Database) -> list[str]:
@@ -226,3 +236,219 @@ def test_a_websockets_client_with_the_key_in_the_query(
     (row,) = usage_rows(database)
     assert row.billed_tokens == count_tokens(result["text"], "char")
     assert key not in log.read_text()
+
+
+def online_gateway(database: Database, node_url: str) -> TestClient:
+    settings = gateway_settings(
+        node_url,
+        default_model="pocketsphinx-en",
+        online_model=ONLINE_MODEL,
+        cache_enabled=False,
+        job_workers=0,
+    )
+    return TestClient(create_app(settings, BillingSettings(database_url=database.url)))
+
+
+def spoken(client: TestClient, key: str, mode: str, pcm: bytes) -> list[dict[str, Any]]:
+    with client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send_text(first_message(mode))
+        for start in range(0, len(pcm), CHUNK_BYTES):
+            ws.send_bytes(pcm[start : start + CHUNK_BYTES])
+        ws.send_text(json.dumps({"is_speaking": False}))
+        return until_final(ws)
+
+
+class TestPartialResults:
+    """With an online model on the nodes, text arrives while a turn is still spoken."""
+
+    def test_2pass_sends_partials_then_each_turns_offline_text(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
+        with online_gateway(database, online_node_url) as client:
+            *messages, final = spoken(client, key, "2pass", pcm)
+        modes = [message["mode"] for message in messages]
+        offline = [message for message in messages if message["mode"] == "2pass-offline"]
+        assert len(offline) == 2  # one per turn, from the offline model
+        assert "please call me" in offline[1]["text"]
+        assert modes.count("2pass-online") >= 2
+        assert modes[0] == "2pass-online"  # the first turn's text came while it was spoken
+        assert all(message["is_final"] is False for message in messages)
+        assert final["is_final"] is True
+        # Each turn is billed for its final: the offline text that replaced the partials.
+        rows = usage_rows(database)
+        assert [row.billed_tokens for row in rows] == [
+            count_tokens(message["text"], "char") for message in offline
+        ]
+        assert {row.model for row in rows} == {"pocketsphinx-en"}
+        assert account(database, "acme").reserved_micros == 0
+        assert unreconciled(database) == []
+
+    def test_online_bills_the_partials_it_sent(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
+        with online_gateway(database, online_node_url) as client:
+            *partials, final = spoken(client, key, "online", pcm)
+        assert len(partials) >= 2
+        assert {message["mode"] for message in partials} == {"online"}
+        assert final == {"wav_name": "lecture", "mode": "online", "text": "", "is_final": True}
+        rows = usage_rows(database)
+        assert len(rows) == 2  # one per turn
+        assert {row.model for row in rows} == {ONLINE_MODEL}
+        sent = "".join(message["text"] for message in partials)
+        assert sum(row.billed_tokens for row in rows) == count_tokens(sent, "char") > 0
+        assert account(database, "acme").reserved_micros == 0
+        assert unreconciled(database) == []
+
+    def test_other_sample_rates_are_answered_per_turn(
+        self, online_node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        """The online model takes 16 kHz; an 8 kHz session gets each turn once it ends."""
+        key = create_tenant_with_key(database, "acme")
+        samples = decode_audio(weather_wav.read_bytes())[::2]
+        pcm = to_pcm16(samples) + b"\x00" * 16_000
+        with (
+            online_gateway(database, online_node_url) as client,
+            client.websocket_connect("/funasr", headers={"X-API-Key": key}) as ws,
+        ):
+            ws.send_text(first_message("2pass", audio_fs=8_000))
+            for start in range(0, len(pcm), CHUNK_BYTES // 2):
+                ws.send_bytes(pcm[start : start + CHUNK_BYTES // 2])
+            ws.send_text(json.dumps({"is_speaking": False}))
+            *messages, _final = until_final(ws)
+        assert "2pass-online" not in [message["mode"] for message in messages]
+        assert len(usage_rows(database)) == 1  # the turn, billed as a whole
+
+    def test_a_node_with_every_stream_taken_answers_turns_whole(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        """The node refuses a third live stream (INFERENCE_MAX_STREAMS=2); the session goes on
+        without partials and each turn is transcribed once it ends."""
+        key = create_tenant_with_key(database, "acme")
+        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
+        live = "ws" + online_node_url.removeprefix("http") + "/v1/transcribe/live"
+        headers = {"Authorization": f"Bearer {NODE_SECRET}"}
+        with (
+            connect(live, additional_headers=headers) as first,
+            connect(live, additional_headers=headers) as second,
+        ):
+            for stream in (first, second):
+                stream.send(json.dumps({"model": ONLINE_MODEL}))
+                assert json.loads(stream.recv(timeout=30)) == {"type": "ready"}
+            with online_gateway(database, online_node_url) as client:
+                *messages, _final = spoken(client, key, "2pass", pcm)
+        assert [message["mode"] for message in messages] == ["2pass-offline", "2pass-offline"]
+        rows = usage_rows(database)
+        assert [row.billed_tokens for row in rows] == [
+            count_tokens(message["text"], "char") for message in messages
+        ]
+        assert account(database, "acme").reserved_micros == 0
+
+    def test_a_turn_past_the_credit_ends_the_session_at_once(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme", prepaid=True, credit_micros=1)
+        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes())
+        with (
+            online_gateway(database, online_node_url) as client,
+            client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws,
+        ):
+            ws.send_text(first_message("2pass"))
+            # The speech is never finished: the refusal comes while the turn is spoken.
+            for start in range(0, len(pcm), CHUNK_BYTES):
+                ws.send_bytes(pcm[start : start + CHUNK_BYTES])
+            error = json.loads(ws.receive_text())
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert error["error"]["code"] == "insufficient_quota"
+        assert closed.value.code == 1008
+        assert usage_rows(database) == []
+        assert account(database, "acme").reserved_micros == 0
+
+
+class TestLiveTurnBilling:
+    """A live turn's money, on a real node's online model and a real ledger: the client's
+    sends are the ``on_delta`` answers, so what it was sent is exact."""
+
+    def run_turn(
+        self,
+        client: TestClient,
+        database: Database,
+        key: str,
+        pcm: bytes,
+        *,
+        deliveries: int,
+        offline: bool,
+    ) -> tuple[TurnOutcome | None, list[str]]:
+        state = client.app.state  # type: ignore[attr-defined]
+        caller = caller_for(database, key)
+        sent: list[str] = []
+
+        async def scenario() -> TurnOutcome | None:
+            async def on_delta(text: str) -> bool:
+                if len(sent) >= deliveries:
+                    return False  # the client has gone: this send failed
+                sent.append(text)
+                return True
+
+            turn = LiveTurn(
+                state,
+                caller,
+                online=TranscribeParams(model=ONLINE_MODEL),
+                offline=TranscribeParams(model="pocketsphinx-en") if offline else None,
+                max_item_ms=30_000,
+                on_delta=on_delta,
+                protocol="funasr",
+            )
+            for start in range(0, len(pcm), CHUNK_BYTES):
+                turn.feed(pcm[start : start + CHUNK_BYTES])
+            turn.end()
+            return await turn.outcome()
+
+        assert client.portal is not None
+        return client.portal.call(scenario), sent
+
+    def test_a_client_gone_midturn_pays_for_the_partials_it_was_sent(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        pcm = pcm16k(two_sentences_wav.read_bytes())
+        with online_gateway(database, online_node_url) as client:
+            outcome, sent = self.run_turn(client, database, key, pcm, deliveries=1, offline=True)
+        assert outcome is not None
+        assert outcome.final is None  # the offline text never reached the client
+        (row,) = usage_rows(database)
+        assert len(sent) == 1
+        assert row.billed_tokens == count_tokens(sent[0], "char") > 0
+        assert row.model == ONLINE_MODEL
+        assert account(database, "acme").reserved_micros == 0
+        assert unreconciled(database) == []
+
+    def test_a_client_gone_before_any_text_pays_nothing(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        pcm = pcm16k(two_sentences_wav.read_bytes())
+        with online_gateway(database, online_node_url) as client:
+            outcome, sent = self.run_turn(client, database, key, pcm, deliveries=0, offline=True)
+        assert outcome is not None
+        assert outcome.charge is None
+        assert sent == []
+        assert usage_rows(database) == []
+        assert account(database, "acme").reserved_micros == 0
+
+    def test_a_turn_whose_hold_does_not_fit_sends_nothing(
+        self, online_node_url: str, database: Database, two_sentences_wav: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme", prepaid=True, credit_micros=1)
+        pcm = pcm16k(two_sentences_wav.read_bytes())
+        with (
+            online_gateway(database, online_node_url) as client,
+            pytest.raises(QuotaExceeded),
+        ):
+            self.run_turn(client, database, key, pcm, deliveries=5, offline=False)
+        assert usage_rows(database) == []
+        assert account(database, "acme").reserved_micros == 0

@@ -37,14 +37,6 @@ def paraformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def online_paraformer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight online Paraformer (paraformer-zh-streaming's classes)."""
-    return build_random_paraformer(
-        tmp_path_factory.mktemp("models") / "tiny-paraformer-online", streaming=True
-    )
-
-
-@pytest.fixture(scope="session")
 def sentence_clips(speech_dir: Path) -> list[bytes]:
     """Sixteen different spoken sentences (WAV bytes)."""
     return [

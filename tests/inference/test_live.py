@@ -155,6 +155,7 @@ def send_speech(socket: WebSocketTestSession, audio: AudioArray, frame_ms: int =
 
 def until_done(socket: WebSocketTestSession) -> tuple[list[str], str]:
     deltas: list[str] = []
+    assert socket.receive_json() == {"type": "ready"}
     while (message := socket.receive_json())["type"] == "delta":
         deltas.append(message["text"])
     assert message["type"] == "done", message
@@ -235,6 +236,7 @@ class TestLiveRoute:
     def test_audio_that_is_not_pcm16_is_refused(self, live_node: TestClient) -> None:
         with live_node.websocket_connect(TRANSCRIBE_LIVE_PATH) as socket:
             socket.send_json({"model": ONLINE})
+            assert socket.receive_json() == {"type": "ready"}
             socket.send_bytes(b"\x00\x01\x02")
             refusal = socket.receive_json()
         assert refusal["error"]["code"] == "invalid_audio"
