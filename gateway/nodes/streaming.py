@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from gateway.config import DEFAULT_NODE_HEALTH_INTERVAL_SECONDS
 from gateway.errors import UpstreamUnavailable
 from gateway.nodes.client import FailedAfterSending, NodeStream
 from inference.protocol import TranscriptionResult
 
 logger = logging.getLogger(__name__)
+
+# A break found while reading, away from the pool's view of its nodes: the wait the pool
+# gives when it knows nothing sooner, at its default health interval.
+BROKEN_STREAM_RETRY_AFTER_SECONDS = math.ceil(DEFAULT_NODE_HEALTH_INTERVAL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,9 @@ async def _parsed(url: str, answer: NodeStream) -> StreamedTranscript:
     raise UpstreamUnavailable("The inference node ended the stream without a result.")
 
 
-def broken_stream(url: str, detail: str, retry_after_seconds: int = 5) -> UpstreamUnavailable:
+def broken_stream(
+    url: str, detail: str, retry_after_seconds: int = BROKEN_STREAM_RETRY_AFTER_SECONDS
+) -> UpstreamUnavailable:
     """The error of a node's answer cut short (after it was sent, so never retried)."""
     logger.warning("node %s failed mid-stream: %s", url, detail)
     return UpstreamUnavailable(

@@ -26,7 +26,9 @@ import binascii
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -54,6 +56,17 @@ BYTES_PER_MS = SAMPLE_RATE * 2 // 1000
 MIN_COMMIT_MS = 100
 POLICY_VIOLATION = 1008
 
+# OpenAI's server VAD defaults: a session's turn detection until it sends its own, and what
+# fills in the fields a session.update leaves out. Read-only: a session keeps its own dict.
+SERVER_VAD: Mapping[str, Any] = MappingProxyType(
+    {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+    }
+)
+
 
 def event_id() -> str:
     return f"event_{uuid.uuid4().hex[:20]}"
@@ -68,14 +81,7 @@ class SessionConfig:
     model: str
     language: str | None = None
     prompt: str = ""
-    turn_detection: dict[str, Any] | None = field(
-        default_factory=lambda: {
-            "type": "server_vad",
-            "threshold": 0.5,
-            "prefix_padding_ms": 300,
-            "silence_duration_ms": 500,
-        }
-    )
+    turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(SERVER_VAD))
 
     def public(self) -> dict[str, Any]:
         return {
@@ -230,7 +236,7 @@ class RealtimeSession:
                     "invalid_value",
                     "session.turn_detection",
                 )
-            turn = {**(self.config.turn_detection or _server_vad()), **turn}
+            turn = {**(self.config.turn_detection or SERVER_VAD), **turn}
         self.config = SessionConfig(
             model=model,
             language=language,
@@ -265,7 +271,7 @@ class RealtimeSession:
 
     async def _detect_turns(self, pcm: bytes) -> None:
         """Turns found in ``pcm``: a turn's end commits the buffer with this piece of audio."""
-        turn_detection = self.config.turn_detection or _server_vad()
+        turn_detection = self.config.turn_detection or SERVER_VAD
         buffered = False
         for turn in self.vad.feed(pcm):
             if turn.kind is Turn.started:
@@ -303,7 +309,7 @@ class RealtimeSession:
         await self.items.put(Committed(committed_item, pcm))
 
     def _new_vad(self) -> EnergyVad:
-        turn = self.config.turn_detection or _server_vad()
+        turn = self.config.turn_detection or SERVER_VAD
         return EnergyVad(
             SAMPLE_RATE,
             threshold=float(turn.get("threshold", 0.5)),
@@ -388,7 +394,3 @@ class RealtimeSession:
                 "param": param,
             },
         )
-
-
-def _server_vad() -> dict[str, Any]:
-    return SessionConfig(model="").turn_detection or {}
