@@ -1,8 +1,10 @@
-"""The pool of inference nodes behind the gateway (see ``pool.py`` for how it routes).
+"""The pool of inference nodes behind the gateway (``registry.py`` chooses, ``pool.py`` sends).
 
 ```
-pool.py      NodePool: membership, health checks, least-outstanding routing, retries, timeouts
+registry.py  NodeRegistry: membership, health checks, least-outstanding choice of a node
+pool.py      NodePool (a NodeRegistry): requests, streams and live streams, retries, timeouts
 streaming.py a started stream's events: TranscriptDelta …, TranscriptionResult (NDJSON)
+live.py      a live stream on a node's online model (WebSocket /v1/transcribe/live)
 node.py      Node (what the pool knows of one node), NodeStatus (its snapshot)
 breaker.py   CircuitBreaker per node: closed → open → half-open → closed
 discovery.py NodeDiscovery: the nodes behind the DNS names of GATEWAY_NODES (dns+http://…)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import InvalidAudio, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes import CircuitState, NodeNotFound, NodePool, NodeSource, NodeStatus
 from gateway.nodes.client import HttpxNodeClient
-from inference.protocol import READY_PATH, TranscribeParams, TranscriptionResult
+from inference.protocol import NDJSON_MEDIA_TYPE, READY_PATH, TranscribeParams, TranscriptionResult
 
 pytestmark = pytest.mark.anyio
 
@@ -237,6 +238,35 @@ class TestRetries:
         assert result.text == "served by b"
         assert nodes.calls == ["a", "b"]
         assert status.healthy is False
+        assert status.last_error == "ConnectError: simulated"
+
+    async def test_a_stream_moves_to_another_node_on_a_connect_error_as_a_request_does(
+        self,
+    ) -> None:
+        async def streamed(request: httpx.Request) -> httpx.Response:
+            result = (await succeed(request)).json()
+            lines = [
+                {"type": "delta", "text": result["text"]},
+                {"type": "result", "result": result},
+            ]
+            body = "".join(json.dumps(line) + "\n" for line in lines)
+            return httpx.Response(200, text=body, headers={"Content-Type": NDJSON_MEDIA_TYPE})
+
+        nodes = FakeNodes()
+        nodes.transcribe["a"] = fail_with(httpx.ConnectError)
+        nodes.transcribe["b"] = streamed
+        async with (
+            open_pool(nodes) as pool,
+            pool.transcribe_stream(b"RIFF", "a.wav", "audio/wav", PARAMS) as events,
+        ):
+            received = [event async for event in events]
+            status = by_url(pool)["http://a"]
+        assert [type(event).__name__ for event in received] == [
+            "TranscriptDelta",
+            "TranscriptionResult",
+        ]
+        assert nodes.calls == ["a", "b"]
+        assert status.healthy is False  # as for a whole request: no more until it is ready
         assert status.last_error == "ConnectError: simulated"
 
     @pytest.mark.parametrize("status", [502, 503, 504])
