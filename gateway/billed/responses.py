@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.usage.schemas import UsageCharge
+from billing.usage.schemas import BillableTranscription, UsageCharge
+from inference.protocol import TranscriptionResult
 
 REPLAYED_HEADER = "idempotent-replayed"
 
@@ -32,3 +33,15 @@ def charge_headers(charge: UsageCharge, *, cached: bool) -> dict[str, str]:
         "x-billing-request-id": charge.request_id,
         "x-cache": "hit" if cached else "miss",
     }
+
+
+def partial_result(billable: BillableTranscription) -> TranscriptionResult:
+    """The stored result of a stream billed for the text it sent before it was cut short."""
+    return TranscriptionResult(
+        text=billable.transcript,
+        language="",
+        duration=billable.audio_ms / 1000,
+        segments=[],
+        model=billable.model,
+        processing_ms=0,
+    )

@@ -276,12 +276,8 @@ class FunasrSession:
     async def _finish_turn(self, piece: Piece, turn: LiveTurn) -> None:
         try:
             outcome = await turn.outcome()
-        except QuotaExceeded as error:
-            await self.send_error("insufficient_quota", error.message)
-            self.closing = (POLICY_VIOLATION, "insufficient_quota")
-            return
         except GatewayError as error:
-            await self.send_error(error.code, error.message)
+            await self._refused(error)
             return
         finally:
             self.turns.discard(turn)
@@ -321,12 +317,8 @@ class FunasrSession:
                 protocol=PROTOCOL,
                 client_gone=client_gone,
             )
-        except QuotaExceeded as error:
-            await self.send_error("insufficient_quota", error.message)
-            self.closing = (POLICY_VIOLATION, "insufficient_quota")
-            return
         except GatewayError as error:
-            await self.send_error(error.code, error.message)
+            await self._refused(error)
             return
         text = billed.result.text
         self.texts.append(text)
@@ -338,6 +330,13 @@ class FunasrSession:
                 is_final=False,
                 timestamp=timestamps(billed.result.segments, piece.offset_ms),
             )
+
+    async def _refused(self, error: GatewayError) -> None:
+        """An item not transcribed: the client is told why; a hold that does not fit ends the
+        session."""
+        await self.send_error(error.code, error.message)
+        if isinstance(error, QuotaExceeded):
+            self.closing = (POLICY_VIOLATION, "insufficient_quota")
 
     async def _final(self) -> None:
         if self.closing is not None:

@@ -31,6 +31,7 @@ from billing.keys.schemas import AuthenticatedKey
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway import metrics
 from gateway.billed.dispatch import Order, RequestBilling
+from gateway.billed.responses import partial_result
 from gateway.context import new_request_id
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.nodes.live import NodeLiveStream
@@ -186,7 +187,7 @@ class LiveTurn:
             transcript=text,
             cached=False,
         )
-        stored = final if delivered and final is not None else _partial(billable)
+        stored = final if delivered and final is not None else partial_result(billable)
         try:
             settlement = await billing.settle(billable, stored)
         except InsufficientQuota as refused:
@@ -199,15 +200,3 @@ class LiveTurn:
 
 async def _never() -> TranscriptionResult:
     raise AssertionError("a live turn produces its text itself")
-
-
-def _partial(billable: BillableTranscription) -> TranscriptionResult:
-    """The stored result of a turn billed for its partial text."""
-    return TranscriptionResult(
-        text=billable.transcript,
-        language="",
-        duration=billable.audio_ms / 1000,
-        segments=[],
-        model=billable.model,
-        processing_ms=0,
-    )

@@ -33,7 +33,7 @@ from billing.errors import InsufficientQuota
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway import metrics
 from gateway.billed.dispatch import RequestBilling
-from gateway.billed.responses import usage_body
+from gateway.billed.responses import partial_result, usage_body
 from gateway.errors import GatewayError, QuotaExceeded, error_response
 from gateway.nodes.streaming import StreamedTranscript, TranscriptDelta
 from inference.protocol import TranscriptionResult
@@ -168,7 +168,7 @@ class MeteredTranscriptStream(Response):
         )
         stored = self.result if complete and self.result is not None else None
         try:
-            settlement = await self.billing.settle(billable, stored or _partial(billable))
+            settlement = await self.billing.settle(billable, stored or partial_result(billable))
         except InsufficientQuota as error:
             await self.billing.abandon()
             metrics.QUOTA_REJECTIONS.inc()
@@ -207,18 +207,6 @@ class MeteredTranscriptStream(Response):
 
 def delta(text: str) -> dict[str, Any]:
     return {"type": "transcript.text.delta", "delta": text}
-
-
-def _partial(billable: BillableTranscription) -> TranscriptionResult:
-    """What a key would store for a stream cut short: the text that was sent."""
-    return TranscriptionResult(
-        text=billable.transcript,
-        language="",
-        duration=billable.audio_ms / 1000,
-        segments=[],
-        model=billable.model,
-        processing_ms=0,
-    )
 
 
 @asynccontextmanager

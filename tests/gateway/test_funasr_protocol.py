@@ -75,6 +75,15 @@ def until_final(ws: Any) -> list[dict[str, Any]]:
     return messages
 
 
+def spoken(client: TestClient, key: str, mode: str, pcm: bytes) -> list[dict[str, Any]]:
+    with client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send_text(first_message(mode))
+        for start in range(0, len(pcm), CHUNK_BYTES):
+            ws.send_bytes(pcm[start : start + CHUNK_BYTES])
+        ws.send_text(json.dumps({"is_speaking": False}))
+        return until_final(ws)
+
+
 def caller_for(database: Database, secret: str) -> AuthenticatedKey:
     with database.transaction() as session:
         return authenticate(session, secret)
@@ -92,16 +101,8 @@ class TestModes:
     ) -> None:
         key = create_tenant_with_key(database, "acme")
         pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
-        with (
-            gateway(database, node_url) as client,
-            client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws,
-        ):
-            ws.send_text(first_message("2pass"))
-            for start in range(0, len(pcm), CHUNK_BYTES):
-                ws.send_bytes(pcm[start : start + CHUNK_BYTES])
-            ws.send_text(json.dumps({"is_speaking": False}))
-            messages = until_final(ws)
-        *turns, final = messages
+        with gateway(database, node_url) as client:
+            *turns, final = spoken(client, key, "2pass", pcm)
         assert len(turns) == 2  # the one-second pause ends the first turn
         for turn in turns:
             assert turn["mode"] == "2pass-offline"
@@ -247,15 +248,6 @@ def online_gateway(database: Database, node_url: str) -> TestClient:
         job_workers=0,
     )
     return TestClient(create_app(settings, BillingSettings(database_url=database.url)))
-
-
-def spoken(client: TestClient, key: str, mode: str, pcm: bytes) -> list[dict[str, Any]]:
-    with client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws:
-        ws.send_text(first_message(mode))
-        for start in range(0, len(pcm), CHUNK_BYTES):
-            ws.send_bytes(pcm[start : start + CHUNK_BYTES])
-        ws.send_text(json.dumps({"is_speaking": False}))
-        return until_final(ws)
 
 
 class TestPartialResults:
