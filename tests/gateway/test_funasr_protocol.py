@@ -44,6 +44,12 @@ def pcm16k(wav_bytes: bytes) -> bytes:
     return to_pcm16(decode_audio(wav_bytes))
 
 
+@pytest.fixture(scope="module")
+def two_turns(two_sentences_wav: Path) -> bytes:
+    """Two sentences a second apart, with silence before and after: two turns of speech."""
+    return b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
+
+
 def first_message(mode: str, **fields: Any) -> str:
     return json.dumps(
         {
@@ -97,12 +103,11 @@ def unreconciled(database: Database) -> list[str]:
 
 class TestModes:
     def test_2pass_answers_each_turn_then_a_final_message(
-        self, node_url: str, database: Database, two_sentences_wav: Path
+        self, node_url: str, database: Database, two_turns: bytes
     ) -> None:
         key = create_tenant_with_key(database, "acme")
-        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
         with gateway(database, node_url) as client:
-            *turns, final = spoken(client, key, "2pass", pcm)
+            *turns, final = spoken(client, key, "2pass", two_turns)
         assert len(turns) == 2  # the one-second pause ends the first turn
         for turn in turns:
             assert turn["mode"] == "2pass-offline"
@@ -254,12 +259,11 @@ class TestPartialResults:
     """With an online model on the nodes, text arrives while a turn is still spoken."""
 
     def test_2pass_sends_partials_then_each_turns_offline_text(
-        self, online_node_url: str, database: Database, two_sentences_wav: Path
+        self, online_node_url: str, database: Database, two_turns: bytes
     ) -> None:
         key = create_tenant_with_key(database, "acme")
-        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
         with online_gateway(database, online_node_url) as client:
-            *messages, final = spoken(client, key, "2pass", pcm)
+            *messages, final = spoken(client, key, "2pass", two_turns)
         modes = [message["mode"] for message in messages]
         offline = [message for message in messages if message["mode"] == "2pass-offline"]
         assert len(offline) == 2  # one per turn, from the offline model
@@ -278,12 +282,11 @@ class TestPartialResults:
         assert unreconciled(database) == []
 
     def test_online_bills_the_partials_it_sent(
-        self, online_node_url: str, database: Database, two_sentences_wav: Path
+        self, online_node_url: str, database: Database, two_turns: bytes
     ) -> None:
         key = create_tenant_with_key(database, "acme")
-        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
         with online_gateway(database, online_node_url) as client:
-            *partials, final = spoken(client, key, "online", pcm)
+            *partials, final = spoken(client, key, "online", two_turns)
         assert len(partials) >= 2
         assert {message["mode"] for message in partials} == {"online"}
         assert final == {"wav_name": "lecture", "mode": "online", "text": "", "is_final": True}
@@ -315,12 +318,11 @@ class TestPartialResults:
         assert len(usage_rows(database)) == 1  # the turn, billed as a whole
 
     def test_a_node_with_every_stream_taken_answers_turns_whole(
-        self, online_node_url: str, database: Database, two_sentences_wav: Path
+        self, online_node_url: str, database: Database, two_turns: bytes
     ) -> None:
         """The node refuses a third live stream (INFERENCE_MAX_STREAMS=2); the session goes on
         without partials and each turn is transcribed once it ends."""
         key = create_tenant_with_key(database, "acme")
-        pcm = b"\x00" * 9_600 + pcm16k(two_sentences_wav.read_bytes()) + b"\x00" * 32_000
         live = "ws" + online_node_url.removeprefix("http") + "/v1/transcribe/live"
         headers = {"Authorization": f"Bearer {NODE_SECRET}"}
         with (
@@ -331,7 +333,7 @@ class TestPartialResults:
                 stream.send(json.dumps({"model": ONLINE_MODEL}))
                 assert json.loads(stream.recv(timeout=30)) == {"type": "ready"}
             with online_gateway(database, online_node_url) as client:
-                *messages, _final = spoken(client, key, "2pass", pcm)
+                *messages, _final = spoken(client, key, "2pass", two_turns)
         assert [message["mode"] for message in messages] == ["2pass-offline", "2pass-offline"]
         rows = usage_rows(database)
         assert [row.billed_tokens for row in rows] == [
