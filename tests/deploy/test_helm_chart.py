@@ -332,6 +332,19 @@ class TestNodes:
         assert env["INFERENCE_METRICS_TOKEN"] == gateway_env["GATEWAY_METRICS_TOKEN"]
         assert (env["INFERENCE_HOST"], env["INFERENCE_PORT"]) == ("0.0.0.0", "8001")
         assert env["INFERENCE_MODELS"] == "pocketsphinx-en"
+        # OpenAI's model names (whisper-1) reach a model the nodes serve.
+        assert gateway_env["GATEWAY_DEFAULT_MODEL"] == "pocketsphinx-en"
+
+    def test_a_default_model_set_in_gateway_env_is_the_only_one(
+        self, helm: Helm, tmp_path: Path
+    ) -> None:
+        values = write_values(
+            tmp_path / "values.yaml", {"gateway": {"env": {"GATEWAY_DEFAULT_MODEL": "other"}}}
+        )
+        gateway = container(one(helm.template(values), "Deployment", GATEWAY))
+        names = [variable["name"] for variable in gateway["env"]]
+        assert names.count("GATEWAY_DEFAULT_MODEL") == 1
+        assert env_of(gateway)["GATEWAY_DEFAULT_MODEL"] == "other"
 
     def test_gpu_nodes(self, helm: Helm) -> None:
         manifests = render(helm, "gpu-nodes")
@@ -351,9 +364,12 @@ class TestNodes:
         env = env_of(node)
         assert (env["INFERENCE_DEVICE"], env["INFERENCE_MODELS"]) == (
             "cuda:0",
-            "paraformer-zh,pocketsphinx-en",
+            "paraformer-zh,paraformer-zh-streaming,pocketsphinx-en",
         )
         assert env["INFERENCE_MAX_BATCH"] == "32"
+        gateway_env = env_of(container(one(manifests, "Deployment", GATEWAY)))
+        assert gateway_env["GATEWAY_DEFAULT_MODEL"] == "paraformer-zh"
+        assert gateway_env["GATEWAY_ONLINE_MODEL"] == "paraformer-zh-streaming"
         (claim,) = statefulset["spec"]["volumeClaimTemplates"]
         assert claim["metadata"]["name"] == "model-cache"
         assert claim["spec"]["resources"]["requests"]["storage"] == "30Gi"
