@@ -39,7 +39,7 @@ from billing.keys.schemas import AuthenticatedKey
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.streaming.items import send_json, transcribe_item
-from gateway.streaming.live import LIVE_SAMPLE_RATE, LiveTurn
+from gateway.streaming.live import LIVE_SAMPLE_RATE, LiveTurn, TurnOutcome
 from gateway.streaming.vad import EnergyVad, Turn
 from inference.protocol import Segment, TranscribeParams
 
@@ -122,6 +122,7 @@ class FunasrSession:
         self.buffer_offset_ms = 0
         self.received_ms = 0
         self.turn: LiveTurn | None = None  # the turn being decoded live
+        self.refusal: BaseException | None = None  # why a live turn ended the session
         self.turns: set[LiveTurn] = set()  # live turns not yet settled
 
     async def run(self) -> None:
@@ -145,6 +146,7 @@ class FunasrSession:
         )
         try:
             async with anyio.create_task_group() as group:
+                self.scope = group.cancel_scope
                 group.start_soon(self._transcribe_items, group.cancel_scope)
                 with anyio.move_on_after(self.settings.realtime_max_session_seconds):
                     await self._read()
@@ -194,7 +196,7 @@ class FunasrSession:
             self.buffer += pcm
             if self.live:
                 self._decode_live(pcm)
-            if any(turn.kind is Turn.stopped for turn in turns) or self._turn_refused():
+            if any(turn.kind is Turn.stopped for turn in turns):
                 await self._commit()
             elif not self.vad.speaking:
                 keep = 300 * bytes_per_ms
@@ -220,17 +222,21 @@ class FunasrSession:
                 protocol=PROTOCOL,
             )
             self.turns.add(self.turn)
+            self.turn.task.add_done_callback(self._turn_done)
             self.turn.feed(bytes(self.buffer))
 
-    def _turn_refused(self) -> bool:
-        """The live turn ended before its audio did. Its hold did not fit: commit it now, so
-        the client hears why at once. Otherwise (no node took the stream) the session goes on
-        without partial results and the turn is answered whole when it ends."""
-        turn = self.turn
-        if turn is None or not turn.task.done():
-            return False
-        self.live = False
-        return not turn.task.cancelled() and isinstance(turn.task.exception(), QuotaExceeded)
+    def _turn_done(self, task: asyncio.Task[TurnOutcome]) -> None:
+        """A live turn whose hold did not fit ends the session at once, while the client may
+        still be speaking. (One that no node took ends without an exception: it is answered
+        whole when it ends, and the next turn tries a live stream again.)"""
+        if task.cancelled() or task.exception() is None:
+            return
+        if not isinstance(task.exception(), QuotaExceeded):
+            self.live = False
+        elif self.closing is None and not self.gone:
+            self.refusal = task.exception()
+            self.closing = (POLICY_VIOLATION, "insufficient_quota")
+            self.scope.cancel()
 
     async def _partial(self, text: str) -> bool:
         mode = "2pass-online" if self.config.mode == "2pass" else "online"
@@ -250,10 +256,10 @@ class FunasrSession:
         await self.items.put(piece)
 
     async def _settle_abandoned_turns(self) -> None:
-        """Live turns whose client left are billed for the partials it was sent."""
+        """Live turns whose final will not be sent (the client left, the session was closed)
+        are billed for the partials the client was sent."""
         for turn in self.turns:
-            if self.gone:
-                turn.cancel()
+            turn.cancel()
         await asyncio.gather(*(turn.task for turn in self.turns), return_exceptions=True)
 
     async def _transcribe_items(self, session_scope: anyio.CancelScope) -> None:
@@ -339,6 +345,8 @@ class FunasrSession:
             self.closing = (POLICY_VIOLATION, "insufficient_quota")
 
     async def _final(self) -> None:
+        if isinstance(self.refusal, GatewayError):
+            await self.send_error(self.refusal.code, self.refusal.message)
         if self.closing is not None:
             code, reason = self.closing
             await self.websocket.close(code, reason)
