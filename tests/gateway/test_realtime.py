@@ -135,7 +135,9 @@ class TestServerVad:
         assert stopped[0]["audio_end_ms"] <= started[1]["audio_start_ms"]
         assert [e["item_id"] for e in completed] == [e["item_id"] for e in committed]
         assert [e["delta"] for e in deltas] == [e["transcript"] for e in completed]
-        assert "tomorrow morning" in completed[1]["transcript"]
+        # The second sentence is the second item. (PocketSphinx on the shared test node once
+        # heard its last word as "while earning" in a full CI run; not reproduced alone.)
+        assert "call me tomorrow" in completed[1]["transcript"]
         rows = usage_rows(database)
         assert len(rows) == 2
         assert [e["usage"]["output_tokens"] for e in completed] == [r.billed_tokens for r in rows]
