@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inference import metrics
 from inference.audio import SAMPLE_RATE, AudioArray, decode_audio, duration_seconds
+from inference.auth import check_node_secret
 from inference.config import InferenceSettings
 from inference.engines.base import Engine, EngineOutput
 from inference.engines.registry import build_engine, parse_model_specs
@@ -157,11 +158,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         )
 
     def require_node_secret(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not settings.node_secret:
-            return
-        presented = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), settings.node_secret.encode()):
-            raise Unauthorized("This node requires the shared node secret as a bearer token.")
+        check_node_secret(settings, authorization)
 
     async def decode(upload: UploadFile) -> AudioArray:
         data = await read_capped(upload, settings.max_upload_bytes)

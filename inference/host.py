@@ -343,17 +343,8 @@ class ModelHost:
         except Exception as error:  # the engine failed as a whole: every item fails
             logger.exception("engine %s failed on a batch of %d", model, len(batch))
             outcomes = [error] * len(batch)
-        elapsed = time.perf_counter() - started
-        metrics.items_in_progress.labels(model).set(0)
-        metrics.engine_calls.labels(model).inc()
-        metrics.batch_size.labels(model).observe(len(batch))
-        metrics.inference_seconds.labels(model).observe(elapsed)
-        metrics.audio_seconds.labels(model).inc(audio_total)
-        if audio_total > 0:
-            metrics.real_time_factor.labels(model).observe(elapsed / audio_total)
+        self._count_call(audio_total, time.perf_counter() - started, list(outcomes))
         for item, outcome in zip(batch, outcomes, strict=True):
-            failed = isinstance(outcome, BaseException)
-            metrics.items.labels(model, "error" if failed else "ok").inc()
             item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
         self.memory.after_batch(audio_total)
 
@@ -368,17 +359,22 @@ class ModelHost:
         except Exception as error:
             logger.exception("engine %s failed on a live piece", model)
             outcome = error
-        elapsed = time.perf_counter() - started
+        self._count_call(audio_seconds, time.perf_counter() - started, [outcome])
+        item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
+
+    def _count_call(self, audio_seconds: float, elapsed: float, outcomes: list[object]) -> None:
+        """The metrics of one engine call, a batch or a live piece, once it has returned."""
+        model = self.model_id
         metrics.items_in_progress.labels(model).set(0)
         metrics.engine_calls.labels(model).inc()
-        metrics.batch_size.labels(model).observe(1)
+        metrics.batch_size.labels(model).observe(len(outcomes))
         metrics.inference_seconds.labels(model).observe(elapsed)
         metrics.audio_seconds.labels(model).inc(audio_seconds)
         if audio_seconds > 0:
             metrics.real_time_factor.labels(model).observe(elapsed / audio_seconds)
-        failed = isinstance(outcome, BaseException)
-        metrics.items.labels(model, "error" if failed else "ok").inc()
-        item.loop.call_soon_threadsafe(_deliver, item.future, outcome)
+        for outcome in outcomes:
+            failed = isinstance(outcome, BaseException)
+            metrics.items.labels(model, "error" if failed else "ok").inc()
 
     def info(self) -> ModelInfo:
         return self.engine.info().model_copy(update={"loaded": self._ready})

@@ -19,7 +19,6 @@ in flight is dropped).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 
@@ -28,13 +27,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from inference.audio import SAMPLE_RATE
+from inference.auth import check_node_secret
 from inference.config import InferenceSettings
 from inference.errors import (
     InferenceError,
     InvalidAudio,
     InvalidRequest,
     NodeDraining,
-    Unauthorized,
 )
 from inference.host import LiveStream, ModelPool
 from inference.protocol import TRANSCRIBE_LIVE_PATH, TranscribeParams
@@ -57,7 +56,7 @@ def live_router(settings: InferenceSettings, pool: ModelPool, drain: Drain) -> A
         """Live audio in, the online model's text for each chunk out."""
         await websocket.accept()
         try:
-            _authorize(settings, websocket.headers.get("authorization"))
+            check_node_secret(settings, websocket.headers.get("authorization"))
             if drain.state is not DrainState.serving:
                 raise NodeDraining("This node is shutting down; open the stream on another.")
             params = _params(await websocket.receive_text())
@@ -74,14 +73,6 @@ def live_router(settings: InferenceSettings, pool: ModelPool, drain: Drain) -> A
             await _fail(websocket, InferenceError(f"The live transcription failed: {error}"))
 
     return router
-
-
-def _authorize(settings: InferenceSettings, authorization: str | None) -> None:
-    if not settings.node_secret:
-        return
-    presented = (authorization or "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(presented.encode(), settings.node_secret.encode()):
-        raise Unauthorized("This node requires the shared node secret as a bearer token.")
 
 
 def _params(first: str) -> TranscribeParams:
