@@ -21,10 +21,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.nodes.errors import mapped_node_error
-from inference.protocol import TRANSCRIBE_LIVE_PATH, TranscribeParams
+from inference.protocol import TRANSCRIBE_LIVE_PATH, ErrorCode, TranscribeParams
 
 # A node that answers these is busy or going away: another node may take the stream.
-RETRYABLE_CODES = frozenset({"node_overloaded", "node_not_ready", "node_draining"})
+RETRYABLE_CODES = frozenset(
+    {ErrorCode.node_overloaded, ErrorCode.not_ready, ErrorCode.node_draining}
+)
 RETRY_AFTER_SECONDS = 1
 
 
@@ -119,5 +121,5 @@ def _failed(url: str, message: dict[str, Any]) -> GatewayError:
     error = message.get("error")
     detail = error if isinstance(error, dict) else {}
     code, text = str(detail.get("code", "")), str(detail.get("message", ""))
-    status = 503 if code in RETRYABLE_CODES else 500 if code == "internal_error" else 400
+    status = 503 if code in RETRYABLE_CODES else 500 if code == ErrorCode.internal_error else 400
     return mapped_node_error(url, status, code, text)
