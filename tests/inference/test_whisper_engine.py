@@ -151,8 +151,12 @@ class TestTranscripts:
         self, whisper_node_url: str, weather_wav: Path
     ) -> None:
         plain = transcribe(whisper_node_url, weather_wav.read_bytes())
-        prompted = transcribe(whisper_node_url, weather_wav.read_bytes(), hotwords="Today.")
-        # espeak-ng's "today" is heard as "to me" until the prompt offers the word.
+        prompted = transcribe(
+            whisper_node_url, weather_wav.read_bytes(), hotwords="The weather is nice today."
+        )
+        # espeak-ng's "today" is heard as "to me" until the prompt offers the word. The prompt
+        # is the whole sentence: a one-word prompt ("Today.") tipped the decoder only just, and
+        # one full run on another CPU heard "to me" with it.
         assert "today" not in str(plain["text"]).lower()
         assert "today" in str(prompted["text"]).lower()
 

@@ -40,38 +40,34 @@ def fresh_node(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def transcribe_synchronously(ten_minutes_wav: Path, directory: Path) -> str:
-    """The ten minutes through POST /v1/audio/transcriptions, allowed that long for this."""
-    url = f"sqlite:///{directory / 'ledger.db'}"
-    upgrade_to_head(url)
-    database = Database(url)
-    key = create_tenant_with_key(database, "reference")
+def transcribe_synchronously(ten_minutes_wav: Path, directory: Path, url: str, key: str) -> str:
+    """The ten minutes through POST /v1/audio/transcriptions, allowed that long for this. The
+    ledger is migrated beforehand: alembic's migration context is process-wide, and the job's
+    gateway migrates its own ledger meanwhile."""
     settings = GatewaySettings(
         node_secret=NODE_SECRET,
         max_upload_bytes=TEN_MINUTES_BYTES,
         max_sync_audio_seconds=601,
         cache_enabled=False,
+        migrate_on_start=False,
     )
-    try:
-        with (
-            node_process(directory, "pocketsphinx-en") as node_url,
-            TestClient(
-                create_app(
-                    settings.model_copy(update={"nodes": node_url}),
-                    BillingSettings(database_url=url),
-                )
-            ) as client,
-        ):
-            response = client.post(
-                "/v1/audio/transcriptions",
-                headers={"Authorization": f"Bearer {key}"},
-                files={"file": ("ten.wav", ten_minutes_wav.read_bytes(), "audio/wav")},
-                data={"model": "whisper-1", "response_format": "text"},
+    with (
+        node_process(directory, "pocketsphinx-en") as node_url,
+        TestClient(
+            create_app(
+                settings.model_copy(update={"nodes": node_url}),
+                BillingSettings(database_url=url),
             )
-        assert response.status_code == 200, response.text
-        return response.text
-    finally:
-        database.dispose()
+        ) as client,
+    ):
+        response = client.post(
+            "/v1/audio/transcriptions",
+            headers={"Authorization": f"Bearer {key}"},
+            files={"file": ("ten.wav", ten_minutes_wav.read_bytes(), "audio/wav")},
+            data={"model": "whisper-1", "response_format": "text"},
+        )
+    assert response.status_code == 200, response.text
+    return response.text
 
 
 @pytest.fixture
@@ -80,8 +76,15 @@ def synchronous_transcript(
 ) -> Iterator[Future[str]]:
     """The synchronous path's transcript, decoded on a worker thread while the test runs."""
     directory = tmp_path_factory.mktemp("sync")
+    url = f"sqlite:///{directory / 'ledger.db'}"
+    upgrade_to_head(url)
+    database = Database(url)
+    try:
+        key = create_tenant_with_key(database, "reference")
+    finally:
+        database.dispose()
     with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor.submit(transcribe_synchronously, ten_minutes_wav, directory)
+        yield executor.submit(transcribe_synchronously, ten_minutes_wav, directory, url, key)
 
 
 @pytest.mark.parametrize(
