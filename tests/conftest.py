@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,18 @@ NODE_SECRET = "test-node-secret"
 TEST_DEFAULT_MODEL = "pocketsphinx-en"
 WHISPER_MODEL = "whisper-tiny.en"
 ONLINE_MODEL = "tiny-online"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_cache_of_the_run() -> Iterator[None]:
+    """torch makes ``/tmp/torchinductor_<user>`` when a FunASR model loads, in the tests and in
+    the node processes they start (which inherit this environment); the run's own directory
+    takes it instead, removed at the end of the run."""
+    directory = Path(tempfile.mkdtemp(prefix="asrgw-tests-torch-"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(directory))
+        yield
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

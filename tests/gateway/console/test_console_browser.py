@@ -23,6 +23,7 @@ from billing.money import format_micros
 from billing.periods import billing_period
 from gateway.console.users.service import create_user
 from tests.conftest import NODE_SECRET
+from tests.fixtures.audio import quiet_audio_environment
 from tests.fixtures.environment import require_tool, skip_or_fail
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import asrgw, free_port, running
@@ -95,7 +96,7 @@ def console(
 
 
 @pytest.fixture
-def browser(weather_wav: Path) -> Iterator[Any]:
+def browser(weather_wav: Path, tmp_path: Path) -> Iterator[Any]:
     require_tool("chromium")
     try:
         from playwright.sync_api import sync_playwright
@@ -105,6 +106,7 @@ def browser(weather_wav: Path) -> Iterator[Any]:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={weather_wav}"],
+            env=quiet_audio_environment(tmp_path),
         )
         try:
             yield launched
