@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 
 from billing.idempotency.service import Lease, Settled
@@ -144,24 +146,35 @@ class BilledCall:
         return response
 
 
+@asynccontextmanager
+async def billed_call(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None,
+    x_api_key: str | None,
+) -> AsyncIterator[BilledCall]:
+    """The key and its scope first, then the rate limits (before the upload is looked at),
+    then the rest. The concurrency slot is held until the block ends."""
+    state = request.app.state
+    caller = await caller_of(request, state.database, bearer, x_api_key)
+    refuse_without_scope(caller, KeyScope.transcribe)
+    async with admitted(request, caller, state.rate_limits):
+        yield BilledCall.of(request, caller)
+
+
 async def get_billed_call(
     request: Request,
     bearer: BearerCredentials,
     x_api_key: ApiKeyHeaderValue,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> AsyncIterator[BilledCall]:
-    """The key and its scope first, then the rate limits (before the upload is looked at),
-    then the rest. One dependency rather than a tree of them (the two credential readers
-    aside, which put the key's security schemes in the OpenAPI document): each one FastAPI
-    resolves costs the hot path time. The concurrency slot is held until the route function ends."""
+    """``billed_call`` as one dependency rather than a tree of them (the two credential
+    readers aside, which put the key's security schemes in the OpenAPI document): each one
+    FastAPI resolves costs the hot path time."""
     # Declared for the OpenAPI document and its bound (the ledger's column); BilledCall reads
     # it from the request, as the console's playground, which sends none, does too.
     del idempotency_key
-    state = request.app.state
-    caller = await caller_of(request, state.database, bearer, x_api_key)
-    refuse_without_scope(caller, KeyScope.transcribe)
-    async with admitted(request, caller, state.rate_limits):
-        yield BilledCall.of(request, caller)
+    async with billed_call(request, bearer, x_api_key) as call:
+        yield call
 
 
 # scope="function": the slot is given back as soon as the route function ends, before the

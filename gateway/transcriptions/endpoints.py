@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway.billed.call import BilledCallDep
 from gateway.billed.dispatch import Billed
 from gateway.billed.responses import charge_headers, usage_body
+from gateway.billed.route import BilledFormRoute
 from gateway.errors import InvalidRequest
 from gateway.formats import (
     MEDIA_TYPES,
@@ -37,7 +38,8 @@ from gateway.transcriptions.service import (
 )
 from inference.protocol import TranscriptionResult
 
-router = APIRouter()
+# The key and its limits are checked before the upload is parsed (gateway.billed.route).
+router = APIRouter(route_class=BilledFormRoute)
 STREAMABLE_FORMATS = (ResponseFormat.json, ResponseFormat.text)
 
 

@@ -170,6 +170,33 @@ class TestBadInputIsNeverBilled:
         )
         assert response.status_code == 200
 
+    def test_the_key_is_checked_before_the_upload_is_parsed(self, gateway: Gateway) -> None:
+        # A multipart body whose content type names no boundary: parsing it fails.
+        broken = b'--edge\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1'
+        headers = {"Content-Type": "multipart/form-data"}
+        wrong_key = gateway.client.post(
+            "/v1/audio/transcriptions",
+            headers={**headers, **gateway.auth("sk-asrgw-000000000000_nope")},
+            content=broken,
+        )
+        assert_error(wrong_key, 401, "invalid_api_key")
+        right_key = gateway.client.post(
+            "/v1/audio/transcriptions", headers={**headers, **gateway.auth()}, content=broken
+        )
+        error = assert_error(right_key, 400, "http_error")
+        assert error["message"] == "Missing boundary in multipart."
+        assert usage_rows(gateway.database) == []
+
+    def test_a_field_sent_empty_counts_as_not_sent(self, gateway: Gateway) -> None:
+        response = gateway.client.post(
+            "/v1/audio/transcriptions",
+            headers=gateway.auth(),
+            data={"model": "", "file": ""},
+        )
+        error = assert_error(response, 400, "missing_required_parameter")
+        assert error["param"] == "file"
+        assert usage_rows(gateway.database) == []
+
     def test_missing_file_field(self, gateway: Gateway) -> None:
         response = gateway.client.post(
             "/v1/audio/transcriptions", headers=gateway.auth(), data={"model": "whisper-1"}
