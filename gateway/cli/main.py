@@ -46,13 +46,13 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     """Run the gateway (customer API) on its settings."""
     import uvicorn
 
-    from gateway.app import create_app
+    from gateway.app import served_app
     from gateway.config import GatewaySettings
 
     settings = GatewaySettings()
     host, port = host or settings.host, port or settings.port
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(served_app(settings), host=host, port=port, log_level="info")
         return
     if not settings.redis_url:
         # Each worker is a process with its own memory: counters kept there would let every
@@ -72,7 +72,7 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="asrgw-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         uvicorn.run(
-            "gateway.app:create_app",
+            "gateway.app:served_app",
             factory=True,
             workers=workers,
             host=host,
