@@ -14,7 +14,8 @@ validated in one model ──▶ endpoint(call, **fields)
 
 Errors keep FastAPI's shapes: an invalid header or field raises ``RequestValidationError``
 with the same locations and messages (a field sent empty counts as not sent, as FastAPI
-counts it), and a body that cannot be parsed is FastAPI's 400.
+counts it), and a body that cannot be parsed gets the 400 FastAPI would give (Starlette's
+own message for a malformed multipart body, FastAPI's for any other failure).
 """
 
 from __future__ import annotations
