@@ -81,7 +81,7 @@ class BilledCall:
     async def respond(
         self,
         *,
-        audio_md5: Callable[[], bytes],
+        audio_md5: Callable[[], Awaitable[bytes]],
         identity: Mapping[str, object],
         result_type: type[R],
         prepare: Callable[[], Awaitable[Order[R]]],
@@ -90,14 +90,14 @@ class BilledCall:
         """``render`` of the billed result of ``prepare()``'s order, once per Idempotency-Key.
         ``identity``: every parameter that changes the result (never the response format: a
         replay renders the stored result in whatever format the retry asks for).
-        ``audio_md5`` is called only when a key needs the audio's fingerprint."""
+        ``audio_md5`` is awaited only when a key needs the audio's fingerprint."""
         key = self.request.headers.get("idempotency-key")
         if not key:
             billing = self.billing_of(self.request_id)
             return render(await run_billed(billing, await prepare(), result_type))
         lease = new_lease(self.caller.tenant_id, key)
         request_fingerprint = fingerprint_md5(
-            audio_md5(), {"route": self.request.url.path, **identity}
+            await audio_md5(), {"route": self.request.url.path, **identity}
         )
         claim = await self.keys.claim(lease, request_fingerprint, self.request_id)
         if isinstance(claim, Settled):

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
 from gateway.transcriptions.service import (
-    audio_digest,
+    AudioDigest,
     probe_audio_ms,
     refuse_disallowed_model,
 )
@@ -32,7 +32,7 @@ async def detect_language(
     model: str,
     render: Callable[[Billed[LanguageDetection]], Response],
 ) -> Response:
-    md5 = audio_digest(audio)
+    md5 = AudioDigest(audio)
 
     async def prepare() -> Order[LanguageDetection]:
         refuse_disallowed_model(call.caller, model)

@@ -22,8 +22,8 @@ from billing.models.types import utcnow
 from billing.reservations import service as reservations
 from gateway import metrics
 from gateway.audio_probe import probe_duration_ms
-from gateway.billed.idempotency import fingerprint
-from gateway.cache.keys import audio_md5
+from gateway.billed.idempotency import fingerprint_md5
+from gateway.cache.keys import audio_md5_digest
 from gateway.config import GatewaySettings
 from gateway.errors import (
     IdempotencyConflict,
@@ -64,8 +64,10 @@ async def submit_job(
         await anyio.to_thread.run_sync(
             lambda: resolve(request.webhook_url or "", allow_private=settings.webhook_allow_private)
         )
-    request_fingerprint = fingerprint(
-        request.audio,
+    # Hashed once, beside the event loop: a job's upload can be hundreds of megabytes.
+    audio_digest = await audio_md5_digest(request.audio)
+    request_fingerprint = fingerprint_md5(
+        audio_digest,
         {
             "model": request.model,
             "language": request.language,
@@ -96,7 +98,7 @@ async def submit_job(
         granularities=",".join(sorted(request.granularities)),
         filename=request.filename[:255],
         content_type=request.content_type[:100],
-        audio_md5=audio_md5(request.audio),
+        audio_md5=audio_digest.hex(),
         audio_bytes=len(request.audio),
         audio_ms=audio_ms,
         idempotency_key=request.idempotency_key,

@@ -4,6 +4,8 @@ any format, billed at the plan's cache-hit price and always recorded in the ledg
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ from billing.periods import billing_period
 from billing.reconcile.service import Finding, reconcile
 from gateway import metrics
 from gateway.app import create_app
-from gateway.cache.keys import audio_md5, result_cache_key
+from gateway.cache import keys
+from gateway.cache.keys import audio_md5, audio_md5_digest, result_cache_key
 from gateway.cache.store import MemoryResultStore, RedisResultStore
 from gateway.config import GatewaySettings
 from inference.protocol import TranscribeParams
@@ -343,3 +346,81 @@ class TestStores:
         ):
             assert result_cache_key(1, md5, changed) != result_cache_key(1, md5, params)
         assert result_cache_key(1, audio_md5(b"other"), params) != result_cache_key(1, md5, params)
+
+
+class TestLargeUploadDigest:
+    """A large upload is hashed on a worker thread, so the event loop goes on serving other
+    requests meanwhile; the digest, and so every cache key and Idempotency-Key fingerprint, is the
+    same whichever way it was computed."""
+
+    def test_a_large_upload_is_hashed_off_the_event_loop_to_the_same_digest(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        hashed_on: list[threading.Thread] = []
+        real = keys.md5_digest
+
+        def recording(audio: bytes) -> bytes:
+            hashed_on.append(threading.current_thread())
+            return real(audio)
+
+        monkeypatch.setattr(keys, "md5_digest", recording)
+        small = b"s" * (keys.THREAD_MD5_BYTES - 1)
+        large = b"l" * keys.THREAD_MD5_BYTES
+
+        async def digests() -> tuple[bytes, bytes, threading.Thread]:
+            return (
+                await audio_md5_digest(small),
+                await audio_md5_digest(large),
+                threading.current_thread(),
+            )
+
+        small_digest, large_digest, loop_thread = asyncio.run(digests())
+        assert small_digest == hashlib.md5(small).digest()
+        assert large_digest == hashlib.md5(large).digest()
+        assert hashed_on[0] is loop_thread
+        assert hashed_on[1] is not loop_thread
+        assert audio_md5(large) == large_digest.hex()
+
+    def test_hits_and_idempotent_replays_match_across_the_two_ways(
+        self,
+        node_url: str,
+        database: Database,
+        two_tenants: tuple[str, str],
+        weather_wav: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        acme, _ = two_tenants
+        audio = weather_wav.read_bytes()
+        assert len(audio) < keys.THREAD_MD5_BYTES
+        with app_for(database, gateway_settings(node_url)) as client:
+            inline = transcribe(client, acme, audio)
+            keyed = client.post(
+                "/v1/audio/transcriptions",
+                headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
+                files={"file": ("speech.wav", audio, "audio/wav")},
+                data={"model": "whisper-1", "language": "en"},
+            )
+            # Every upload now counts as large: hashed on a worker thread.
+            monkeypatch.setattr(keys, "THREAD_MD5_BYTES", 0)
+            threaded = transcribe(client, acme, audio)
+            retried = client.post(
+                "/v1/audio/transcriptions",
+                headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
+                files={"file": ("speech.wav", audio, "audio/wav")},
+                data={"model": "whisper-1", "language": "en"},
+            )
+            changed = client.post(
+                "/v1/audio/transcriptions",
+                headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
+                files={"file": ("speech.wav", audio + b"\0", "audio/wav")},
+                data={"model": "whisper-1", "language": "en"},
+            )
+        assert (inline.headers["x-cache"], threaded.headers["x-cache"]) == ("miss", "hit")
+        assert threaded.json()["text"] == inline.json()["text"]
+        assert keyed.status_code == retried.status_code == 200
+        assert retried.headers["idempotent-replayed"] == "true"
+        assert retried.json() == keyed.json()
+        # The same key with other audio is another request: refused, not replayed.
+        assert changed.status_code == 409, changed.text
+        assert changed.json()["error"]["code"] == "idempotency_key_reused"
+        assert [row.cached for row in usage_rows(database)] == [False, False, True]
