@@ -392,34 +392,28 @@ class TestLargeUploadDigest:
         acme, _ = two_tenants
         audio = weather_wav.read_bytes()
         assert len(audio) < keys.THREAD_MD5_BYTES
-        with app_for(database, gateway_settings(node_url)) as client:
-            inline = transcribe(client, acme, audio)
-            keyed = client.post(
+
+        def keyed(client: TestClient, upload: bytes) -> httpx.Response:
+            return client.post(
                 "/v1/audio/transcriptions",
                 headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
-                files={"file": ("speech.wav", audio, "audio/wav")},
+                files={"file": ("speech.wav", upload, "audio/wav")},
                 data={"model": "whisper-1", "language": "en"},
             )
+
+        with app_for(database, gateway_settings(node_url)) as client:
+            inline = transcribe(client, acme, audio)
+            first = keyed(client, audio)
             # Every upload now counts as large: hashed on a worker thread.
             monkeypatch.setattr(keys, "THREAD_MD5_BYTES", 0)
             threaded = transcribe(client, acme, audio)
-            retried = client.post(
-                "/v1/audio/transcriptions",
-                headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
-                files={"file": ("speech.wav", audio, "audio/wav")},
-                data={"model": "whisper-1", "language": "en"},
-            )
-            changed = client.post(
-                "/v1/audio/transcriptions",
-                headers={"Authorization": f"Bearer {acme}", "Idempotency-Key": "k-1"},
-                files={"file": ("speech.wav", audio + b"\0", "audio/wav")},
-                data={"model": "whisper-1", "language": "en"},
-            )
+            retried = keyed(client, audio)
+            changed = keyed(client, audio + b"\0")
         assert (inline.headers["x-cache"], threaded.headers["x-cache"]) == ("miss", "hit")
         assert threaded.json()["text"] == inline.json()["text"]
-        assert keyed.status_code == retried.status_code == 200
+        assert first.status_code == retried.status_code == 200
         assert retried.headers["idempotent-replayed"] == "true"
-        assert retried.json() == keyed.json()
+        assert retried.json() == first.json()
         # The same key with other audio is another request: refused, not replayed.
         assert changed.status_code == 409, changed.text
         assert changed.json()["error"]["code"] == "idempotency_key_reused"
