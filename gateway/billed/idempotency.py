@@ -28,12 +28,8 @@ FIRST_PAUSE_SECONDS = 0.05
 LONGEST_PAUSE_SECONDS = 1.0
 
 
-def fingerprint(audio: bytes, parameters: dict[str, object]) -> str:
-    """The request a key stands for: the audio's MD5 and every parameter that changes it."""
-    return fingerprint_md5(hashlib.md5(audio, usedforsecurity=False).digest(), parameters)
-
-
 def fingerprint_md5(md5_digest: bytes, parameters: dict[str, object]) -> str:
+    """The request a key stands for: the audio's MD5 and every parameter that changes it."""
     digest = hashlib.sha256(md5_digest)
     digest.update(json.dumps(parameters, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -32,10 +32,6 @@ async def audio_md5_digest(audio: bytes) -> bytes:
     return await anyio.to_thread.run_sync(md5_digest, audio)
 
 
-def audio_md5(audio: bytes) -> str:
-    return md5_digest(audio).hex()
-
-
 def result_cache_key(tenant_id: int | None, md5: str, params: TranscribeParams) -> str:
     """``tenant_id`` None is the global (cross-tenant) mode."""
     identity = {

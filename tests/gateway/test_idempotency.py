@@ -32,7 +32,8 @@ from billing.reservations.service import reserve
 from billing.reservations.sweeper import release_expired
 from billing.statements import run
 from gateway.app import create_app
-from gateway.billed.idempotency import fingerprint
+from gateway.billed.idempotency import fingerprint_md5
+from gateway.cache.keys import md5_digest
 from inference.protocol import READY_PATH
 from tests.e2e.crash_harness import recording
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
@@ -119,8 +120,8 @@ def dead_attempt(
 ) -> None:
     """What a gateway SIGKILLed mid-request leaves: the key leased to it (the lease lapsed a
     second ago) and its request's reservation still open."""
-    route_fingerprint = fingerprint(
-        audio,
+    route_fingerprint = fingerprint_md5(
+        md5_digest(audio),
         {
             "route": "/v1/audio/transcriptions",
             "model": "pocketsphinx-en",
