@@ -75,6 +75,9 @@ class Node:
         self.models: list[ModelInfo] | None = None
         self.last_check_at: datetime | None = None
         self.last_error: str | None = None
+        # Unready because it did not answer (refused, timed out), not because it said so: a
+        # later answer of any kind proves it up again (registry.py).
+        self.unanswered = False
 
     @property
     def takes_new_requests(self) -> bool:

@@ -157,7 +157,7 @@ class NodePool(NodeRegistry):
         hints: list[float] = []
         model_missing: ModelNotFound | None = None
         while len(failures) < self.settings.node_max_attempts:
-            node = self._choose(params.model, tried)
+            node = await self._next_node(params.model, tried)
             if node is None:
                 break
             tried.add(node)
@@ -178,19 +178,19 @@ class NodePool(NodeRegistry):
                             continue
                         if not answer.is_success:
                             refusal = node_error(node.url, await answer.response())
-                            node.breaker.record_success()
+                            self._record_answer(node)
                             if isinstance(refusal, ModelNotFound):
                                 model_missing = refusal
                                 continue
                             raise refusal
-                        node.breaker.record_success()
+                        self._record_answer(node)
                         yield streamed_events(node.url, answer)
                         return
                 except NotSent as error:
                     attempt.outcome = "pool_timeout" if error.pool_timeout else "connect_error"
                     if not error.pool_timeout:
                         self._record_failure(node)
-                        self._set_health(node, ready=False, error=str(error))
+                        self._set_health(node, ready=False, error=str(error), answered=False)
                     failures.append(f"{node.url}: {error}")
                     continue
                 except FailedAfterSending as error:
@@ -215,7 +215,7 @@ class NodePool(NodeRegistry):
         tried: set[Node] = set()
         failures: list[str] = []
         while len(failures) < self.settings.node_max_attempts:
-            node = self._choose(params.model, tried)
+            node = await self._next_node(params.model, tried)
             if node is None:
                 break
             tried.add(node)
@@ -234,10 +234,10 @@ class NodePool(NodeRegistry):
                     continue
                 except GatewayError:
                     attempt.outcome = "4xx"
-                    node.breaker.record_success()
+                    self._record_answer(node)
                     raise
                 attempt.outcome = "2xx"
-                node.breaker.record_success()
+                self._record_answer(node)
                 try:
                     yield stream
                 finally:
@@ -268,7 +268,7 @@ class NodePool(NodeRegistry):
         retry_hints: list[float] = []
         model_missing: GatewayError | None = None
         while len(failures) < self.settings.node_max_attempts:
-            node = self._choose(model, tried)
+            node = await self._next_node(model, tried)
             remaining = deadline - self._clock()
             if node is None or remaining <= 0:
                 break
@@ -325,7 +325,7 @@ class NodePool(NodeRegistry):
                     raise _NotSent(str(error)) from error
                 attempt.outcome = "connect_error"
                 self._record_failure(node)
-                self._set_health(node, ready=False, error=str(error))
+                self._set_health(node, ready=False, error=str(error), answered=False)
                 raise _NotSent(str(error)) from error
             except FailedAfterSending as error:
                 attempt.outcome = "transport_error"
@@ -340,5 +340,5 @@ class NodePool(NodeRegistry):
             if response.status_code in RETRYABLE_STATUSES:
                 self._record_failure(node)
             else:
-                node.breaker.record_success()
+                self._record_answer(node)
             return response

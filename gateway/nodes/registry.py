@@ -4,7 +4,11 @@
   ``undrain`` while running (per gateway replica); the addresses of its DNS names as
   ``discovery.py`` finds them (``follow_discovered``).
 - Health: ``run_health_checks`` polls each node's ``/health/ready``; a node that is not ready gets
-  nothing until it is again. A refused connection marks a node unhealthy at once.
+  nothing until it is again. A refused connection marks a node unhealthy at once. A node marked
+  unhealthy because it did not answer (refused, timed out: frozen, restarting, swamped) is
+  ready again as soon as it answers anything, a request sent before or a health check; and a
+  request that finds no node eligible while such a node is out checks it again at once (one
+  check at a time, at most every ``RECHECK_SECONDS``) instead of waiting out the interval.
 - Choice: least outstanding requests among eligible nodes, ties in rotation; nodes known not to
   serve the requested model are skipped; a node whose circuit (``breaker.py``) is open is not
   eligible.
@@ -34,6 +38,9 @@ from inference.protocol import READY_PATH, ModelInfo
 
 logger = logging.getLogger(__name__)
 
+# At most one on-demand health check of the silent nodes per this many seconds.
+RECHECK_SECONDS = 1.0
+
 
 class NodeRegistry:
     """The nodes, their health, and the choice of one (see the module docstring)."""
@@ -53,6 +60,8 @@ class NodeRegistry:
         self._clock = clock
         self._nodes: dict[str, Node] = {}
         self._rotation = 0
+        self._recheck_running: anyio.Event | None = None
+        self._recheck_started_at: float | None = None
         for url in settings.node_urls:
             self._add(url, NodeSource.config)
 
@@ -184,7 +193,7 @@ class NodeRegistry:
             )
         except (NotSent, FailedAfterSending) as error:
             node.last_check_at = datetime.now(UTC)
-            self._set_health(node, ready=False, error=str(error))
+            self._set_health(node, ready=False, error=str(error), answered=False)
             return
         body = json_object(response)
         models = parse_models(body.get("models"))
@@ -195,13 +204,62 @@ class NodeRegistry:
         reason = str(body.get("error") or body.get("status") or f"HTTP {response.status_code}")
         self._set_health(node, ready=ready, error=None if ready else reason)
 
-    def _set_health(self, node: Node, *, ready: bool, error: str | None) -> None:
+    def _set_health(
+        self, node: Node, *, ready: bool, error: str | None, answered: bool = True
+    ) -> None:
+        """``answered``: whether the node said this itself (a readiness answer) rather than
+        failing to answer at all."""
         if ready and node.healthy is False:
             logger.info("node %s is ready again", node.url)
         elif not ready and node.healthy is not False:
             logger.warning("node %s is not ready: %s", node.url, error)
         node.healthy = ready
         node.last_error = None if ready else error
+        node.unanswered = not ready and not answered
+
+    def _record_answer(self, node: Node) -> None:
+        """The node answered a request (not with a 502/503/504): its circuit closes, and if it
+        was out only for not answering, it is back."""
+        node.breaker.record_success()
+        if node.healthy is False and node.unanswered:
+            self._set_health(node, ready=True, error=None)
+
+    async def _next_node(self, model: str | None, tried: set[Node]) -> Node | None:
+        """The node for the next attempt (``_choose``); when the first finds none while some
+        node is out only for not answering, those are checked again first."""
+        node = self._choose(model, tried)
+        if node is None and not tried and await self._recheck_silent_nodes():
+            node = self._choose(model, tried)
+        return node
+
+    async def _recheck_silent_nodes(self) -> bool:
+        """Check the nodes out for not answering, now; requests arriving meanwhile wait for the
+        same check. False (nothing checked) when there are none, or a check started less than
+        ``RECHECK_SECONDS`` ago."""
+        silent = {
+            node.url
+            for node in self._nodes.values()
+            if node.healthy is False and node.unanswered and node.takes_new_requests
+        }
+        if not silent:
+            return False
+        running = self._recheck_running
+        if running is not None:
+            await running.wait()
+            return True
+        now = self._clock()
+        if self._recheck_started_at is not None and now - self._recheck_started_at < (
+            RECHECK_SECONDS
+        ):
+            return False
+        self._recheck_started_at = now
+        running = self._recheck_running = anyio.Event()
+        try:
+            await self.check_health(silent)
+        finally:
+            self._recheck_running = None
+            running.set()
+        return True
 
     def _choose(self, model: str | None, tried: set[Node]) -> Node | None:
         candidates = [

@@ -15,6 +15,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import InvalidAudio, InvalidRequest, ModelNotFound, UpstreamUnavailable
 from gateway.nodes import CircuitState, NodeNotFound, NodePool, NodeSource, NodeStatus
 from gateway.nodes.client import HttpxNodeClient
+from gateway.nodes.registry import RECHECK_SECONDS
 from inference.protocol import NDJSON_MEDIA_TYPE, READY_PATH, TranscribeParams, TranscriptionResult
 
 pytestmark = pytest.mark.anyio
@@ -90,6 +91,8 @@ class FakeNodes:
     def __init__(self) -> None:
         self.transcribe: dict[str, Behavior] = {}
         self.ready_status: dict[str, int] = {}
+        self.ready_behavior: dict[str, Behavior] = {}  # instead of ready_status, when set
+        self.ready_checks: list[str] = []
         self.calls: list[str] = []
         self.read_timeouts: list[float] = []
         self.connect_timeouts: list[float] = []
@@ -98,6 +101,9 @@ class FakeNodes:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         node = request.url.host
         if request.url.path == READY_PATH:
+            self.ready_checks.append(node)
+            if node in self.ready_behavior:
+                return await self.ready_behavior[node](request)
             status = self.ready_status.get(node, 200)
             state = "ready" if status == 200 else "loading"
             return httpx.Response(status, json={"status": state, "models": [MODEL]})
@@ -449,6 +455,100 @@ class TestHealthChecks:
             nodes.ready_status["b"] = 200
             await eventually(lambda: by_url(pool)["http://b"].healthy is True)
             background.cancel_scope.cancel()
+
+    async def test_a_node_silent_to_its_check_is_checked_again_by_the_next_request(self) -> None:
+        nodes, clock = FakeNodes(), FakeClock()
+        nodes.ready_behavior["a"] = fail_with(httpx.ReadTimeout)
+        async with open_pool(nodes, "http://a", clock=clock) as pool:
+            await pool.check_health()
+            assert by_url(pool)["http://a"].healthy is False
+            # Still silent: the request's own check fails too, and it is answered 503.
+            with pytest.raises(UpstreamUnavailable):
+                await transcribe(pool)
+            assert nodes.ready_checks == ["a", "a"]
+            # Within RECHECK_SECONDS of that check, the next request does not check again.
+            del nodes.ready_behavior["a"]
+            with pytest.raises(UpstreamUnavailable):
+                await transcribe(pool)
+            assert nodes.ready_checks == ["a", "a"]
+            clock.advance(RECHECK_SECONDS)
+            assert (await transcribe(pool)).text == "served by a"
+            assert nodes.ready_checks == ["a", "a", "a"]
+            assert by_url(pool)["http://a"].healthy is True
+        assert nodes.calls == ["a"]
+
+    async def test_requests_arriving_during_a_recheck_wait_for_that_one_check(self) -> None:
+        nodes = FakeNodes()
+        nodes.ready_behavior["a"] = fail_with(httpx.ConnectError)
+        release = anyio.Event()
+        results: list[str] = []
+
+        async def answer_when_released(request: httpx.Request) -> httpx.Response:
+            await release.wait()
+            return httpx.Response(200, json={"status": "ready", "models": [MODEL]})
+
+        async def send() -> None:
+            results.append((await transcribe(pool)).text)
+
+        async with open_pool(nodes, "http://a") as pool:
+            await pool.check_health()
+            nodes.ready_behavior["a"] = answer_when_released
+            async with anyio.create_task_group() as requests:
+                for _ in range(3):
+                    requests.start_soon(send)
+                await eventually(lambda: nodes.ready_checks == ["a", "a"])
+                release.set()
+        assert results == ["served by a"] * 3
+        assert nodes.ready_checks == ["a", "a"]
+
+    async def test_a_node_out_for_not_answering_is_back_when_a_request_is_answered(self) -> None:
+        nodes = FakeNodes()
+        release = anyio.Event()
+        nodes.transcribe["a"] = held(release)
+        results: list[str] = []
+
+        async def send() -> None:
+            results.append((await transcribe(pool)).text)
+
+        async with open_pool(nodes, "http://a,http://b") as pool:
+            async with anyio.create_task_group() as requests:
+                requests.start_soon(send)
+                await eventually(lambda: nodes.calls == ["a"])
+                nodes.ready_behavior["a"] = fail_with(httpx.ReadTimeout)
+                await pool.check_health()
+                assert by_url(pool)["http://a"].healthy is False
+                release.set()
+            status = by_url(pool)["http://a"]
+            assert (status.healthy, status.last_error) == (True, None)
+            assert (await transcribe(pool)).text == "served by b"
+            assert (await transcribe(pool)).text == "served by a"
+        assert results == ["served by a"]
+
+    async def test_a_node_that_says_it_is_not_ready_stays_out_until_its_check_says_ready(
+        self,
+    ) -> None:
+        nodes = FakeNodes()
+        release = anyio.Event()
+        nodes.transcribe["a"] = held(release)
+
+        async def send() -> None:
+            await transcribe(pool)
+
+        async with open_pool(nodes, "http://a") as pool:
+            async with anyio.create_task_group() as requests:
+                requests.start_soon(send)
+                await eventually(lambda: nodes.calls == ["a"])
+                nodes.ready_status["a"] = 503
+                await pool.check_health()
+                release.set()
+            # Its answer to the request sent before does not undo what it said; nor does a
+            # request check it again before the interval's check.
+            assert by_url(pool)["http://a"].healthy is False
+            checks = len(nodes.ready_checks)
+            with pytest.raises(UpstreamUnavailable):
+                await transcribe(pool)
+            assert len(nodes.ready_checks) == checks
+        assert nodes.calls == ["a"]
 
     async def test_ready_and_models_come_from_the_health_checks(self) -> None:
         nodes = FakeNodes()
