@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +89,34 @@ def ensure_console_admin(database: Database, password_file: Path, production: bo
     password_file.touch(mode=0o600)
     password_file.write_text(password + "\n")
     return f"user {CONSOLE_ADMIN}, password {password}"
+
+
+def refuse_taken_ports(host: str, port: int, node_port: int) -> None:
+    """Fail before starting anything when the two ports are one, or either is already taken:
+    otherwise whatever holds the port would answer in the product's place."""
+    if port == node_port:
+        raise click.ClickException(
+            f"the gateway and the node need different ports (both are {port}): "
+            "change --port or --node-port"
+        )
+    for address, number, option in (
+        (host, port, "--port"),
+        ("127.0.0.1", node_port, "--node-port"),
+    ):
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            # As uvicorn binds: a port whose old connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, number))
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise click.ClickException(
+                        f"cannot bind {address}:{number}: {error}"
+                    ) from error
+                raise click.ClickException(
+                    f"port {number} on {address} is already in use (another asrgw up?): "
+                    f"stop what holds it or choose another with {option}"
+                ) from error
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:
@@ -176,6 +206,7 @@ def up(
 ) -> None:
     """Start a local inference node and the gateway, with a demo tenant and key, and a first
     web console user (development only)."""
+    refuse_taken_ports(host, port, node_port)
     billing_settings = BillingSettings()
     upgrade_to_head(billing_settings.database_url)
     database = Database(billing_settings.database_url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -199,3 +200,43 @@ class TestUp:
             overview = browser.get(console.group(1), headers={"Accept": "text/html"})
         assert signed_in.status_code == 303
         assert "<h1>Overview</h1>" in overview.text
+
+
+class TestUpRefusesTakenPorts:
+    """``asrgw up`` stops before starting anything when whatever holds a port would answer in
+    the product's place."""
+
+    def up(self, tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "BILLING_DATABASE_URL": f"sqlite:///{tmp_path / 'asrgw.db'}",
+            "PYTHONPATH": str(ROOT),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.cli.main", "up", *options],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def test_the_same_port_for_gateway_and_node(self, tmp_path: Path) -> None:
+        port = str(free_port())
+        refused = self.up(tmp_path, "--port", port, "--node-port", port)
+        assert refused.returncode == 1
+        assert f"need different ports (both are {port})" in refused.stderr
+        assert not (tmp_path / "asrgw.db").exists()
+
+    @pytest.mark.parametrize("option", ["--port", "--node-port"])
+    def test_a_port_something_already_listens_on(self, tmp_path: Path, option: str) -> None:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            taken = holder.getsockname()[1]
+            other = "--node-port" if option == "--port" else "--port"
+            refused = self.up(tmp_path, option, str(taken), other, str(free_port()))
+        assert refused.returncode == 1
+        assert f"port {taken} on 127.0.0.1 is already in use" in refused.stderr
+        assert f"choose another with {option}" in refused.stderr
+        assert not (tmp_path / "asrgw.db").exists()
