@@ -91,7 +91,9 @@ def create_app(
         ledger = Ledger(database)
         await ledger.open()
         client: NodeClient = (
-            HttpxNodeClient(transport) if transport is not None else AiohttpNodeClient()
+            HttpxNodeClient(transport)
+            if transport is not None
+            else AiohttpNodeClient(idle_seconds=settings.node_idle_connection_seconds)
         )
         async with anyio.create_task_group() as background:
             app.state.database = database

@@ -54,6 +54,10 @@ class GatewaySettings(BaseSettings):
     realtime_max_session_seconds: float = Field(default=3_600.0, gt=0)
     realtime_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     node_connect_timeout_seconds: float = 5.0
+    # An idle keep-alive connection to a node is reused only this long, which must stay below
+    # the node's INFERENCE_KEEP_ALIVE_SECONDS: a node closing a connection as the gateway sends
+    # on it would fail that request.
+    node_idle_connection_seconds: float = Field(default=15.0, gt=0)
     # The longest one dispatch may take, retries included; the scaled timeout never exceeds it.
     node_timeout_seconds: float = 600.0
     # The node pool (docs/node.md): a request may wait on its node base + factor * audio seconds.

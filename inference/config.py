@@ -14,6 +14,10 @@ class InferenceSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8001
+    # How long an idle connection stays open for the next request: longer than the gateway
+    # reuses one (GATEWAY_NODE_IDLE_CONNECTION_SECONDS), so the node never closes a connection
+    # a gateway is sending on.
+    keep_alive_seconds: int = Field(default=75, ge=1)
     # Comma-separated entries `NAME` or `NAME=SOURCE`; the first entry is the default model.
     # `pocketsphinx*` is PocketSphinx. `whisper-*` is faster-whisper: whisper-tiny(.en),
     # -base(.en), -small(.en), -medium(.en), -large-v3 and -turbo are fetched from the Hugging

@@ -110,6 +110,7 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
+        timeout_keep_alive=settings.keep_alive_seconds,
         log_level="info",
     )
 

@@ -127,10 +127,13 @@ def _httpx_outcomes() -> Iterator[None]:
 
 
 class AiohttpNodeClient:
-    """Keep-alive connections to every node, at most ``connections`` at once."""
+    """Keep-alive connections to every node, at most ``connections`` at once; one idle for
+    more than ``idle_seconds`` is closed rather than reused."""
 
-    def __init__(self, *, connections: int = 256) -> None:
-        self._connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0)
+    def __init__(self, *, connections: int = 256, idle_seconds: float = 15.0) -> None:
+        self._connector = aiohttp.TCPConnector(
+            limit=connections, limit_per_host=0, keepalive_timeout=idle_seconds
+        )
         self._session = aiohttp.ClientSession(
             connector=self._connector, auto_decompress=False, raise_for_status=False
         )
