@@ -364,9 +364,10 @@ class TestStack:
         )
         assert all("weather" in response.parse().text for response in answered)
         # The requests on the killed replica were answered 502 by HAProxy and retried by the
-        # SDK. Others may have been retried too: the node, thawed, first closes the keep-alive
-        # connections its timers took for idle, and a request a gateway had just sent on one is
-        # answered 503 upstream_unavailable (released, not billed) and retried.
+        # SDK. Others may have been retried too: a node frozen for longer than its keep-alive
+        # (INFERENCE_KEEP_ALIVE_SECONDS) first closes, thawed, the connections its timers took
+        # for idle, and a request a gateway had just sent on one is answered 503
+        # upstream_unavailable (released, not billed) and retried.
         assert holding[killed] >= 1
         assert sum(1 for response in held if response.retries_taken) >= holding[killed]
 
