@@ -315,19 +315,24 @@ class TestStores:
 
         url, prefix = redis_prefix
 
-        async def scenario() -> list[bytes | None]:
+        async def scenario() -> tuple[list[bytes | None], int]:
             client = Redis.from_url(url)
             try:
-                store = RedisResultStore(client, prefix, ttl_seconds=0.3)
+                store = RedisResultStore(client, prefix, ttl_seconds=60)
                 await store.put("k", b"value")
                 seen = [await store.get("k"), await store.get("other")]
-                await asyncio.sleep(0.5)
+                # Redis keeps the entry for the store's TTL; once that lapses (made to lapse
+                # now, rather than waited for), the entry is gone.
+                expires_in_ms = await client.pttl(f"{prefix}:result:k")
+                await client.pexpireat(f"{prefix}:result:k", 1)
                 seen.append(await store.get("k"))
-                return seen
+                return seen, expires_in_ms
             finally:
                 await client.aclose()
 
-        assert asyncio.run(scenario()) == [b"value", None, None]
+        seen, expires_in_ms = asyncio.run(scenario())
+        assert seen == [b"value", None, None]
+        assert 0 < expires_in_ms <= 60_000
 
     def test_keys_separate_tenants_and_parameters_but_not_formats(self) -> None:
         md5 = md5_digest(b"audio").hex()
