@@ -45,6 +45,9 @@ def test_two_workers_admit_one_limit(node_url: str, tmp_path: Path) -> None:
         "GATEWAY_NODE_SECRET": NODE_SECRET,
         "GATEWAY_REDIS_URL": redis_url,
         "GATEWAY_RATE_LIMIT_KEY_PREFIX": prefix,
+        # Not an outage test: a loaded machine must not turn a slow limiter call into one
+        # (the default 0.5 s would admit that request under the outage policy).
+        "GATEWAY_REDIS_SOCKET_TIMEOUT_SECONDS": "10",
     }
     log = tmp_path / "gateway.log"
 

@@ -48,6 +48,9 @@ def test_two_replicas_admit_exactly_the_limit(
         "GATEWAY_MIGRATE_ON_START": "false",
         "GATEWAY_REDIS_URL": redis_url,
         "GATEWAY_RATE_LIMIT_KEY_PREFIX": prefix,
+        # Not an outage test: a loaded machine must not turn a slow limiter call into one
+        # (the default 0.5 s would admit that request under the outage policy).
+        "GATEWAY_REDIS_SOCKET_TIMEOUT_SECONDS": "10",
     }
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
