@@ -53,8 +53,11 @@ def test_a_cancelled_item_never_reaches_the_engine(host: ModelHost, weather_wav:
     audio = decode_audio(weather_wav.read_bytes())
 
     async def run() -> None:
-        future = host._submit(audio, TranscribeParams())
-        future.cancel()
+        # Queued and cancelled with the queue's lock held: the batcher cannot take the item in
+        # between, however late this thread is scheduled.
+        with host._condition:
+            future = host._submit(audio, TranscribeParams())
+            future.cancel()
         survivor = await host.transcribe_many([audio], TranscribeParams())
         assert survivor[0].text
 
