@@ -123,7 +123,7 @@ class TestBatchClientThroughACrash:
             with (
                 running_command(
                     node_command,
-                    {"STANDIN_DELAY_MS": "300,500"},
+                    {"STANDIN_DELAY_MS": "1000,1500"},  # the kill lands mid-run
                     f"{node_url}/health/ready",
                     tmp_path / "node.log",
                 ),

@@ -79,10 +79,11 @@ class Gateway:
         return self.process.wait(timeout=timeout)
 
 
-def node_process(log: Path) -> Iterator[Node]:
+def node_process(log: Path, **environment: str) -> Iterator[Node]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with running(["node", "--port", str(port)], NODE_ENVIRONMENT, f"{url}/health/ready", log) as p:
+    environment = {**NODE_ENVIRONMENT, **environment}
+    with running(["node", "--port", str(port)], environment, f"{url}/health/ready", log) as p:
         yield Node(url, p)
 
 
@@ -256,7 +257,11 @@ class TestDrainingNode:
     def test_a_draining_node_finishes_its_work_refuses_new_work_and_the_gateway_goes_elsewhere(
         self, node: Node, start_gateway: Callable[..., Gateway], audio: bytes, tmp_path: Path
     ) -> None:
-        with contextmanager(node_process)(tmp_path / "draining-node.log") as draining:
+        # A grace no loaded machine outlasts: the test ends the wait itself, with a second
+        # SIGTERM, once it has seen what it needs.
+        with contextmanager(node_process)(
+            tmp_path / "draining-node.log", INFERENCE_SHUTDOWN_GRACE_SECONDS="600"
+        ) as draining:
             # Health checks far apart: the gateway learns of the drain from the refusals alone.
             gateway = start_gateway(f"{draining.url},{node.url}", node_health_interval_seconds=600)
             with held_uploads(draining.url, 2) as (finished_later, never_finished):

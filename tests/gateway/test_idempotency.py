@@ -326,7 +326,8 @@ class TestClientThatLeaves:
         with (
             running_command(
                 node_command,
-                {"STANDIN_DELAY_MS": "3000,3000"},
+                # Long enough that the client is surely gone before the node answers.
+                {"STANDIN_DELAY_MS": "8000,8000"},
                 f"{node_url}/health/ready",
                 tmp_path / "node.log",
             ),
