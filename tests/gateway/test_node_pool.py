@@ -129,7 +129,7 @@ async def transcribe(pool: NodePool, audio_ms: int | None = 2_000) -> Transcript
 
 
 async def eventually(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
+    with anyio.fail_after(30):
         while not condition():
             await anyio.sleep(0.001)
 

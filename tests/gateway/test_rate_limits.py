@@ -346,7 +346,9 @@ class TestRedisOutage:
                 assert response.json()["error"]["type"] == "server_error"
                 assert int(response.headers["retry-after"]) > 0
         assert errors_after - errors_before >= len(during)
-        assert outage_seconds < 4 * 2.0
+        # Refused at once, not after a long timeout each (the bound leaves a loaded machine
+        # room; a hang would take 30 s or more per request).
+        assert outage_seconds < 4 * 5.0
         # Redis back (empty: the private server keeps nothing): limits apply again.
         assert after.status_code == 200
         assert after.headers["x-ratelimit-remaining-requests"] == "99"
