@@ -138,6 +138,25 @@ def by_url(pool: NodePool) -> dict[str, NodeStatus]:
     return {status.url: status for status in pool.snapshot()}
 
 
+@asynccontextmanager
+async def held_on_a(
+    nodes: FakeNodes, pool: NodePool
+) -> AsyncIterator[tuple[anyio.Event, list[str]]]:
+    """One request in flight on node a for the block: set the event to let a answer it; its
+    text is in the list once answered. The block ends once it is."""
+    release = anyio.Event()
+    nodes.transcribe["a"] = held(release)
+    results: list[str] = []
+
+    async def send() -> None:
+        results.append((await transcribe(pool)).text)
+
+    async with anyio.create_task_group() as requests:
+        requests.start_soon(send)
+        await eventually(lambda: nodes.calls == ["a"])
+        yield release, results
+
+
 class TestLeastOutstanding:
     async def test_ties_go_round_in_rotation(self) -> None:
         nodes = FakeNodes()
@@ -332,16 +351,7 @@ class TestRetries:
 class TestDrain:
     async def test_a_draining_node_finishes_in_flight_work_and_gets_nothing_new(self) -> None:
         nodes = FakeNodes()
-        release = anyio.Event()
-        nodes.transcribe["a"] = held(release)
-        results: list[str] = []
-
-        async def send() -> None:
-            results.append((await transcribe(pool)).text)
-
-        async with open_pool(nodes) as pool, anyio.create_task_group() as requests:
-            requests.start_soon(send)
-            await eventually(lambda: nodes.calls == ["a"])
+        async with open_pool(nodes) as pool, held_on_a(nodes, pool) as (release, results):
             drained = pool.drain("http://a/")
             assert (drained.draining, drained.outstanding) == (True, 1)
             served = [(await transcribe(pool)).text for _ in range(3)]
@@ -503,17 +513,8 @@ class TestHealthChecks:
 
     async def test_a_node_out_for_not_answering_is_back_when_a_request_is_answered(self) -> None:
         nodes = FakeNodes()
-        release = anyio.Event()
-        nodes.transcribe["a"] = held(release)
-        results: list[str] = []
-
-        async def send() -> None:
-            results.append((await transcribe(pool)).text)
-
         async with open_pool(nodes, "http://a,http://b") as pool:
-            async with anyio.create_task_group() as requests:
-                requests.start_soon(send)
-                await eventually(lambda: nodes.calls == ["a"])
+            async with held_on_a(nodes, pool) as (release, results):
                 nodes.ready_behavior["a"] = fail_with(httpx.ReadTimeout)
                 await pool.check_health()
                 assert by_url(pool)["http://a"].healthy is False
@@ -522,22 +523,14 @@ class TestHealthChecks:
             assert (status.healthy, status.last_error) == (True, None)
             assert (await transcribe(pool)).text == "served by b"
             assert (await transcribe(pool)).text == "served by a"
-        assert results == ["served by a"]
+            assert results == ["served by a"]
 
     async def test_a_node_that_says_it_is_not_ready_stays_out_until_its_check_says_ready(
         self,
     ) -> None:
         nodes = FakeNodes()
-        release = anyio.Event()
-        nodes.transcribe["a"] = held(release)
-
-        async def send() -> None:
-            await transcribe(pool)
-
         async with open_pool(nodes, "http://a") as pool:
-            async with anyio.create_task_group() as requests:
-                requests.start_soon(send)
-                await eventually(lambda: nodes.calls == ["a"])
+            async with held_on_a(nodes, pool) as (release, _):
                 nodes.ready_status["a"] = 503
                 await pool.check_health()
                 release.set()
