@@ -7,8 +7,9 @@
   nothing until it is again. A refused connection marks a node unhealthy at once. A node marked
   unhealthy because it did not answer (refused, timed out: frozen, restarting, swamped) is
   ready again as soon as it answers anything, a request sent before or a health check; and a
-  request that finds no node eligible while such a node is out checks it again at once (one
-  check at a time, at most every ``RECHECK_SECONDS``) instead of waiting out the interval.
+  request, or a readiness probe, that finds no node eligible while such a node is out checks it
+  again at once (one check at a time, at most every ``RECHECK_SECONDS``) instead of waiting out
+  the interval.
 - Choice: least outstanding requests among eligible nodes, ties in rotation; nodes known not to
   serve the requested model are skipped; a node whose circuit (``breaker.py``) is open is not
   eligible.
@@ -167,8 +168,14 @@ class NodeRegistry:
                     checks.start_soon(self._check, node)
 
     async def any_ready(self) -> bool:
-        """Some node can take requests, by the last health checks."""
+        """Some node can take requests, by the last health checks; when none can, the nodes
+        out only for not answering are checked again first (as a request would)."""
         await self._check_unchecked()
+        if not self._any_ready():
+            await self._recheck_silent_nodes()
+        return self._any_ready()
+
+    def _any_ready(self) -> bool:
         return any(node.healthy and node.takes_new_requests for node in self._nodes.values())
 
     async def list_models(self) -> list[ModelInfo]:

@@ -487,6 +487,23 @@ class TestHealthChecks:
             assert by_url(pool)["http://a"].healthy is True
         assert nodes.calls == ["a"]
 
+    async def test_readiness_checks_a_silent_node_again_rather_than_wait_for_the_interval(
+        self,
+    ) -> None:
+        nodes, clock = FakeNodes(), FakeClock()
+        nodes.ready_behavior["a"] = fail_with(httpx.ConnectTimeout)
+        async with open_pool(nodes, "http://a", clock=clock) as pool:
+            assert not await pool.any_ready()  # the first check, and the recheck it set off
+            assert nodes.ready_checks == ["a", "a"]
+            del nodes.ready_behavior["a"]
+            assert not await pool.any_ready()  # within RECHECK_SECONDS: not checked again
+            assert nodes.ready_checks == ["a", "a"]
+            clock.advance(RECHECK_SECONDS)
+            assert await pool.any_ready()
+            assert nodes.ready_checks == ["a", "a", "a"]
+            assert await pool.any_ready()  # ready: nothing to check
+            assert nodes.ready_checks == ["a", "a", "a"]
+
     async def test_requests_arriving_during_a_recheck_wait_for_that_one_check(self) -> None:
         nodes = FakeNodes()
         nodes.ready_behavior["a"] = fail_with(httpx.ConnectError)
