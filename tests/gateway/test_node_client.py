@@ -17,6 +17,7 @@ from gateway.config import GatewaySettings
 from gateway.nodes.client import AiohttpNodeClient
 from inference.config import InferenceSettings
 from tests.fixtures.processes import free_port
+from tests.gateway.test_node_pool import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -58,18 +59,10 @@ async def serving() -> AsyncIterator[str]:
         await task
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_an_idle_connection_is_reused_only_within_the_idle_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = FakeMonotonic()
+    clock = FakeClock()
     monkeypatch.setattr("aiohttp.connector.monotonic", clock)
     async with serving() as url:
         client = AiohttpNodeClient(idle_seconds=15)
@@ -81,9 +74,9 @@ async def test_an_idle_connection_is_reused_only_within_the_idle_window(
                 return response.text
 
             first = await port()
-            clock.now += 15
+            clock.advance(15)
             assert await port() == first  # idle exactly the window: reused
-            clock.now += 15.5
+            clock.advance(15.5)
             third = await port()  # idle past it: closed, and a new connection opened
             assert third != first
             assert await port() == third
