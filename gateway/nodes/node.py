@@ -76,13 +76,19 @@ class Node:
         self.last_check_at: datetime | None = None
         self.last_error: str | None = None
         # Unready because it did not answer (refused, timed out), not because it said so: a
-        # later answer of any kind proves it up again (registry.py).
+        # later answer of any kind proves it up again (registry.py). Only ever true while
+        # ``healthy`` is False.
         self.unanswered = False
 
     @property
     def takes_new_requests(self) -> bool:
         """Neither drained by an admin nor gone from DNS."""
         return not self.draining and not self.departed
+
+    @property
+    def ready(self) -> bool:
+        """Ready by its last health check, and taking new requests."""
+        return bool(self.healthy) and self.takes_new_requests
 
     def eligible(self) -> bool:
         """May get a new request now: taking new requests, not known unhealthy, circuit

@@ -176,14 +176,14 @@ class NodeRegistry:
         return self._any_ready()
 
     def _any_ready(self) -> bool:
-        return any(node.healthy and node.takes_new_requests for node in self._nodes.values())
+        return any(node.ready for node in self._nodes.values())
 
     async def list_models(self) -> list[ModelInfo]:
         """Models of the ready nodes, from their last health checks."""
         await self._check_unchecked()
         models: dict[str, ModelInfo] = {}
         for node in self._nodes.values():
-            if node.healthy and node.takes_new_requests:
+            if node.ready:
                 for info in node.models or []:
                     models.setdefault(info.id, info)
         return list(models.values())
@@ -228,7 +228,7 @@ class NodeRegistry:
         """The node answered a request (not with a 502/503/504): its circuit closes, and if it
         was out only for not answering, it is back."""
         node.breaker.record_success()
-        if node.healthy is False and node.unanswered:
+        if node.unanswered:
             self._set_health(node, ready=True, error=None)
 
     async def _next_node(self, model: str | None, tried: set[Node]) -> Node | None:
@@ -244,9 +244,7 @@ class NodeRegistry:
         same check. False (nothing checked) when there are none, or a check started less than
         ``RECHECK_SECONDS`` ago."""
         silent = {
-            node.url
-            for node in self._nodes.values()
-            if node.healthy is False and node.unanswered and node.takes_new_requests
+            node.url for node in self._nodes.values() if node.unanswered and node.takes_new_requests
         }
         if not silent:
             return False
