@@ -74,6 +74,8 @@ class Node:
         self.outstanding = 0
         self.models: list[ModelInfo] | None = None
         self.last_check_at: datetime | None = None
+        # When its last health check ended, on the registry's clock (what spaces the rechecks).
+        self.checked_on_clock: float | None = None
         self.last_error: str | None = None
         # Unready because it did not answer (refused, timed out), not because it said so: a
         # later answer of any kind proves it up again (registry.py). Only ever true while

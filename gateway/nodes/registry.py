@@ -8,8 +8,8 @@
   unhealthy because it did not answer (refused, timed out: frozen, restarting, swamped) is
   ready again as soon as it answers anything, a request sent before or a health check; and a
   request, or a readiness probe, that finds no node eligible while such a node is out checks it
-  again at once (one check at a time, at most every ``RECHECK_SECONDS``) instead of waiting out
-  the interval.
+  again at once (one check at a time, and not within ``RECHECK_SECONDS`` of that node's last
+  check) instead of waiting out the interval.
 - Choice: least outstanding requests among eligible nodes, ties in rotation; nodes known not to
   serve the requested model are skipped; a node whose circuit (``breaker.py``) is open is not
   eligible.
@@ -39,7 +39,7 @@ from inference.protocol import READY_PATH, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-# At most one on-demand health check of the silent nodes per this many seconds.
+# A silent node is checked again on demand only this long after its last check ended.
 RECHECK_SECONDS = 1.0
 
 
@@ -62,7 +62,6 @@ class NodeRegistry:
         self._nodes: dict[str, Node] = {}
         self._rotation = 0
         self._recheck_running: anyio.Event | None = None
-        self._recheck_started_at: float | None = None
         for url in settings.node_urls:
             self._add(url, NodeSource.config)
 
@@ -199,17 +198,21 @@ class NodeRegistry:
                 f"{node.url}{READY_PATH}", timeout=self.settings.node_health_timeout_seconds
             )
         except (NotSent, FailedAfterSending) as error:
-            node.last_check_at = datetime.now(UTC)
+            self._stamp_check(node)
             self._set_health(node, ready=False, error=str(error), answered=False)
             return
         body = json_object(response)
         models = parse_models(body.get("models"))
         if models is not None:
             node.models = models
-        node.last_check_at = datetime.now(UTC)
+        self._stamp_check(node)
         ready = response.status_code == 200
         reason = str(body.get("error") or body.get("status") or f"HTTP {response.status_code}")
         self._set_health(node, ready=ready, error=None if ready else reason)
+
+    def _stamp_check(self, node: Node) -> None:
+        node.last_check_at = datetime.now(UTC)
+        node.checked_on_clock = self._clock()
 
     def _set_health(
         self, node: Node, *, ready: bool, error: str | None, answered: bool = True
@@ -241,23 +244,23 @@ class NodeRegistry:
 
     async def _recheck_silent_nodes(self) -> bool:
         """Check the nodes out for not answering, now; requests arriving meanwhile wait for the
-        same check. False (nothing checked) when there are none, or a check started less than
-        ``RECHECK_SECONDS`` ago."""
-        silent = {
-            node.url for node in self._nodes.values() if node.unanswered and node.takes_new_requests
-        }
-        if not silent:
-            return False
+        same check. False (nothing checked) when there are none, or each one's last check ended
+        less than ``RECHECK_SECONDS`` ago (a scheduled check that just failed is not repeated
+        at once)."""
         running = self._recheck_running
         if running is not None:
             await running.wait()
             return True
         now = self._clock()
-        if self._recheck_started_at is not None and now - self._recheck_started_at < (
-            RECHECK_SECONDS
-        ):
+        silent = {
+            node.url
+            for node in self._nodes.values()
+            if node.unanswered
+            and node.takes_new_requests
+            and (node.checked_on_clock is None or now - node.checked_on_clock >= RECHECK_SECONDS)
+        }
+        if not silent:
             return False
-        self._recheck_started_at = now
         running = self._recheck_running = anyio.Event()
         try:
             await self.check_health(silent)

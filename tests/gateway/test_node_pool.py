@@ -77,6 +77,16 @@ def fail_with(error: type[httpx.TransportError]) -> Behavior:
     return behave
 
 
+def time_out_after(clock: FakeClock, seconds: float) -> Behavior:
+    """A check that times out ``seconds`` later on ``clock``."""
+
+    async def behave(request: httpx.Request) -> httpx.Response:
+        clock.advance(seconds)
+        raise httpx.ReadTimeout("simulated", request=request)
+
+    return behave
+
+
 def held(release: anyio.Event) -> Behavior:
     async def behave(request: httpx.Request) -> httpx.Response:
         await release.wait()
@@ -472,6 +482,7 @@ class TestHealthChecks:
         async with open_pool(nodes, "http://a", clock=clock) as pool:
             await pool.check_health()
             assert by_url(pool)["http://a"].healthy is False
+            clock.advance(RECHECK_SECONDS)
             # Still silent: the request's own check fails too, and it is answered 503.
             with pytest.raises(UpstreamUnavailable):
                 await transcribe(pool)
@@ -487,22 +498,37 @@ class TestHealthChecks:
             assert by_url(pool)["http://a"].healthy is True
         assert nodes.calls == ["a"]
 
+    async def test_a_check_that_just_failed_is_not_repeated_at_once(self) -> None:
+        """Spaced from when the last check ended: one that took its whole timeout to fail is
+        not sent again by the request that finds the node out right after."""
+        nodes, clock = FakeNodes(), FakeClock()
+        nodes.ready_behavior["a"] = time_out_after(clock, 2 * RECHECK_SECONDS)
+        async with open_pool(nodes, "http://a", clock=clock) as pool:
+            await pool.check_health()
+            with pytest.raises(UpstreamUnavailable):
+                await transcribe(pool)
+            assert nodes.ready_checks == ["a"]
+            clock.advance(RECHECK_SECONDS)
+            del nodes.ready_behavior["a"]
+            assert (await transcribe(pool)).text == "served by a"
+            assert nodes.ready_checks == ["a", "a"]
+
     async def test_readiness_checks_a_silent_node_again_rather_than_wait_for_the_interval(
         self,
     ) -> None:
         nodes, clock = FakeNodes(), FakeClock()
         nodes.ready_behavior["a"] = fail_with(httpx.ConnectTimeout)
         async with open_pool(nodes, "http://a", clock=clock) as pool:
-            assert not await pool.any_ready()  # the first check, and the recheck it set off
-            assert nodes.ready_checks == ["a", "a"]
+            assert not await pool.any_ready()  # the first check; not repeated at once
+            assert nodes.ready_checks == ["a"]
             del nodes.ready_behavior["a"]
             assert not await pool.any_ready()  # within RECHECK_SECONDS: not checked again
-            assert nodes.ready_checks == ["a", "a"]
+            assert nodes.ready_checks == ["a"]
             clock.advance(RECHECK_SECONDS)
             assert await pool.any_ready()
-            assert nodes.ready_checks == ["a", "a", "a"]
+            assert nodes.ready_checks == ["a", "a"]
             assert await pool.any_ready()  # ready: nothing to check
-            assert nodes.ready_checks == ["a", "a", "a"]
+            assert nodes.ready_checks == ["a", "a"]
 
     async def test_requests_arriving_during_a_recheck_wait_for_that_one_check(self) -> None:
         nodes = FakeNodes()
@@ -517,8 +543,10 @@ class TestHealthChecks:
         async def send() -> None:
             results.append((await transcribe(pool)).text)
 
-        async with open_pool(nodes, "http://a") as pool:
+        clock = FakeClock()
+        async with open_pool(nodes, "http://a", clock=clock) as pool:
             await pool.check_health()
+            clock.advance(RECHECK_SECONDS)
             nodes.ready_behavior["a"] = answer_when_released
             async with anyio.create_task_group() as requests:
                 for _ in range(3):
