@@ -26,6 +26,13 @@ and appends it to docs/benchmarks.md.
     python bench/gateway.py --database-url postgresql+psycopg://postgres@127.0.0.1/bench
     python bench/gateway.py --workers 2 --redis-url redis://127.0.0.1:6379/0 --no-write
 
+Then, unless ``--engine-requests 0``, the same gateway (cache on) in front of a real ``asrgw node``
+serving its default Whisper tiny.en on the CPU, with a recorded LibriVox utterance
+(bench/speech_data.py): ``--engine-requests`` misses in a row (each upload a little longer
+than the last, so its MD5 is new and the node transcribes it), then as many hits of one of
+them. What a hit saves is the node's work, which the instant stand-in above does not have; this
+pair measures "a hit costs at most half a miss" against a node that really transcribes.
+
 Needs ``wrk`` (``apt-get update && apt-get install -y wrk``).
 """
 
@@ -76,6 +83,7 @@ NODE_SECRET = "bench-node-secret"
 TARGET_ADDED_P50_MS = 3.0
 TARGET_MISS_TIMES_LITELLM = 3
 TARGET_HIT_SHARE_OF_BARE = 0.25
+TARGET_HIT_SHARE_OF_MISS = 0.5
 TARGETS = ("direct", "bare", "LiteLLM", "gateway miss", "gateway hit")
 LITELLM_MASTER_KEY = "sk-bench-litellm-master"
 LITELLM_CONFIG = """
@@ -115,6 +123,19 @@ class Measurement:
     wrk_p50_ms: float
     errors: int
     cpu_ms_per_request: float = float("nan")
+
+
+@dataclass
+class EngineMeasurement:
+    """Sequential requests through the gateway to a node that really transcribes."""
+
+    name: str  # "miss" or "hit"
+    requests: int
+    p50_ms: float
+    p95_ms: float
+    gateway_cpu_ms: float  # the gateway process's CPU per request
+    node_cpu_ms: float  # the node's
+    text: str  # what the last answer said
 
 
 def noise_wav(size_bytes: int, seed: int) -> bytes:
@@ -325,9 +346,10 @@ def gateway_command(options: argparse.Namespace, port: int) -> list[str]:
     return command
 
 
-def run(options: argparse.Namespace) -> list[Measurement]:
+def run(options: argparse.Namespace) -> tuple[list[Measurement], list[EngineMeasurement]]:
     wrk = require_wrk()
     results: list[Measurement] = []
+    engine: list[EngineMeasurement] = []
     with tempfile.TemporaryDirectory(prefix="asrgw-bench-") as tmp:
         workdir = Path(tmp)
         audio = {size: noise_wav(n, seed=n) for size, n in SIZES.items()}
@@ -422,6 +444,94 @@ def run(options: argparse.Namespace) -> list[Measurement]:
                         pid=gateway_pid,
                     )
                     results += measure(wrk, target, options, workdir)
+            if options.engine_requests:
+                engine = measure_real_engine(options, workdir, environment, auth, gateway_port)
+    return results, engine
+
+
+def engine_clips(count: int) -> list[bytes]:
+    """``count`` uploads of one recorded utterance, each 10 ms of silence longer than the last:
+    the same words, a different MD5 each."""
+    import numpy as np
+
+    from bench.speech_data import english_utterances, pcm16_wav
+
+    utterance = next(u for u in english_utterances() if u.name.startswith("librivox/"))
+    return [
+        pcm16_wav(np.concatenate([utterance.audio, np.zeros(160 * (index + 1), np.float32)]))
+        for index in range(count)
+    ]
+
+
+def measure_real_engine(
+    options: argparse.Namespace,
+    workdir: Path,
+    environment: dict[str, str],
+    auth: dict[str, str],
+    gateway_port: int,
+) -> list[EngineMeasurement]:
+    """Misses and hits through the gateway to ``asrgw node`` serving Whisper tiny.en on the CPU."""
+    node_port = free_port()
+    node_url = f"http://127.0.0.1:{node_port}"
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    bodies = [
+        multipart({"model": "whisper-1"}, clip) for clip in engine_clips(options.engine_requests)
+    ]
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    results = []
+    with (
+        serving(
+            [*ASRGW, "--log-level", "warning", "node", "--port", str(node_port)],
+            {"INFERENCE_NODE_SECRET": NODE_SECRET, "INFERENCE_DEVICE": "cpu"},
+            f"{node_url}/health/ready",
+            workdir / "engine-node.log",
+        ) as node_pid,
+        serving(
+            gateway_command(options, gateway_port),
+            {**environment, "GATEWAY_NODES": node_url, "GATEWAY_CACHE_ENABLED": "true"},
+            f"{gateway_url}/health/ready",
+            workdir / "engine-gateway.log",
+        ) as gateway_pid,
+        httpx.Client(timeout=120) as client,
+    ):
+
+        def send(body: bytes, expect_cache: str) -> tuple[float, str]:
+            started = time.perf_counter()
+            response = client.post(
+                f"{gateway_url}/v1/audio/transcriptions", content=body, headers=headers
+            )
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 200:
+                sys.exit(f"real engine: HTTP {response.status_code}: {response.text}")
+            cache = response.headers.get("x-cache")
+            if cache != expect_cache:
+                sys.exit(f"real engine: x-cache {cache}, expected {expect_cache}")
+            return elapsed, response.json()["text"]
+
+        for name, sent in (("miss", bodies), ("hit", [bodies[0]] * len(bodies))):
+            gateway_before, node_before = cpu_seconds(gateway_pid), cpu_seconds(node_pid)
+            latencies, text = [], ""
+            for body in sent:
+                elapsed, text = send(body, name)
+                latencies.append(elapsed)
+            gateway_used = cpu_seconds(gateway_pid) - gateway_before
+            node_used = cpu_seconds(node_pid) - node_before
+            cuts = statistics.quantiles(latencies, n=100)
+            one = EngineMeasurement(
+                name,
+                len(sent),
+                cuts[49],
+                cuts[94],
+                gateway_used * 1000 / len(sent),
+                node_used * 1000 / len(sent),
+                text,
+            )
+            results.append(one)
+            print(
+                f"  real engine {name:>4}: p50 {one.p50_ms:8.2f} ms  p95 {one.p95_ms:8.2f} ms  "
+                f"CPU gateway {one.gateway_cpu_ms:.2f} + node {one.node_cpu_ms:.2f} ms/request",
+                flush=True,
+            )
     return results
 
 
@@ -519,6 +629,33 @@ def verdicts(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def engine_table(engine: list[EngineMeasurement]) -> str:
+    lines = [
+        "| request | count | seq p50 ms | seq p95 ms | gateway CPU ms/request | node CPU "
+        "ms/request |",
+        "|---|---|---|---|---|---|",
+    ]
+    for one in engine:
+        lines.append(
+            f"| {one.name} | {one.requests} | {one.p50_ms:.2f} | {one.p95_ms:.2f} | "
+            f"{one.gateway_cpu_ms:.2f} | {one.node_cpu_ms:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def engine_verdicts(engine: list[EngineMeasurement]) -> str:
+    miss, hit = engine
+    share = hit.p50_ms / miss.p50_ms
+    cpu_share = (hit.gateway_cpu_ms + hit.node_cpu_ms) / (miss.gateway_cpu_ms + miss.node_cpu_ms)
+    met = "met" if share <= TARGET_HIT_SHARE_OF_MISS else "**not met**"
+    return (
+        f"- With a node that transcribes, a hit takes {share:.3f}× a miss's time (p50 "
+        f"{hit.p50_ms:.2f} against {miss.p50_ms:.2f} ms; target ≤ {TARGET_HIT_SHARE_OF_MISS:g}): "
+        f"{met}. Gateway and node CPU per hit: {cpu_share:.3f}× a miss's.\n"
+        f'- What both answered: "{miss.text.strip()}"'
+    )
+
+
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -531,10 +668,25 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}"
 
 
-def report(results: list[Measurement], options: argparse.Namespace, command: str, load: str) -> str:
+def report(
+    results: list[Measurement],
+    engine: list[EngineMeasurement],
+    options: argparse.Namespace,
+    command: str,
+    load: str,
+) -> str:
     database = "PostgreSQL" if options.database_url else "SQLite file"
     workers = f", {options.workers} gateway workers" if options.workers > 1 else ""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    engine_part = ""
+    if engine:
+        engine_part = (
+            f"\nThe same gateway, cache on, in front of `asrgw node` serving Whisper tiny.en on "
+            f"the CPU (int8), with one recorded LibriVox utterance "
+            f"({engine[0].requests} misses, each upload 10 ms of silence longer than the last, "
+            f"then {engine[1].requests} hits of the first), one Python client in sequence:\n\n"
+            f"{engine_table(engine)}\n\n{engine_verdicts(engine)}\n"
+        )
     return (
         f"\n### Gateway overhead, {database} ledger{workers}, {now}\n\n"
         f"Machine: {machine()}; wrk, the servers and the ledger share it (1-minute load "
@@ -544,6 +696,7 @@ def report(results: list[Measurement], options: argparse.Namespace, command: str
         f"concurrent: `wrk -t{options.threads} -c{options.connections} -d{options.seconds}s`.\n\n"
         f"{table(results)}\n\n"
         f"{verdicts(results)}\n"
+        f"{engine_part}"
     )
 
 
@@ -563,14 +716,21 @@ def main() -> None:
         help="a `litellm` executable (litellm[proxy], in a venv of its own) to measure beside "
         f"the gateway [default: {DEFAULT_LITELLM.relative_to(ROOT)} if it exists]",
     )
+    parser.add_argument(
+        "--engine-requests",
+        type=int,
+        default=20,
+        help="misses, then hits, through the gateway to a real Whisper tiny.en node on the CPU; "
+        "0 skips the real engine [default: 20]",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     options = parser.parse_args()
     command = "python bench/gateway.py " + " ".join(sys.argv[1:])
     load_before = os.getloadavg()[0]
-    results = run(options)
+    results, engine = run(options)
     load = f"{load_before:.1f} and {os.getloadavg()[0]:.1f}"
-    text_report = report(results, options, command.strip(), load)
+    text_report = report(results, engine, options, command.strip(), load)
     print(text_report)
     if not options.no_write:
         record(options.out, "Gateway overhead", text_report)
