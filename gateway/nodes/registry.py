@@ -305,14 +305,19 @@ class NodeRegistry:
 
     def _retry_after(self, hints: list[float]) -> int:
         """Seconds until a node may serve again: the earliest of the nodes' own Retry-After,
-        a circuit half-opening, or the next health check of a node that is not ready."""
+        a circuit half-opening, or the next health check of a node that is not ready (for one
+        out only for not answering, the next request's recheck of it)."""
         waits = list(hints)
+        now = self._clock()
         for node in self._nodes.values():
             if not node.takes_new_requests:
                 continue
             wait = node.breaker.seconds_until_half_open() or 0.0
             if node.healthy is False:
-                wait = max(wait, self.settings.node_health_interval_seconds)
+                next_check = self.settings.node_health_interval_seconds
+                if node.unanswered and node.checked_on_clock is not None:
+                    next_check = node.checked_on_clock + RECHECK_SECONDS - now
+                wait = max(wait, next_check)
             if wait > 0:
                 waits.append(wait)
         seconds = min(waits, default=self.settings.node_health_interval_seconds)

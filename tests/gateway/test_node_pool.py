@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -505,9 +506,11 @@ class TestHealthChecks:
         nodes.ready_behavior["a"] = time_out_after(clock, 2 * RECHECK_SECONDS)
         async with open_pool(nodes, "http://a", clock=clock) as pool:
             await pool.check_health()
-            with pytest.raises(UpstreamUnavailable):
+            with pytest.raises(UpstreamUnavailable) as refused:
                 await transcribe(pool)
             assert nodes.ready_checks == ["a"]
+            # Retry when a request would check it again, not at the next interval's check.
+            assert refused.value.headers() == {"Retry-After": str(math.ceil(RECHECK_SECONDS))}
             clock.advance(RECHECK_SECONDS)
             del nodes.ready_behavior["a"]
             assert (await transcribe(pool)).text == "served by a"
