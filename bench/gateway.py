@@ -59,6 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,6 +68,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.record import record  # noqa: E402
+from bench.speech_data import english_utterances, pcm16_wav  # noqa: E402
 from billing.db import Database  # noqa: E402
 from billing.limits import MAX_REQUESTS_PER_MINUTE  # noqa: E402
 from billing.migrate import upgrade_to_head  # noqa: E402
@@ -233,24 +235,45 @@ def ledger(database_url: str | None, workdir: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def timed_post(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    label: str,
+    expect_cache: str | None,
+) -> tuple[float, httpx.Response]:
+    """One request: its milliseconds and its answer. Anything but a 200 (with ``x-cache``
+    ``expect_cache``, when given) ends the run."""
+    started = time.perf_counter()
+    response = client.post(url, content=body, headers=headers)
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        sys.exit(f"{label}: HTTP {response.status_code}: {response.text}")
+    cache = response.headers.get("x-cache")
+    if expect_cache is not None and cache != expect_cache:
+        sys.exit(f"{label}: x-cache {cache}, expected {expect_cache}")
+    return elapsed, response
+
+
+def p50_p95(latencies: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[94]
+
+
 def sequential(target: Target, size: str, requests: int) -> tuple[float, float]:
     body = target.bodies[size].read_bytes()
     headers = {**target.headers, "Content-Type": target.content_type}
     latencies = []
     with httpx.Client(timeout=30) as client:
         for index in range(requests + requests // 10):
-            started = time.perf_counter()
-            response = client.post(target.url, content=body, headers=headers)
-            elapsed = time.perf_counter() - started
-            if response.status_code != 200:
-                sys.exit(f"{target.name} {size}: HTTP {response.status_code}: {response.text}")
-            cache = response.headers.get("x-cache")
-            if target.expect_cache and index > 0 and cache != target.expect_cache:
-                sys.exit(f"{target.name} {size}: x-cache {cache}, expected {target.expect_cache}")
+            expect_cache = target.expect_cache if index > 0 else None
+            elapsed, _ = timed_post(
+                client, target.url, body, headers, f"{target.name} {size}", expect_cache
+            )
             if index >= requests // 10:  # the first tenth warms up
-                latencies.append(elapsed * 1000)
-    cuts = statistics.quantiles(latencies, n=100)
-    return cuts[49], cuts[94]
+                latencies.append(elapsed)
+    return p50_p95(latencies)
 
 
 WRK_SCRIPT = """
@@ -452,10 +475,6 @@ def run(options: argparse.Namespace) -> tuple[list[Measurement], list[EngineMeas
 def engine_clips(count: int) -> list[bytes]:
     """``count`` uploads of one recorded utterance, each 10 ms of silence longer than the last:
     the same words, a different MD5 each."""
-    import numpy as np
-
-    from bench.speech_data import english_utterances, pcm16_wav
-
     utterance = next(u for u in english_utterances() if u.name.startswith("librivox/"))
     return [
         pcm16_wav(np.concatenate([utterance.audio, np.zeros(160 * (index + 1), np.float32)]))
@@ -494,34 +513,26 @@ def measure_real_engine(
         ) as gateway_pid,
         httpx.Client(timeout=120) as client,
     ):
-
-        def send(body: bytes, expect_cache: str) -> tuple[float, str]:
-            started = time.perf_counter()
-            response = client.post(
-                f"{gateway_url}/v1/audio/transcriptions", content=body, headers=headers
-            )
-            elapsed = (time.perf_counter() - started) * 1000
-            if response.status_code != 200:
-                sys.exit(f"real engine: HTTP {response.status_code}: {response.text}")
-            cache = response.headers.get("x-cache")
-            if cache != expect_cache:
-                sys.exit(f"real engine: x-cache {cache}, expected {expect_cache}")
-            return elapsed, response.json()["text"]
-
         for name, sent in (("miss", bodies), ("hit", [bodies[0]] * len(bodies))):
             gateway_before, node_before = cpu_seconds(gateway_pid), cpu_seconds(node_pid)
             latencies, text = [], ""
             for body in sent:
-                elapsed, text = send(body, name)
+                elapsed, response = timed_post(
+                    client,
+                    f"{gateway_url}/v1/audio/transcriptions",
+                    body,
+                    headers,
+                    "real engine",
+                    expect_cache=name,
+                )
                 latencies.append(elapsed)
+                text = response.json()["text"]
             gateway_used = cpu_seconds(gateway_pid) - gateway_before
             node_used = cpu_seconds(node_pid) - node_before
-            cuts = statistics.quantiles(latencies, n=100)
             one = EngineMeasurement(
                 name,
                 len(sent),
-                cuts[49],
-                cuts[94],
+                *p50_p95(latencies),
                 gateway_used * 1000 / len(sent),
                 node_used * 1000 / len(sent),
                 text,
