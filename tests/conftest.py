@@ -18,6 +18,7 @@ from billing.db import Database
 from billing.migrate import upgrade_to_head
 from tests.fixtures.audio import speak, two_sentences
 from tests.fixtures.environment import skip_or_fail
+from tests.fixtures.hostile_media import silence_bomb_flac, speech_of
 from tests.fixtures.processes import free_port, running
 
 NODE_SECRET = "test-node-secret"
@@ -112,6 +113,18 @@ def weather_wav(speech_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def two_sentences_wav(speech_dir: Path) -> Path:
     return two_sentences(speech_dir)
+
+
+@pytest.fixture(scope="session")
+def speech_25s_wav(speech_dir: Path) -> Path:
+    """25 seconds of continuous speech, 16 kHz mono 16-bit WAV."""
+    return speech_of(speech_dir, 25)
+
+
+@pytest.fixture(scope="session")
+def silent_hour_flac(speech_dir: Path) -> bytes:
+    """An hour of silence as FLAC: about 29 KB that decode to 230 MB of 16 kHz float32."""
+    return silence_bomb_flac(speech_dir, 3600)
 
 
 @pytest.fixture(scope="session")
