@@ -30,6 +30,20 @@ def test_asrgw_up_starts_the_nodes_own_default_model() -> None:
     assert GatewaySettings.model_fields["default_model"].default == DEFAULT_MODELS
 
 
+def test_the_container_whitelist_imports_with_the_standard_library_alone() -> None:
+    """The gateway imports ``inference.containers`` (the whitelist its probe shares with the
+    node) and ``inference.protocol``; neither pulls in PyAV, numpy or the node's stack."""
+    probe = (
+        "import sys, inference.containers, inference.protocol; "
+        "heavy = sorted(m for m in ('torch', 'funasr', 'av', 'numpy', 'faster_whisper') "
+        "if m in sys.modules); print(','.join(heavy))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == ""
+
+
 def test_a_default_node_runs_without_torch_or_funasr() -> None:
     """The default install path (`pip install .[node]`) serves whisper-tiny.en and cuts long
     audio with VAD without torch: neither is imported on the way."""
