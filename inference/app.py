@@ -19,13 +19,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inference import metrics
-from inference.audio import SAMPLE_RATE, AudioArray, decode_audio, duration_seconds
+from inference.audio import (
+    SAMPLE_RATE,
+    AudioArray,
+    DecodeLimit,
+    decode_audio,
+    duration_seconds,
+    request_limit,
+)
 from inference.auth import check_node_secret
 from inference.config import InferenceSettings
 from inference.engines.base import Engine, EngineOutput
 from inference.engines.registry import build_engine, parse_model_specs
 from inference.errors import (
-    AudioTooLong,
     ClientGone,
     DetectionUnsupported,
     FileTooLarge,
@@ -93,6 +99,8 @@ def transcribe_params(
 
 
 ParamsForm = Annotated[TranscribeParams, Depends(transcribe_params)]
+# The most audio the gateway allows the file to decode to (``inference.protocol``).
+MaxAudioMsForm = Annotated[int | None, Form(ge=1)]
 
 
 def create_app(settings: InferenceSettings, engines: list[Engine] | None = None) -> FastAPI:
@@ -160,19 +168,16 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     def require_node_secret(authorization: Annotated[str | None, Header()] = None) -> None:
         check_node_secret(settings, authorization)
 
-    async def decode(upload: UploadFile) -> AudioArray:
+    def limit_of(max_audio_ms: int | None, clip_seconds: float | None = None) -> DecodeLimit:
+        return request_limit(settings.max_audio_seconds, max_audio_ms, clip_seconds)
+
+    async def decode(upload: UploadFile, limit: DecodeLimit) -> AudioArray:
         data = await read_capped(upload, settings.max_upload_bytes)
         try:
-            audio = await anyio.to_thread.run_sync(decode_audio, data)
+            return await anyio.to_thread.run_sync(decode_audio, data, limit)
         except InvalidAudio:
             metrics.decode_failures.inc()
             raise
-        if audio.size / SAMPLE_RATE > settings.max_audio_seconds:
-            raise AudioTooLong(
-                f"The audio is {audio.size / SAMPLE_RATE:.0f} s long; this node accepts at most "
-                f"{settings.max_audio_seconds:.0f} s."
-            )
-        return audio
 
     async def speech_spans(audio: AudioArray) -> list[Span]:
         if audio.size <= settings.max_segment_seconds * SAMPLE_RATE:
@@ -227,7 +232,9 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
 
     @app.post(TRANSCRIBE_STREAM_PATH, dependencies=[Depends(require_node_secret)])
     async def transcribe_stream(
-        file: Annotated[UploadFile, File()], params: ParamsForm
+        file: Annotated[UploadFile, File()],
+        params: ParamsForm,
+        max_audio_ms: MaxAudioMsForm = None,
     ) -> StreamingResponse:
         """The transcript as NDJSON: each stretch of speech's text as soon as it is decoded,
         then the canonical result."""
@@ -235,7 +242,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         host.engine.resolve_language(params.language)
         started = time.perf_counter()
         with host.admission():
-            audio = await decode(file)
+            audio = await decode(file, limit_of(max_audio_ms))
             spans = await speech_spans(audio)
         pieces = [audio[start:end] for start, end in spans]
         separator = text_separator(host)
@@ -262,14 +269,17 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
 
     @app.post(TRANSCRIBE_PATH, dependencies=[Depends(require_node_secret)])
     async def transcribe(
-        request: Request, file: Annotated[UploadFile, File()], params: ParamsForm
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        params: ParamsForm,
+        max_audio_ms: MaxAudioMsForm = None,
     ) -> TranscriptionResult:
         """Transcribe one audio file into the canonical result (long audio is cut by VAD)."""
         host = pool.host_for(params.model)
         host.engine.resolve_language(params.language)  # refuse before any work is queued
         started = time.perf_counter()
         with host.admission():
-            audio = await decode(file)
+            audio = await decode(file, limit_of(max_audio_ms))
             spans = await speech_spans(audio)
             pieces = [audio[start:end] for start, end in spans]
             outputs = await unless_disconnected(request, host.transcribe_many(pieces, params))
@@ -280,12 +290,12 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
         request: Request,
         file: Annotated[UploadFile, File()],
         model: Annotated[str | None, Form()] = None,
+        max_audio_ms: MaxAudioMsForm = None,
     ) -> LanguageDetection:
-        """The spoken language of the first 30 seconds of the audio."""
+        """The spoken language of the first 30 seconds of the audio (no more is decoded)."""
         host = pool.host_for(model or None)
         with host.admission():
-            audio = await decode(file)
-            clip = audio[: LANGUAGE_DETECTION_SECONDS * SAMPLE_RATE]
+            clip = await decode(file, limit_of(max_audio_ms, LANGUAGE_DETECTION_SECONDS))
             languages = host.engine.info().languages
             if len(languages) == 1 and languages[0] != "auto":
                 language = languages[0]

@@ -5,6 +5,16 @@
 format of the gateway is rendered from. Times are seconds. Errors come as
 ``{"error": {"message", "type", "code"}}`` with one of the ``ErrorCode`` values.
 
+``max_audio_ms`` (form field of ``POST /v1/transcribe``, ``/v1/transcribe/stream`` and
+``/v1/detect-language``; optional, an integer >= 1): the most audio, in milliseconds, the file
+may decode to. The gateway sends the length it measured from the file's packets plus a margin
+(``gateway.nodes.wire.decode_allowance_ms``). The node stops decoding the moment the file
+passes it and answers 400 ``invalid_audio`` (the file holds more audio than its packets
+declare); language detection, which needs the first 30 s only, stops quietly at 30 s when that
+comes first. Without it the node's own ``INFERENCE_MAX_AUDIO_SECONDS`` is the limit (413
+``audio_too_long``), checked the same way while decoding. Either way the node accepts only the
+containers of ``inference.containers``.
+
 ``POST /v1/transcribe/stream`` takes the same form and answers NDJSON, one event per line, as
 the node decodes: ``{"type": "delta", "text"}`` for each stretch of speech (the deltas, joined,
 are the final text exactly), then ``{"type": "result", "result": TranscriptionResult}``; a
@@ -30,6 +40,7 @@ TRANSCRIBE_STREAM_PATH = "/v1/transcribe/stream"
 TRANSCRIBE_LIVE_PATH = "/v1/transcribe/live"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
 DETECT_LANGUAGE_PATH = "/v1/detect-language"
+MAX_AUDIO_MS_FIELD = "max_audio_ms"
 MODELS_PATH = "/v1/models"
 READY_PATH = "/health/ready"
 LIVE_PATH = "/health/live"

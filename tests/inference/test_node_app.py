@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from inference.app import create_app
 from inference.config import InferenceSettings
 from tests.fixtures.audio import PNG_IMAGE
+from tests.fixtures.hostile_media import flac_claiming, wav_claiming
 
 SECRET = "node-secret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
@@ -87,7 +88,7 @@ class TestTranscribe:
         ("kind", "message"),
         [
             ("empty", "empty"),
-            ("image", "no audio stream"),
+            ("image", "not an accepted audio or video format"),
             ("document", "not a recognized"),
             ("header-only wav", "zero duration"),
             ("truncated wav header", "not a recognized"),
@@ -154,3 +155,70 @@ class TestStreamedTranscript:
             "/v1/transcribe/stream", files={"file": ("a.wav", weather_wav.read_bytes())}
         )
         assert response.status_code == 401
+
+
+class TestTheMostAFileMayDecodeTo:
+    """``max_audio_ms``: the gateway's measured length plus its margin."""
+
+    def test_a_file_holding_more_is_refused_as_invalid(
+        self, node: TestClient, weather_wav: Path
+    ) -> None:
+        audio = weather_wav.read_bytes()
+        for path in ("/v1/transcribe", "/v1/transcribe/stream"):
+            refused = node.post(
+                path, headers=AUTH, files={"file": ("a.wav", audio)}, data={"max_audio_ms": "500"}
+            )
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "invalid_audio"
+            assert "more audio than its packets declare" in refused.json()["error"]["message"]
+        accepted = node.post(
+            "/v1/transcribe",
+            headers=AUTH,
+            files={"file": ("a.wav", audio)},
+            data={"max_audio_ms": "3000"},
+        )
+        assert accepted.status_code == 200
+        assert "weather" in accepted.json()["text"]
+
+    def test_language_detection_decodes_thirty_seconds_at_most(
+        self, node: TestClient, silent_hour_flac: bytes
+    ) -> None:
+        lying = flac_claiming(silent_hour_flac, 1)
+        for form in ({}, {"max_audio_ms": "30800"}, {"max_audio_ms": "3600000"}):
+            heard = node.post(
+                "/v1/detect-language", headers=AUTH, files={"file": ("a.flac", lying)}, data=form
+            )
+            assert heard.status_code == 200
+            assert heard.json()["duration"] == 30.0
+        refused = node.post(
+            "/v1/detect-language",
+            headers=AUTH,
+            files={"file": ("a.flac", lying)},
+            data={"max_audio_ms": "1510"},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "invalid_audio"
+
+    def test_the_declared_length_is_a_positive_integer(
+        self, node: TestClient, weather_wav: Path
+    ) -> None:
+        files = {"file": ("a.wav", weather_wav.read_bytes())}
+        for value in ("0", "-5", "soon"):
+            refused = node.post(
+                "/v1/transcribe", headers=AUTH, files=files, data={"max_audio_ms": value}
+            )
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "invalid_request"
+
+    def test_a_wav_is_decoded_as_ffmpeg_reads_its_data_chunk(
+        self, node: TestClient, weather_wav: Path
+    ) -> None:
+        short = wav_claiming(weather_wav.read_bytes(), 0.5)
+        response = node.post(
+            "/v1/transcribe",
+            headers=AUTH,
+            files={"file": ("a.wav", short)},
+            data={"max_audio_ms": "1005"},
+        )
+        assert response.status_code == 200
+        assert response.json()["duration"] == 0.5
