@@ -8,6 +8,9 @@ knows of each (membership, health, least-outstanding choice), is ``registry.py``
   the node may still be working on it. The caller bills nothing on any exception.
 - Timeouts: base + factor * audio seconds, capped by ``node_timeout_seconds``, which also bounds
   the whole dispatch (reservations outlive it by a margin).
+- Decoding: a request for audio measured at ``audio_ms`` tells the node the most the file may
+  decode to (``max_audio_ms``, ``wire.decode_allowance_ms``); the node refuses a file that holds
+  more, 400 invalid_audio, and nothing is billed.
 - Streams (``transcribe_stream``): routed, retried and counted as above until a node starts
   answering; what a started stream yields, and how it fails, is ``streaming.py``'s.
 - Live streams (``open_live``, online models): routed and retried the same way until a node
@@ -35,6 +38,7 @@ from gateway.nodes.registry import NodeRegistry
 from gateway.nodes.streaming import StreamedTranscript, broken_stream, streamed_events
 from gateway.nodes.wire import (
     MultipartBody,
+    decode_form,
     multipart_body,
     retry_after_header,
     transcribe_form,
@@ -109,10 +113,12 @@ class NodePool(NodeRegistry):
         audio_ms: int | None = None,
         timeout_seconds: float | None = None,
     ) -> TranscriptionResult:
-        """The transcript from one node; ``audio_ms`` scales the timeout (None: the longest).
-        ``timeout_seconds`` replaces ``node_timeout_seconds`` as the longest the dispatch may
-        take (asynchronous jobs, whose audio may be hours long)."""
-        body = multipart_body(transcribe_form(params), "file", filename, audio, content_type)
+        """The transcript from one node; ``audio_ms`` (the measured length) scales the timeout
+        (None: the longest) and bounds what the node decodes. ``timeout_seconds`` replaces
+        ``node_timeout_seconds`` as the longest the dispatch may take (asynchronous jobs, whose
+        audio may be hours long)."""
+        form = transcribe_form(params, audio_ms)
+        body = multipart_body(form, "file", filename, audio, content_type)
         response = await self._dispatch(
             TRANSCRIBE_PATH,
             body,
@@ -131,8 +137,10 @@ class NodePool(NodeRegistry):
         *,
         audio_ms: int | None = None,
     ) -> LanguageDetection:
-        """The spoken language, from one node, with the same routing and retries."""
+        """The spoken language, from one node, with the same routing and retries; ``audio_ms``
+        (what the node listens to) bounds what it decodes."""
         form = {"model": model} if model else {}
+        form.update(decode_form(audio_ms))
         body = multipart_body(form, "file", filename, audio, content_type)
         response = await self._dispatch(DETECT_LANGUAGE_PATH, body, model, audio_ms)
         return LanguageDetection.model_validate_json(response.content)
@@ -150,7 +158,8 @@ class NodePool(NodeRegistry):
         """The node's deltas and then its result, from the first node that starts answering;
         nodes are chosen and retried as for a whole transcript until then (``streaming.py``)."""
         self._refuse_unknown_model(params.model)
-        body = multipart_body(transcribe_form(params), "file", filename, audio, content_type)
+        form = transcribe_form(params, audio_ms)
+        body = multipart_body(form, "file", filename, audio, content_type)
         headers = {**self.headers, "Content-Type": body.content_type}
         tried: set[Node] = set()
         failures: list[str] = []

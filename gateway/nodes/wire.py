@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -9,16 +10,35 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.nodes.client import NodeResponse
-from inference.protocol import ModelInfo, TranscribeParams
+from inference.protocol import MAX_AUDIO_MS_FIELD, ModelInfo, TranscribeParams
 
 MODEL_LIST = TypeAdapter(list[ModelInfo])
+# What a file may decode to beyond the length measured from its packets: 500 ms plus 1 %.
+# Measuring and decoding agree to a few tens of milliseconds on every accepted container (Vorbis
+# block overlap, MP3 and AAC encoder padding, millisecond timestamps); the margin keeps honest
+# files clear of the node's refusal while a file that decodes to more is stopped at once.
+DECODE_MARGIN_MS = 500
+DECODE_MARGIN_PER_CENT = 1
 
 
-def transcribe_form(params: TranscribeParams) -> dict[str, str]:
+def decode_allowance_ms(audio_ms: int) -> int:
+    """The most a file measured at ``audio_ms`` may decode to (the node's ``max_audio_ms``)."""
+    return audio_ms + DECODE_MARGIN_MS + math.ceil(audio_ms * DECODE_MARGIN_PER_CENT / 100)
+
+
+def decode_form(audio_ms: int | None) -> dict[str, str]:
+    """The ``max_audio_ms`` field for a file measured at ``audio_ms`` (none when unmeasured)."""
+    return {} if audio_ms is None else {MAX_AUDIO_MS_FIELD: str(decode_allowance_ms(audio_ms))}
+
+
+def transcribe_form(params: TranscribeParams, audio_ms: int | None = None) -> dict[str, str]:
+    """The node's form for ``params``, and the most the file may decode to when it was measured
+    at ``audio_ms``."""
     form = {
         "language": params.language,
         "word_timestamps": "true" if params.word_timestamps else "false",
         "itn": "true" if params.itn else "false",
+        **decode_form(audio_ms),
     }
     if params.model:
         form["model"] = params.model

@@ -349,6 +349,36 @@ class TestRetries:
         assert nodes.calls == ["a"]
         assert status.consecutive_failures == 0
 
+    async def test_every_call_tells_the_node_the_most_it_may_decode(self) -> None:
+        """The measured length plus 500 ms and 1 %, on whole, streamed and language calls; a
+        node's refusal of a file that holds more is the customer's invalid_audio."""
+        nodes = FakeNodes()
+        bodies: list[bytes] = []
+        refuse = answer(400, "invalid_audio")
+
+        async def record(request: httpx.Request) -> httpx.Response:
+            bodies.append(request.content)
+            return await refuse(request)
+
+        nodes.transcribe = {"a": record, "b": record}
+        async with open_pool(nodes) as pool:
+            with pytest.raises(InvalidAudio):
+                await transcribe(pool, audio_ms=25_000)
+            with pytest.raises(InvalidAudio):
+                async with pool.transcribe_stream(
+                    b"RIFF", "a.wav", "audio/wav", PARAMS, audio_ms=25_000
+                ):
+                    pass
+            with pytest.raises(InvalidAudio):
+                await pool.detect_language(b"RIFF", "a.wav", "audio/wav", "m", audio_ms=30_000)
+            with pytest.raises(InvalidAudio):
+                await transcribe(pool, audio_ms=None)
+        allowances = [
+            body.split(b'name="max_audio_ms"\r\n\r\n')[1].split(b"\r\n")[0] for body in bodies[:3]
+        ]
+        assert allowances == [b"25750", b"25750", b"30800"]
+        assert b"max_audio_ms" not in bodies[3]
+
     async def test_a_node_without_the_model_passes_it_on(self) -> None:
         nodes = FakeNodes()
         nodes.transcribe["a"] = answer(404, "model_not_found")

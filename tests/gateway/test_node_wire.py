@@ -7,7 +7,7 @@ import asyncio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from gateway.nodes.wire import multipart_body, transcribe_form
+from gateway.nodes.wire import decode_allowance_ms, multipart_body, transcribe_form
 from inference.protocol import TranscribeParams
 
 
@@ -71,3 +71,12 @@ def test_temperature_travels_only_when_sampling_is_asked_for() -> None:
     )
     assert "temperature" not in transcribe_form(TranscribeParams(temperature=0.0))
     assert "temperature" not in transcribe_form(TranscribeParams())
+
+
+def test_a_measured_file_may_decode_to_its_length_plus_half_a_second_and_one_per_cent() -> None:
+    assert decode_allowance_ms(1_000) == 1_510
+    assert decode_allowance_ms(300_000) == 303_500
+    assert decode_allowance_ms(1) == 502  # the per cent rounds up
+    form = transcribe_form(TranscribeParams(), audio_ms=25_000)
+    assert form["max_audio_ms"] == "25750"
+    assert "max_audio_ms" not in transcribe_form(TranscribeParams())
