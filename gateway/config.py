@@ -145,6 +145,9 @@ class GatewaySettings(BaseSettings):
     # A job not finished this long after it was submitted fails; its reservation is held as long.
     job_deadline_seconds: float = Field(default=24 * 3600.0, gt=0)
     job_max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Longer audio (measured from its packets) is refused at submission, 413 audio_too_long,
+    # before anything is stored or reserved: the nodes' own default INFERENCE_MAX_AUDIO_SECONDS.
+    job_max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
     # Where uploaded audio waits until its job ends; every replica must see the same directory.
     job_storage: Literal["directory"] = "directory"
     job_storage_dir: str = "./var/job-audio"

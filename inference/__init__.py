@@ -1,4 +1,6 @@
 """The inference node: audio decoding, FunASR and PocketSphinx engines, the node HTTP service.
 
-``inference.protocol`` is the only module the gateway imports; it needs pydantic alone.
+The gateway imports two modules only: ``inference.protocol`` (the wire format; pydantic alone)
+and ``inference.containers`` (the whitelist of accepted containers its probe shares with the
+node's decoder; the standard library, and PyAV once a file is opened).
 """

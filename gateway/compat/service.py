@@ -11,13 +11,10 @@ from collections.abc import Callable
 
 from fastapi.responses import Response
 
+from gateway.audio_probe import probe_heard_ms
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
-from gateway.transcriptions.service import (
-    AudioDigest,
-    probe_audio_ms,
-    refuse_disallowed_model,
-)
+from gateway.transcriptions.service import AudioDigest, refuse_disallowed_model
 from inference.protocol import LanguageDetection
 
 # What the node listens to (inference.app LANGUAGE_DETECTION_SECONDS).
@@ -36,7 +33,8 @@ async def detect_language(
 
     async def prepare() -> Order[LanguageDetection]:
         refuse_disallowed_model(call.caller, model)
-        heard_ms = min(await probe_audio_ms(audio), DETECTION_AUDIO_MS)
+        # Only what the node listens to is measured: a longer file costs no more to measure.
+        heard_ms = await probe_heard_ms(audio, DETECTION_AUDIO_MS)
 
         async def produce() -> LanguageDetection:
             return await call.nodes.detect_language(

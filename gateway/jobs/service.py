@@ -1,8 +1,9 @@
 """Submitting, reading, listing and cancelling jobs: what the endpoints call.
 
-Submission probes the audio (400 before anything is queued), stores it, then inserts the job
-and reserves its worst-case cost in one transaction: 402 when the quota or credit cannot cover
-it, exactly as a synchronous call, and never a job without its reservation or the reverse.
+Submission measures the audio (400 for anything but accepted audio, 413 past
+``GATEWAY_JOB_MAX_AUDIO_SECONDS``, before anything is stored or queued), stores it, then inserts
+the job and reserves its worst-case cost in one transaction: 402 when the quota or credit cannot
+cover it, exactly as a synchronous call, and never a job without its reservation or the reverse.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from billing.models import Job
 from billing.models.types import utcnow
 from billing.reservations import service as reservations
 from gateway import metrics
-from gateway.audio_probe import probe_duration_ms
+from gateway.audio_probe import LengthLimit, probe_audio_ms
 from gateway.billed.idempotency import fingerprint_md5
 from gateway.cache.keys import audio_md5_digest
 from gateway.config import GatewaySettings
@@ -59,7 +60,9 @@ async def submit_job(
     """The new job (queued, its cost reserved), and True; or, for an ``Idempotency-Key`` seen
     before with the same request, that job and False."""
     refuse_disallowed_model(caller, request.model)
-    audio_ms = await anyio.to_thread.run_sync(probe_duration_ms, request.audio)
+    audio_ms = await probe_audio_ms(
+        request.audio, LengthLimit(settings.job_max_audio_seconds, "jobs")
+    )
     if request.webhook_url:
         await anyio.to_thread.run_sync(
             lambda: resolve(request.webhook_url or "", allow_private=settings.webhook_allow_private)

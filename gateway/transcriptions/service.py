@@ -9,20 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
 from fastapi import UploadFile
 from fastapi.responses import Response
 
 from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
 from gateway import metrics
-from gateway.audio_probe import probe_duration_ms, wav_duration_ms
+from gateway.audio_probe import LengthLimit, probe_audio_ms
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
 from gateway.cache.keys import audio_md5_digest
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
 from gateway.errors import (
-    AudioTooLong,
     FileTooLarge,
     InvalidAudio,
     InvalidRequest,
@@ -53,17 +51,14 @@ async def read_upload(upload: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def refuse_long_sync_audio(audio_ms: int, settings: GatewaySettings) -> None:
+def sync_audio_limit(settings: GatewaySettings) -> LengthLimit:
     """Synchronous calls take audio up to ``GATEWAY_MAX_SYNC_AUDIO_SECONDS``; longer audio is
     refused before anything is reserved, pointing to the jobs API."""
-    limit_seconds = settings.max_sync_audio_seconds
-    if audio_ms > limit_seconds * 1000:
-        raise AudioTooLong(
-            f"The audio is {audio_ms / 1000:g} seconds long; synchronous requests accept at most "
-            f"{limit_seconds:g} seconds. Submit longer audio as an asynchronous job with "
-            "POST /v1/jobs.",
-            param="file",
-        )
+    return LengthLimit(
+        settings.max_sync_audio_seconds,
+        "synchronous requests",
+        "Submit longer audio as an asynchronous job with POST /v1/jobs.",
+    )
 
 
 def resolve_model(requested: str, settings: GatewaySettings) -> str:
@@ -76,14 +71,6 @@ def refuse_disallowed_model(caller: AuthenticatedKey, model: str) -> None:
     """403 before anything is probed or reserved when the key may not use ``model``."""
     if not caller.allows_model(model):
         raise PermissionDenied(f"This API key may not use the model '{model}'.", param="model")
-
-
-async def probe_audio_ms(audio: bytes) -> int:
-    """The audio's length: from a WAV's header on the spot, else FFmpeg on a worker thread."""
-    from_header = wav_duration_ms(audio)
-    if from_header is not None:
-        return from_header
-    return await anyio.to_thread.run_sync(probe_duration_ms, audio)
 
 
 def transcribe_params(request: TranscriptionInput) -> TranscribeParams:
@@ -129,8 +116,7 @@ async def prepare_order(
     """Refusals before anything is held (model, audio, length), the cache lookup, and how the
     node produces the transcript (remembered in the cache)."""
     refuse_disallowed_model(call.caller, request.model)
-    audio_ms = await probe_audio_ms(request.audio)
-    refuse_long_sync_audio(audio_ms, call.settings)
+    audio_ms = await probe_audio_ms(request.audio, sync_audio_limit(call.settings))
     tenant_id = call.caller.tenant_id
     cache = call.cache
     cached = await cache.lookup(tenant_id, await md5.hex(), params) if cache is not None else None

@@ -30,6 +30,16 @@ def test_asrgw_up_starts_the_nodes_own_default_model() -> None:
     assert GatewaySettings.model_fields["default_model"].default == DEFAULT_MODELS
 
 
+def test_jobs_take_as_long_audio_as_a_default_node() -> None:
+    from gateway.config import GatewaySettings
+    from inference.config import InferenceSettings
+
+    assert (
+        GatewaySettings.model_fields["job_max_audio_seconds"].default
+        == InferenceSettings.model_fields["max_audio_seconds"].default
+    )
+
+
 def test_the_container_whitelist_imports_with_the_standard_library_alone() -> None:
     """The gateway imports ``inference.containers`` (the whitelist its probe shares with the
     node) and ``inference.protocol``; neither pulls in PyAV, numpy or the node's stack."""

@@ -205,7 +205,9 @@ class TestBadInputIsNeverBilled:
         assert error["param"] == "file"
         assert usage_rows(gateway.database) == []
 
-    @pytest.mark.parametrize(("audio", "message"), [(PNG_IMAGE, "no audio stream"), (b"", "empty")])
+    @pytest.mark.parametrize(
+        ("audio", "message"), [(PNG_IMAGE, "not an accepted audio or video format"), (b"", "empty")]
+    )
     def test_not_audio(self, gateway: Gateway, audio: bytes, message: str) -> None:
         error = assert_error(transcribe(gateway, audio), 400, "invalid_audio")
         assert message in str(error["message"])

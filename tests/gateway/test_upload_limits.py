@@ -393,8 +393,8 @@ class TestSyncAudioDuration:
         assert error["code"] == "audio_too_long"
         assert error["param"] == "file"
         assert "POST /v1/jobs" in error["message"]
-        assert "301 seconds" in error["message"]
-        assert "300 seconds" in error["message"]
+        assert "more than 300 seconds long" in error["message"]
+        assert "accept at most 300 seconds" in error["message"]
         assert "x-billing-cost-micros" not in response.headers
         assert usage_rows(database) == []
         with database.transaction() as session:

@@ -22,6 +22,7 @@ from gateway.jobs.worker import JobWorker
 from gateway.nodes import NodePool
 from gateway.nodes.client import HttpxNodeClient
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
+from tests.fixtures.hostile_media import encode, flac_claiming
 from tests.gateway.conftest import Gateway
 from tests.gateway.jobs.conftest import (
     FAKE_NODE,
@@ -156,6 +157,42 @@ class TestSubmitAndFetch:
             job = wait_for_status(client, created.json()["id"], auth(key), {"completed", "failed"})
         assert job["status"] == "completed"
         assert job["result"]["text"] == "the weather is nice today"
+
+
+class TestJobAudioLength:
+    """Jobs take long audio, measured from its packets, up to GATEWAY_JOB_MAX_AUDIO_SECONDS."""
+
+    def test_audio_past_the_job_limit_is_refused_before_anything_is_stored(
+        self, database: Database, job_storage: Path, silent_hour_flac: bytes
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        node = FakeNode()
+        lying = flac_claiming(silent_hour_flac, 1)  # an hour, behind a one-second header
+        with fake_node_gateway(
+            node, database, job_storage, job_workers=0, job_max_audio_seconds=1800
+        ) as client:
+            refused = submit(client, key, lying, filename="hour.flac")
+            listed = client.get("/v1/jobs", headers=auth(key)).json()["data"]
+        assert refused.status_code == 413
+        error = refused.json()["error"]
+        assert error["code"] == "audio_too_long"
+        assert "jobs accept at most 1800 seconds" in error["message"]
+        assert listed == []
+        assert stored_audio(job_storage) == []
+        assert reservation_states(database) == {}
+        assert node.transcriptions == 0
+
+    def test_a_lying_header_is_held_for_the_audio_it_holds(
+        self, database: Database, job_storage: Path, speech_25s_wav: Path, tmp_path: Path
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        flac = encode(speech_25s_wav, tmp_path / "speech.flac")
+        with fake_node_gateway(FakeNode(), database, job_storage, job_workers=0) as client:
+            created = submit(client, key, flac_claiming(flac, 1), filename="speech.flac")
+        assert created.status_code == 201, created.text
+        with database.transaction() as session:
+            (job,) = session.exec(select(Job)).all()
+        assert job.audio_ms == 25_000
 
 
 class TestTenancy:
