@@ -31,6 +31,7 @@ from billing.reservations.schemas import Hold
 from billing.reservations.service import Settlement
 from billing.reservations.statements import usage_row_of
 from billing.statements import Fetch, Step, Steps, run, single
+from billing.usage import returned
 from billing.usage.schemas import BillableTranscription, UsageCharge
 
 T = TypeVar("T")
@@ -128,6 +129,22 @@ class Ledger:
         now = utcnow()
         return await self.run(
             lambda dialect: reservations.charge_hit_steps(dialect, billable, now, key)
+        )
+
+    async def record_returned(
+        self, request_id: str, tenant_id: int, *, billed_tokens: int, cost_micros: int
+    ) -> None:
+        """What the client was told ``request_id`` cost (``billing.usage.returned``)."""
+        now = utcnow()
+        await self.run(
+            lambda dialect: returned.record_returned_steps(
+                dialect,
+                request_id,
+                tenant_id,
+                billed_tokens=billed_tokens,
+                cost_micros=cost_micros,
+                now=now,
+            )
         )
 
     # Idempotency-Key leases.

@@ -12,7 +12,17 @@ Checks, per tenant:
 - ``stale reservations``: no reservation is still open longer than ``grace`` past its expiry
   (the sweeper releases them; one left means no gateway is sweeping);
 - ``stuck keys``: no Idempotency-Key is in progress with a lease that lapsed longer than
-  ``grace`` ago (a request accepted, never answered, never retried).
+  ``grace`` ago (a request accepted, never answered, never retried);
+- ``credit covers spent + reserved`` (prepaid tenants): no hold or charge ever went past the
+  credit;
+- ``quota covers used + reserved`` (plans with a monthly quota): the month's tokens used and
+  held stay within the plan's quota.
+
+The returned charges are evidence written apart from the ledger row: by the gateway once a
+response was built (its ``x-billing-*`` headers) or a stream's text was sent
+(``billing.usage.returned``), and by a job's completion from the usage its reads show. A usage
+row with none is a charge no client was told of, unless an Idempotency-Key or a completed job
+still delivers its result on request.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from billing.models import (
     Invoice,
     InvoiceItem,
     InvoiceLine,
+    Job,
+    Plan,
     Reservation,
     ReturnedCharge,
     Tenant,
@@ -81,6 +93,7 @@ def reconcile(
         findings += _invoice(session, tenant, period)
         findings += _account(session, tenant)
         findings += _quota(session, tenant, period)
+        findings += _limits(session, tenant, period)
         findings += _stale(session, tenant, stale_before)
     return findings
 
@@ -91,8 +104,16 @@ def _returned(session: Session, tenant: Tenant, start: datetime, end: datetime) 
         IdempotencyRecord.state == "completed",
         col(IdempotencyRecord.result).is_not(None),
     )
+    fetchable_jobs = select(Job.id).where(  # type: ignore[call-overload]
+        Job.tenant_id == tenant.id, Job.state == "completed", col(Job.result).is_not(None)
+    )
     rows = session.exec(
-        select(UsageEvent, ReturnedCharge, col(UsageEvent.request_id).in_(replayable))
+        select(
+            UsageEvent,
+            ReturnedCharge,
+            col(UsageEvent.request_id).in_(replayable)
+            | col(UsageEvent.request_id).in_(fetchable_jobs),
+        )
         .outerjoin(ReturnedCharge, col(ReturnedCharge.request_id) == col(UsageEvent.request_id))
         .where(
             UsageEvent.tenant_id == tenant.id,
@@ -102,7 +123,7 @@ def _returned(session: Session, tenant: Tenant, start: datetime, end: datetime) 
     ).all()
     ledger = sum(event.cost_micros for event, _, _ in rows)
     returned = sum(charge.cost_micros for _, charge, _ in rows if charge is not None)
-    # A settled result a retry can still fetch is delivered on request: not a loss.
+    # A settled result a retry (or a job's reader) can still fetch is delivered on request.
     replay_only = sum(
         event.cost_micros for event, charge, can_replay in rows if charge is None and can_replay
     )
@@ -241,3 +262,42 @@ def _quota(session: Session, tenant: Tenant, period: str) -> list[Finding]:
             tenant.name, "quota reserved", reserved, counters.tokens_reserved if counters else 0, ""
         ),
     ]
+
+
+def _limits(session: Session, tenant: Tenant, period: str) -> list[Finding]:
+    """The limits every hold and charge is checked against, checked again on the totals: a
+    prepaid tenant's credit covers what it spent and holds, and the month's tokens used and held
+    fit the plan's quota. Each finding's actual value is the overrun (0 when within)."""
+    assert tenant.id is not None
+    findings: list[Finding] = []
+    account = session.get(TenantAccount, tenant.id)
+    if tenant.prepaid and account is not None:
+        committed = account.spent_micros + account.reserved_micros
+        overrun = max(0, committed - account.credit_micros)
+        detail = f"spent + reserved {committed} of credit {account.credit_micros}"
+        findings.append(
+            Finding(
+                tenant.name,
+                "credit covers spent + reserved",
+                0,
+                overrun,
+                f"mismatch: {detail}" if overrun else detail,
+            )
+        )
+    plan = session.get(Plan, tenant.plan_id)
+    quota = plan.monthly_token_quota if plan is not None else None
+    if quota is not None:
+        counters = get_period(session, tenant.id, period)
+        held = (counters.tokens_used + counters.tokens_reserved) if counters else 0
+        overrun = max(0, held - quota)
+        detail = f"used + reserved {held} of quota {quota} tokens"
+        findings.append(
+            Finding(
+                tenant.name,
+                "quota covers used + reserved",
+                0,
+                overrun,
+                f"mismatch: {detail}" if overrun else detail,
+            )
+        )
+    return findings

@@ -33,7 +33,6 @@ class LockedReservation:
     amount_micros: int
     tokens: int
     available_micros: int  # the account's credit - spent - reserved
-    month_tokens: int  # the reservation month's tokens used and reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +130,10 @@ def close_steps(
 ) -> Steps[bool]:
     """Lock the tenant's account, move reservation ``change.request_id`` from ``from_state``
     to ``to_state``, and move the amounts between the account's and the month's totals. A
-    settlement also inserts the ``usage`` row with its returned charge (what the response tells
-    the client) and completes the request's Idempotency-Key ``key``, storing its result. False,
-    and nothing written, when there is no such reservation in ``from_state`` holding
-    ``min_tokens`` or more. On PostgreSQL one statement."""
+    settlement also inserts the ``usage`` row and completes the request's Idempotency-Key
+    ``key``, storing its result. False, and nothing written, when there is no such reservation
+    in ``from_state`` holding ``min_tokens`` or more. On PostgreSQL one statement. (What the
+    client was told is recorded apart, once the response is built: ``billing.usage.returned``.)"""
     params: dict[str, Any] = {
         "request": change.request_id,
         "tenant": change.tenant_id,
@@ -177,7 +176,7 @@ def charge_hit_steps(
     key: KeyCompletion | None = None,
 ) -> Steps[HoldOutcome]:
     """Charge a request the result cache answered, with no reservation: the month's tokens
-    used (within ``quota``), the usage row and its returned charge, the account's spend, and
+    used (within ``quota``), the usage row, the account's spend, and
     the key's completion. ``held`` False, and nothing written, when the credit (checked if
     ``check_credit``) or the quota does not cover it. One statement on PostgreSQL."""
     params: dict[str, Any] = {
@@ -238,8 +237,15 @@ def lock_and_read_steps(tenant_id: int, request_id: str) -> Steps[LockedReservat
         row.amount_micros,
         row.tokens,
         available_micros=row.available,
-        month_tokens=row.month_tokens or 0,
     )
+
+
+def locked_month_tokens_steps(tenant_id: int, period: str) -> Steps[int]:
+    """The month's tokens used and reserved, read with its counter row locked; run it under
+    the tenant's account lock (``lock_and_read_steps``)."""
+    params = {"tenant": tenant_id, "period": period}
+    tokens = yield Step(sql.lock_month_tokens(), params, Fetch.scalar)
+    return int(tokens or 0)
 
 
 def renew_steps(request_id: str, expires_at: datetime) -> Steps[bool]:

@@ -1,7 +1,7 @@
 """Reserve the worst case before dispatch, settle the actual cost after, release on failure.
 
 ```
-reserve ──▶ open ──settle──▶ settled   (one usage row + its returned charge, rest released)
+reserve ──▶ open ──settle──▶ settled   (one usage row, the rest released)
             │ ▲ └──release──▶ released  (failure, or expired: its gateway stopped renewing it)
             │ └────reopen─────┘         (a retry of the same request holds it again)
             └──renew: a live request pushes its expiry on
@@ -193,7 +193,12 @@ def settle_locked_steps(
             return (yield from _settled_before(billable, key))
         charge = charge_of(billable, billed_tokens=held.tokens)
         if held.state == "released":
-            _refuse_late_settlement(caller, charge, held)
+            month_tokens = 0
+            if caller.plan.monthly_token_quota is not None:
+                month_tokens = yield from repository.locked_month_tokens_steps(
+                    caller.tenant_id, held.period
+                )
+            _refuse_late_settlement(caller, charge, held, month_tokens)
         change = _settlement(billable, charge, held.state, now)
         usage = _usage_row(billable, charge, now)
         if (yield from repository.close_steps(dialect, change, usage, key)):
@@ -203,9 +208,13 @@ def settle_locked_steps(
 
 
 def _refuse_late_settlement(
-    caller: AuthenticatedKey, charge: UsageCharge, held: repository.LockedReservation
+    caller: AuthenticatedKey,
+    charge: UsageCharge,
+    held: repository.LockedReservation,
+    month_tokens: int,
 ) -> None:
-    """A released reservation holds nothing: its charge is taken only from what is left."""
+    """A released reservation holds nothing: its charge is taken only from what is left (the
+    credit as locked, and ``month_tokens``: the month's tokens read under its own lock)."""
     plan = caller.plan
     if caller.prepaid and held.available_micros < charge.cost_micros:
         raise InsufficientQuota(
@@ -214,7 +223,7 @@ def _refuse_late_settlement(
             f"its cost of {format_micros(charge.cost_micros, plan.currency)}. Nothing was billed."
         )
     quota = plan.monthly_token_quota
-    if quota is not None and held.month_tokens + charge.billed_tokens > quota:
+    if quota is not None and month_tokens + charge.billed_tokens > quota:
         raise InsufficientQuota(
             "The request's reservation expired before it finished, and the monthly quota no "
             f"longer covers its {charge.billed_tokens} tokens. Nothing was billed."
@@ -368,8 +377,8 @@ def settle(
     now: datetime | None = None,
     key: KeyCompletion | None = None,
 ) -> UsageCharge:
-    """Write the request's one usage row (and its returned charge) at its actual cost and
-    close its reservation. Settling twice returns the first charge."""
+    """Write the request's one usage row at its actual cost and close its reservation.
+    Settling twice returns the first charge."""
     return settle_request(session, billable, now=now, key=key).charge
 
 

@@ -44,7 +44,6 @@ from sqlmodel import SQLModel
 from billing.models import (
     IdempotencyRecord,
     Reservation,
-    ReturnedCharge,
     TenantAccount,
     TenantPeriod,
     UsageEvent,
@@ -61,14 +60,11 @@ reservations = table_of(Reservation)
 accounts = table_of(TenantAccount)
 periods = table_of(TenantPeriod)
 usage_events = table_of(UsageEvent)
-returned_charges = table_of(ReturnedCharge)
 idempotency_records = table_of(IdempotencyRecord)
 
 # The columns a hold and a settlement insert (closed_at and the usage row's id stay unset).
 RESERVATION_COLUMNS = tuple(c.name for c in reservations.columns if c.name != "closed_at")
 USAGE_COLUMNS = tuple(c.name for c in usage_events.columns if c.name != "id")
-# The returned charge repeats the usage row's numbers: what the response tells the client.
-RETURNED_COLUMNS = ("request_id", "tenant_id", "billed_tokens", "cost_micros", "created_at")
 
 
 def param(table: Table, column: str, name: str) -> BindParameter[Any]:
@@ -272,18 +268,10 @@ def tenant_of() -> Select[Any]:
 @cache
 def lock_and_read() -> Select[Any]:
     """Lock the tenant's account; read its available credit and reservation ``request``
-    (absent: NULLs), with the month's tokens used and reserved."""
+    (absent: NULLs)."""
     reservation = and_(
         reservations.c.request_id == bindparam("request"),
         reservations.c.tenant_id == accounts.c.tenant_id,
-    )
-    month_tokens = (
-        select(periods.c.tokens_used + periods.c.tokens_reserved)
-        .where(
-            periods.c.tenant_id == accounts.c.tenant_id,
-            periods.c.period == reservations.c.period,
-        )
-        .scalar_subquery()
     )
     available = accounts.c.credit_micros - accounts.c.spent_micros - accounts.c.reserved_micros
     return (
@@ -294,12 +282,25 @@ def lock_and_read() -> Select[Any]:
             reservations.c.period,
             reservations.c.amount_micros,
             reservations.c.tokens,
-            month_tokens.label("month_tokens"),
         )
         .select_from(accounts)
         .outerjoin(reservations, reservation)
         .where(accounts.c.tenant_id == bindparam("tenant"))
         .with_for_update(of=accounts)
+    )
+
+
+@cache
+def lock_month_tokens() -> Select[Any]:
+    """The month's tokens used and reserved, its counter row locked. A statement of its own,
+    run once the account lock is held: on PostgreSQL (READ COMMITTED) it reads what every
+    transaction before it committed, where a subquery of the statement that waited for the
+    account lock would read the month as it was before the wait. The row lock keeps the
+    writers that take no account lock (free cache hits) out until the decision is written."""
+    return (
+        select(periods.c.tokens_used + periods.c.tokens_reserved)
+        .where(periods.c.tenant_id == bindparam("tenant"), periods.c.period == bindparam("period"))
+        .with_for_update()
     )
 
 
@@ -386,10 +387,7 @@ def sqlite_close(kind: str, with_usage: bool, with_key: bool) -> tuple[Executabl
     """The close's state change, then its writes one by one (run only when it applied)."""
     usage: tuple[Executable, ...] = ()
     if with_usage:
-        usage = (
-            insert_row(usage_events, USAGE_COLUMNS, "usage", None),
-            insert_row(returned_charges, RETURNED_COLUMNS, "usage", None),
-        )
+        usage = (insert_row(usage_events, USAGE_COLUMNS, "usage", None),)
     return (
         change_state(None),
         *usage,
@@ -425,8 +423,6 @@ def postgres_close(with_usage: bool, with_key: bool) -> Executable:
     ]
     if with_usage:
         writes.insert(0, insert_row(usage_events, USAGE_COLUMNS, "usage", closed).cte("usage"))
-        returned = insert_row(returned_charges, RETURNED_COLUMNS, "usage", closed)
-        writes.insert(1, returned.cte("returned"))
     if with_key:
         writes.append(complete_key(closed).cte("completed"))
     return select(exists_in(closed)).add_cte(*writes)
@@ -472,7 +468,6 @@ def sqlite_charge_hit(
     return (
         charge_tokens(kind, with_quota),
         insert_row(usage_events, USAGE_COLUMNS, "usage", None),
-        insert_row(returned_charges, RETURNED_COLUMNS, "usage", None),
         *((spend_micros(None),) if paid else ()),
         *((complete_key(None),) if with_key else ()),
     )
@@ -492,10 +487,7 @@ def postgres_charge_hit(
         if fits_quota:
             allowed = account.c.available >= param(accounts, "spent_micros", "spent_micros")
     counters = charge_tokens("postgresql", with_quota, account, allowed=allowed).cte("counters")
-    writes = [
-        insert_row(usage_events, USAGE_COLUMNS, "usage", counters).cte("usage"),
-        insert_row(returned_charges, RETURNED_COLUMNS, "usage", counters).cte("returned"),
-    ]
+    writes = [insert_row(usage_events, USAGE_COLUMNS, "usage", counters).cte("usage")]
     if paid:
         writes.append(spend_micros(counters).cte("totals"))
     if with_key:

@@ -31,7 +31,8 @@ from billing.models import Job
 from billing.models.types import utcnow
 from billing.reservations import service as reservations
 from billing.reservations.service import Settlement
-from billing.usage.schemas import BillableTranscription
+from billing.usage.returned import record_returned
+from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway.jobs import repository
 from gateway.jobs.schemas import JobStatus, WebhookStatus
 from inference.protocol import TranscriptionResult
@@ -111,7 +112,8 @@ def complete(
     *,
     now: datetime | None = None,
 ) -> Settlement | None:
-    """Bill the job (its usage row and returned charge) and store its result, together; None
+    """Bill the job (its usage row) and store its result with the usage every read of the job
+    shows, together; that stored usage is what the client is told (its returned charge). None
     (nothing written) when the claim no longer holds the job."""
     now = now or utcnow()
     with database.transaction() as session:
@@ -122,6 +124,15 @@ def complete(
         job.result = result.model_dump_json()
         job.usage = settlement.charge.model_dump_json()
         job.cached = billable.cached
+        told = UsageCharge.model_validate_json(job.usage)
+        record_returned(
+            session,
+            job.id,
+            job.tenant_id,
+            billed_tokens=told.billed_tokens,
+            cost_micros=told.cost_micros,
+            now=now,
+        )
         _finish(session, job, JobStatus.completed, now, release=False)
     return settlement
 

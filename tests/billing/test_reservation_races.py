@@ -8,16 +8,19 @@ must win exactly once. Totals are checked the way ``asrgw admin reconcile`` chec
 from __future__ import annotations
 
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import text
+from sqlmodel import Session, select
 
 from billing.db import Database
 from billing.errors import InsufficientQuota, NotFound
 from billing.keys.schemas import AuthenticatedKey
 from billing.keys.service import authenticate
+from billing.migrate import upgrade_to_head
 from billing.models import Reservation, TenantPeriod
 from billing.models.types import utcnow
 from billing.periods import billing_period
@@ -185,3 +188,59 @@ class TestRaces:
         assert totals.spent_micros == sum(row.cost_micros for row in rows)
         assert totals.reserved_micros == 0
         assert totals_disagreeing_with_rows(database) == []
+
+
+@pytest.mark.postgres
+class TestLateSettlementReadsTheMonthUnderItsLock:
+    """A settlement whose hold was swept takes its charge only if the quota still covers it.
+    It waits for the tenant's lock; what another transaction committed meanwhile counts."""
+
+    def test_a_hold_committed_while_it_waited_is_counted(self, postgres_url: str) -> None:
+        upgrade_to_head(postgres_url)
+        database = Database(postgres_url)
+        try:
+            # 1 s at 50 tokens/s holds 50 tokens; the quota takes one hold and a bit.
+            secret = create_tenant_with_key(database, "acme", monthly_token_quota=90)
+            caller = caller_for(database, secret)
+            with database.transaction() as session:
+                reserve(session, "swept", caller, 1_000, ttl=timedelta(minutes=5))
+            with database.transaction() as session:
+                assert release(session, "swept")  # the sweeper gave its hold back
+            late = billable(caller, "swept", "x" * 60)  # billed at its bound: 50 tokens
+            with (
+                Session(database.engine) as blocker,
+                ThreadPoolExecutor(max_workers=1) as pool,
+            ):
+                # Another request holds 50 tokens, its transaction still open (and the
+                # tenant's account locked) when the late settlement starts.
+                blocker_pid = blocker.execute(text("SELECT pg_backend_pid()")).scalar_one()
+                reserve(blocker, "other", caller, 1_000, ttl=timedelta(minutes=5))
+                settling = pool.submit(settle_in_its_own_session, database, late)
+                try:
+                    wait_until_blocked_by(database, blocker_pid)
+                finally:
+                    blocker.commit()
+                with pytest.raises(InsufficientQuota):
+                    settling.result(timeout=60)
+            assert usage_rows(database) == []
+            assert reservations(database) == {"swept": "released", "other": "open"}
+            with database.transaction() as session:
+                findings = reconcile(session, billing_period(utcnow()))
+            assert [f.check for f in findings if not f.ok] == []
+        finally:
+            database.dispose()
+
+
+def settle_in_its_own_session(database: Database, late: BillableTranscription) -> UsageCharge:
+    with database.transaction() as session:
+        return settle(session, late)
+
+
+def wait_until_blocked_by(database: Database, blocker_pid: int, timeout: float = 60) -> None:
+    """Until a backend waits for a lock ``blocker_pid`` holds (a state, not a timing)."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+    deadline = time.monotonic() + timeout
+    with database.engine.connect() as watcher:
+        while not watcher.execute(query, {"pid": blocker_pid}).scalar_one():
+            assert time.monotonic() < deadline, "the settlement never waited for the lock"
+            time.sleep(0.02)
