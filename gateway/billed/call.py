@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
@@ -27,10 +28,10 @@ from pydantic import BaseModel
 
 from billing.idempotency.service import Lease, Settled
 from billing.keys.schemas import AuthenticatedKey, KeyScope
-from gateway.billed.dispatch import Billed, Order, RequestBilling, run_billed
+from gateway.billed.dispatch import Billed, Order, RequestBilling, ledger_refusals, run_billed
 from gateway.billed.idempotency import KeyClaims, fingerprint_md5, new_lease
 from gateway.billed.leases import LeaseKeeper
-from gateway.billed.responses import REPLAYED_HEADER
+from gateway.billed.responses import REPLAYED_HEADER, told_charge
 from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
 from gateway.deps import ApiKeyHeaderValue, BearerCredentials, caller_of, refuse_without_scope
@@ -94,14 +95,15 @@ class BilledCall:
         key = self.request.headers.get("idempotency-key")
         if not key:
             billing = self.billing_of(self.request_id)
-            return render(await run_billed(billing, await prepare(), result_type))
+            response = render(await run_billed(billing, await prepare(), result_type))
+            return await self._returned(response)
         lease = new_lease(self.caller.tenant_id, key)
         request_fingerprint = fingerprint_md5(
             await audio_md5(), {"route": self.request.url.path, **identity}
         )
         claim = await self.keys.claim(lease, request_fingerprint, self.request_id)
         if isinstance(claim, Settled):
-            return await self._replay(claim, result_type, render)
+            return await self._returned(await self._replay(claim, result_type, render))
         billing = self.billing_of(claim.request_id, lease, taken_over=claim.taken_over)
         with self.keys.working(lease):
             try:
@@ -109,7 +111,23 @@ class BilledCall:
             except BaseException:
                 await self.ledger.give_up_key(lease)
                 raise
-            return render(await run_billed(billing, order, result_type))
+            response = render(await run_billed(billing, order, result_type))
+            return await self._returned(response)
+
+    async def _returned(self, response: Response) -> Response:
+        """Record the charge the built response tells the client (its ``x-billing-*``
+        headers), apart from the ledger row that billed it: reconciliation compares them."""
+        told = told_charge(response)
+        if told is None:
+            raise AssertionError("a billed response carries its x-billing-* headers")
+        with anyio.CancelScope(shield=True), ledger_refusals():
+            await self.ledger.record_returned(
+                told.request_id,
+                self.caller.tenant_id,
+                billed_tokens=told.billed_tokens,
+                cost_micros=told.cost_micros,
+            )
+        return response
 
     def billing_of(
         self, request_id: str, lease: Lease | None = None, *, taken_over: bool = False

@@ -1,29 +1,39 @@
 """The money sequence of a billed request, written once:
 
 ```
-hold ──▶ produce (node, or the result cache) ──▶ settle ──▶ Billed(result, charge)
-  │            └── any failure ──▶ abandon (nothing billed) ──▶ raise
-  └── 402 when the worst case does not fit
+hold (shielded) ──▶ produce (node, or the result cache) ──▶ settle (shielded) ──▶ Billed
+  │                        └── any failure or cancellation ──▶ abandon (nothing billed) ──▶ raise
+  └── 402 / 503 ledger_unavailable ──▶ abandon (an Idempotency-Key given up) ──▶ raise
 ```
 
 ``Billing`` says how one kind of request writes its money: a synchronous request holds its
 worst case just before dispatch and gives it back on failure (``RequestBilling``); a job held
 its worst case when it was queued and settles under its lease (``gateway.jobs.worker``). The
-sequence itself, and what reaches the ledger, is the same for every route.
+sequence itself, and what reaches the ledger, is the same for every route; its streamed form
+(billed on what the client was sent) is ``gateway.billed.stream``.
+
+The ledger's refusals become the customer API's errors here and nowhere else
+(``ledger_refusals``): ``InsufficientQuota`` is 402 ``insufficient_quota``, a ledger that cannot
+be reached is 503 ``ledger_unavailable``. Holds and settlements run shielded from cancellation:
+a request cancelled while one is written lets it finish, so what the ledger holds is what the
+gateway knows, and the next checkpoint gives the hold back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 from pydantic import BaseModel
 
 from billing.errors import InsufficientQuota
+from billing.errors import LedgerUnavailable as BillingLedgerUnavailable
 from billing.idempotency.service import Lease
 from billing.keys.schemas import AuthenticatedKey
 from billing.models.types import utcnow
@@ -32,10 +42,15 @@ from billing.reservations.service import Settlement, plan_hold
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from gateway import metrics
 from gateway.billed.leases import LeaseKeeper
-from gateway.errors import ClientGone, QuotaExceeded
+from gateway.errors import ClientGone, LedgerUnavailable, QuotaExceeded
 from gateway.ledger import Ledger
 
+logger = logging.getLogger(__name__)
+
 R = TypeVar("R", bound=BaseModel)
+LEDGER_UNAVAILABLE_MESSAGE = (
+    "The billing ledger is busy or unreachable; nothing was billed. Retry shortly."
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,7 @@ class Usage:
 class Order(Generic[R]):
     """One unit of billed work, checked and ready: what it may cost and how to produce it."""
 
-    audio_ms: int  # the probed length, which bounds the reservation
+    audio_ms: int  # the measured length, which bounds the reservation
     produce: Callable[[], Awaitable[R]]
     usage_of: Callable[[R], Usage]
     cached: R | None = None  # answered by the result cache: held and billed at the hit price
@@ -72,7 +87,7 @@ class Billing(Protocol):
     request_id: str
     caller: AuthenticatedKey
 
-    async def hold(self, order: Order[Any]) -> None: ...
+    async def hold(self, audio_ms: int, *, cached: bool) -> None: ...
 
     def keep_alive(self) -> AbstractContextManager[object]: ...
 
@@ -83,40 +98,66 @@ class Billing(Protocol):
     async def settle(self, billable: BillableTranscription, result: BaseModel) -> Settlement: ...
 
 
+@contextmanager
+def ledger_refusals() -> Iterator[None]:
+    """The ledger's refusals as the customer API's errors (the one place they are mapped)."""
+    try:
+        yield
+    except InsufficientQuota as error:
+        metrics.QUOTA_REJECTIONS.inc()
+        raise QuotaExceeded(error.message) from None
+    except BillingLedgerUnavailable as error:
+        logger.warning("ledger unavailable: %s", error.message)
+        raise LedgerUnavailable(LEDGER_UNAVAILABLE_MESSAGE, retry_after_seconds=1) from None
+
+
+async def hold_worst_case(billing: Billing, audio_ms: int, *, cached: bool) -> None:
+    """Hold what the request may cost. A refusal (402, 503) gives the request up, its
+    Idempotency-Key freed for a retry; a cancellation waits for the hold, then gives it back."""
+    try:
+        with anyio.CancelScope(shield=True), ledger_refusals():
+            await billing.hold(audio_ms, cached=cached)
+        await anyio.lowlevel.checkpoint()
+    except BaseException:
+        await abandon_quietly(billing)
+        raise
+
+
+async def abandon_quietly(billing: Billing) -> None:
+    """``billing.abandon()``, shielded; a ledger that fails it leaves the hold to the sweeper
+    (it expires with its lease) rather than hiding the error that got here."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await billing.abandon()
+        except Exception:
+            logger.exception("could not give back the hold of request %s", billing.request_id)
+
+
 async def run_billed(billing: Billing, order: Order[R], result_type: type[R]) -> Billed[R]:
     """Hold, produce, settle: the one money sequence. Nothing is billed unless a result came
     back and its settlement committed; any failure before that gives the hold back."""
     cached = order.cached is not None
-    try:
-        await billing.hold(order)
-    except InsufficientQuota as error:
-        metrics.QUOTA_REJECTIONS.inc()
-        raise QuotaExceeded(error.message) from None
+    await hold_worst_case(billing, order.audio_ms, cached=cached)
     with billing.keep_alive():
         try:
             result = order.cached if order.cached is not None else await order.produce()
             await billing.before_settle()
+            usage = order.usage_of(result)
+            billable = BillableTranscription(
+                request_id=billing.request_id,
+                caller=billing.caller,
+                model=usage.model,
+                audio_ms=usage.audio_ms,
+                transcript=usage.text,
+                cached=cached,
+            )
+            # A refused settlement: the hold had expired and was given back, and what is left
+            # no longer covers the charge.
+            with anyio.CancelScope(shield=True), ledger_refusals():
+                settlement = await billing.settle(billable, result)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await billing.abandon()
+            await abandon_quietly(billing)
             raise
-    usage = order.usage_of(result)
-    billable = BillableTranscription(
-        request_id=billing.request_id,
-        caller=billing.caller,
-        model=usage.model,
-        audio_ms=usage.audio_ms,
-        transcript=usage.text,
-        cached=cached,
-    )
-    try:
-        settlement = await billing.settle(billable, result)
-    except InsufficientQuota as error:
-        # The hold had expired and was given back; what is left no longer covers the charge.
-        with anyio.CancelScope(shield=True):
-            await billing.abandon()
-        metrics.QUOTA_REJECTIONS.inc()
-        raise QuotaExceeded(error.message) from None
     if settlement.stored_result is not None:
         # Another attempt of the same Idempotency-Key settled first: answer what it billed.
         result = result_type.model_validate_json(settlement.stored_result)
@@ -150,22 +191,19 @@ class RequestBilling:
         self.taken_over = taken_over
         # A cache hit holds nothing: it is checked and charged in one statement at settlement.
         self.unheld_hit = False
+        self.held = False  # a reservation of this request is open
 
-    async def hold(self, order: Order[R]) -> None:
-        if order.cached is not None and not self.taken_over:
+    async def hold(self, audio_ms: int, *, cached: bool) -> None:
+        if cached and not self.taken_over:
             self.unheld_hit = True
             return
         ttl = timedelta(seconds=self.leases.lease_seconds)
         hold = plan_hold(
-            self.request_id,
-            self.caller,
-            order.audio_ms,
-            ttl=ttl,
-            now=utcnow(),
-            cached=order.cached is not None,
+            self.request_id, self.caller, audio_ms, ttl=ttl, now=utcnow(), cached=cached
         )
         if not self.taken_over:
             await self.ledger.reserve(self.caller, hold)
+            self.held = True
             return
         # One reservation per key, ever: a crashed attempt's is still open (adopt it), was
         # released (hold it again), or was never made.
@@ -174,6 +212,7 @@ class RequestBilling:
             await self.ledger.renew(self.request_id, hold.expires_at)
         elif state is None:
             await self.ledger.reserve(self.caller, hold)
+        self.held = state != "settled"
 
     def keep_alive(self) -> AbstractContextManager[object]:
         return self.leases.keep(self.request_id, self.key_lease)
@@ -184,8 +223,9 @@ class RequestBilling:
             raise ClientGone("The client disconnected before the result was ready.")
 
     async def abandon(self) -> None:
-        if not self.unheld_hit:
+        if self.held:
             await self.ledger.release(self.request_id, self.caller.tenant_id)
+            self.held = False
         if self.key_lease is not None:
             await self.ledger.give_up_key(self.key_lease)
 
@@ -195,4 +235,15 @@ class RequestBilling:
             key = KeyCompletion(self.key_lease.key, result.model_dump_json())
         if self.unheld_hit:
             return await self.ledger.charge_hit(billable, key)
-        return await self.ledger.settle(billable, key)
+        settlement = await self.ledger.settle(billable, key)
+        self.held = False
+        return settlement
+
+    async def returned(self, charge: UsageCharge) -> None:
+        """Record what the client was told (or sent) this request cost."""
+        await self.ledger.record_returned(
+            charge.request_id,
+            self.caller.tenant_id,
+            billed_tokens=charge.billed_tokens,
+            cost_micros=charge.cost_micros,
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+
+from starlette.responses import Response
 
 from billing.usage.schemas import BillableTranscription, UsageCharge
 from inference.protocol import TranscriptionResult
@@ -45,3 +47,22 @@ def partial_result(billable: BillableTranscription) -> TranscriptionResult:
         model=billable.model,
         processing_ms=0,
     )
+
+
+class ToldCharge(NamedTuple):
+    request_id: str
+    billed_tokens: int
+    cost_micros: int
+
+
+def told_charge(response: Response) -> ToldCharge | None:
+    """The charge a built response tells its client, read back from its own headers."""
+    headers = response.headers
+    try:
+        return ToldCharge(
+            headers["x-billing-request-id"],
+            int(headers["x-billing-output-tokens"]),
+            int(headers["x-billing-cost-micros"]),
+        )
+    except (KeyError, ValueError):
+        return None

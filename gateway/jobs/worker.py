@@ -14,7 +14,6 @@ import os
 import socket
 import uuid
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 import anyio
 from pydantic import BaseModel
@@ -66,7 +65,7 @@ class JobBilling:
         self.request_id = claim.job.id
         self.caller = claim.caller
 
-    async def hold(self, order: Order[Any]) -> None:
+    async def hold(self, audio_ms: int, *, cached: bool) -> None:
         """Held at submission."""
 
     def keep_alive(self) -> AbstractContextManager[object]:

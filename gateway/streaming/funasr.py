@@ -18,10 +18,16 @@ the nodes) and 16 kHz audio, ``online`` and ``2pass`` send partial text while a 
 by the offline model (``2pass-offline``). Without one, each turn is answered once it ends.
 
 Billing: one ledger row per item (a turn, or at most ``GATEWAY_REALTIME_MAX_ITEM_SECONDS`` of
-audio), for the text the client gets as the item's final (``2pass``: the offline text;
-``online``: its partials). A client gone before an item's final is billed for the partial text
-it was sent (none: nothing). An item whose hold does not fit ends the session with an
-``insufficient_quota`` error and close code 1008.
+audio), for the text the client was sent as the item's final (``2pass``: the offline text;
+``online``: its partials), through the streamed money sequence (``gateway.billed.stream``):
+text is billed only once the client was sent it. In ``offline`` mode each chunk is held and
+transcribed as it comes, and billed when the final message carrying its text was sent; a
+session that ends without one (the client left, a later chunk's hold did not fit) bills the
+chunks whose text it sent and gives the rest back. A client gone before an item's final is
+billed for the partial text it was sent (none: nothing); the session reads its client while
+items wait (``inbox.py``), so that is noticed at once. An item whose hold does not fit ends the
+session with an ``insufficient_quota`` error and close code 1008; one the ledger cannot hold or
+bill gets an error message (``ledger_unavailable``) and the session goes on.
 """
 
 from __future__ import annotations
@@ -33,15 +39,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from starlette.datastructures import State
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from billing.keys.schemas import AuthenticatedKey
+from gateway.billed.stream import DeliveryMeter
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
-from gateway.streaming.items import send_json, transcribe_item
+from gateway.streaming.inbox import Inbox
+from gateway.streaming.items import (
+    open_item,
+    send_json,
+    streamed_audio,
+    transcribe_item,
+    transcribe_pcm,
+)
 from gateway.streaming.live import LIVE_SAMPLE_RATE, LiveTurn, TurnOutcome
 from gateway.streaming.vad import EnergyVad, Turn
-from inference.protocol import Segment, TranscribeParams
+from inference.protocol import Segment, TranscribeParams, TranscriptionResult
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +124,23 @@ class Piece:
     turn: LiveTurn | None = None  # decoded live as it was spoken
 
 
+@dataclass(frozen=True)
+class OfflineChunk:
+    """A transcribed chunk of an ``offline`` session, held until the final message carries its
+    text (then billed) or the session ends without one (then given back)."""
+
+    meter: DeliveryMeter
+    result: TranscriptionResult
+
+
 class FunasrSession:
     def __init__(self, websocket: WebSocket, caller: AuthenticatedKey) -> None:
         self.websocket = websocket
         self.caller = caller
-        self.settings: GatewaySettings = websocket.app.state.settings
+        self.state: State = websocket.app.state
+        self.settings: GatewaySettings = self.state.settings
         self.items: asyncio.Queue[Piece | None] = asyncio.Queue(maxsize=2)
-        self.texts: list[str] = []
+        self.offline_chunks: list[OfflineChunk] = []
         self.gone = False
         self.closing: tuple[int, str] | None = None
         self.buffer = bytearray()
@@ -124,6 +149,9 @@ class FunasrSession:
         self.turn: LiveTurn | None = None  # the turn being decoded live
         self.refusal: BaseException | None = None  # why a live turn ended the session
         self.turns: set[LiveTurn] = set()  # live turns not yet settled
+        # Set when the items loop reaches a live turn: its final waits for it, so finals go out
+        # in the order the turns were spoken.
+        self.turn_reached: dict[LiveTurn, asyncio.Event] = {}
 
     async def run(self) -> None:
         try:
@@ -144,36 +172,48 @@ class FunasrSession:
             and self.config.mode != "offline"
             and self.config.audio_fs == LIVE_SAMPLE_RATE
         )
+        # Read ahead up to one item's audio: a client that leaves while items wait is noticed.
+        item_bytes = self.settings.realtime_max_item_seconds * 1000 * self.bytes_per_ms
+        self.inbox = Inbox(self.websocket, budget_bytes=int(item_bytes))
         try:
-            async with anyio.create_task_group() as group:
-                self.scope = group.cancel_scope
-                group.start_soon(self._transcribe_items, group.cancel_scope)
-                with anyio.move_on_after(self.settings.realtime_max_session_seconds):
-                    await self._read()
-                if self.gone:
-                    group.cancel_scope.cancel()
-                elif self.closing is None and (
-                    self.config.mode == "offline" or self.vad.speaking or self.turn
-                ):
-                    await self._commit()  # between turns only padding is left: nothing to send
-                await self.items.put(None)
+            async with anyio.create_task_group() as session:
+                self.scope = session.cancel_scope
+                session.start_soon(self.inbox.run)
+                session.start_soon(self._stop_when_client_leaves, session.cancel_scope)
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._transcribe_items, work.cancel_scope)
+                    with anyio.move_on_after(self.settings.realtime_max_session_seconds):
+                        await self._read()
+                    if self.closing is None and (
+                        self.config.mode == "offline" or self.vad.speaking or self.turn
+                    ):
+                        await self._commit()  # between turns only padding is left
+                    await self.items.put(None)
+                session.cancel_scope.cancel()  # every item answered: stop reading the client
+            if not self.gone:
+                await self._final()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._settle_abandoned_turns()
-        if not self.gone:
-            await self._final()
+                await self._settle_undelivered()
+
+    @property
+    def bytes_per_ms(self) -> int:
+        return self.config.audio_fs * 2 // 1000
+
+    async def _stop_when_client_leaves(self, session: anyio.CancelScope) -> None:
+        """Nothing more can reach a client that left: the work in flight is cancelled and the
+        text it was not sent is not billed."""
+        await self.inbox.left.wait()
+        self.gone = True
+        session.cancel()
 
     async def _read(self) -> None:
         while self.closing is None:
             with anyio.move_on_after(self.settings.realtime_idle_timeout_seconds) as idle:
-                try:
-                    message = await self.websocket.receive()
-                except WebSocketDisconnect:
-                    self.gone = True
-                    return
+                message = await self.inbox.receive()
             if idle.cancelled_caught:
                 return  # as if the client had said is_speaking: false
-            if message["type"] == "websocket.disconnect":
+            if message is None:
                 self.gone = True
                 return
             if message.get("bytes") is not None:
@@ -187,7 +227,7 @@ class FunasrSession:
                     return
 
     async def _audio(self, pcm: bytes) -> None:
-        bytes_per_ms = self.config.audio_fs * 2 // 1000
+        bytes_per_ms = self.bytes_per_ms
         self.received_ms += len(pcm) // bytes_per_ms
         if self.config.mode == "offline":
             self.buffer += pcm
@@ -212,16 +252,32 @@ class FunasrSession:
         if self.turn is not None:
             self.turn.feed(pcm)
         elif self.vad.speaking:
+            reached = asyncio.Event()
+            offset_ms = self.buffer_offset_ms  # the turn's piece starts here (see _commit)
+
+            async def on_final(result: TranscriptionResult) -> bool:
+                await reached.wait()
+                if not result.text:
+                    return not self.gone  # nothing to send; an empty final costs nothing
+                return await self.send(
+                    mode="2pass-offline",
+                    text=result.text,
+                    is_final=False,
+                    timestamp=timestamps(result.segments, offset_ms),
+                )
+
             self.turn = LiveTurn(
-                self.websocket.app.state,
+                self.state,
                 self.caller,
                 online=TranscribeParams(model=self.settings.online_model, itn=self.config.itn),
                 offline=self._params() if self.config.mode == "2pass" else None,
                 max_item_ms=round(self.settings.realtime_max_item_seconds * 1000),
                 on_delta=self._partial,
+                on_final=on_final,
                 protocol=PROTOCOL,
             )
             self.turns.add(self.turn)
+            self.turn_reached[self.turn] = reached
             self.turn.task.add_done_callback(self._turn_done)
             self.turn.feed(bytes(self.buffer))
 
@@ -231,8 +287,10 @@ class FunasrSession:
         whole when it ends, and the next turn tries a live stream again.)"""
         if task.cancelled() or task.exception() is None:
             return
-        if not isinstance(task.exception(), QuotaExceeded):
-            self.live = False
+        if not isinstance(task.exception(), GatewayError):
+            self.live = False  # unexpected: later turns are answered whole
+        elif not isinstance(task.exception(), QuotaExceeded):
+            return  # the ledger could not hold it: its piece reports the error
         elif self.closing is None and not self.gone:
             self.refusal = task.exception()
             self.closing = (POLICY_VIOLATION, "insufficient_quota")
@@ -240,11 +298,10 @@ class FunasrSession:
 
     async def _partial(self, text: str) -> bool:
         mode = "2pass-online" if self.config.mode == "2pass" else "online"
-        await self.send(mode=mode, text=text, is_final=False)
-        return not self.gone
+        return await self.send(mode=mode, text=text, is_final=False)
 
     async def _commit(self) -> None:
-        bytes_per_ms = self.config.audio_fs * 2 // 1000
+        bytes_per_ms = self.bytes_per_ms
         turn, self.turn = self.turn, None
         if turn is not None:
             turn.end()
@@ -255,12 +312,14 @@ class FunasrSession:
         self.buffer = bytearray()
         await self.items.put(piece)
 
-    async def _settle_abandoned_turns(self) -> None:
-        """Live turns whose final will not be sent (the client left, the session was closed)
-        are billed for the partials the client was sent."""
+    async def _settle_undelivered(self) -> None:
+        """What the client will not be sent (it left, the session was closed) is billed for
+        what it was sent before: a live turn's partials; an offline chunk's nothing."""
         for turn in self.turns:
             turn.cancel()
         await asyncio.gather(*(turn.task for turn in self.turns), return_exceptions=True)
+        for chunk in self.offline_chunks:
+            await chunk.meter.settle()
 
     async def _transcribe_items(self, session_scope: anyio.CancelScope) -> None:
         while (piece := await self.items.get()) is not None:
@@ -280,6 +339,7 @@ class FunasrSession:
         )
 
     async def _finish_turn(self, piece: Piece, turn: LiveTurn) -> None:
+        self.turn_reached.pop(turn, asyncio.Event()).set()
         try:
             outcome = await turn.outcome()
         except GatewayError as error:
@@ -287,7 +347,7 @@ class FunasrSession:
             return
         finally:
             self.turns.discard(turn)
-        if outcome.error is not None and outcome.charge is None:
+        if outcome.error is not None and not outcome.text:
             # No live text reached the client (no node took the stream, or it failed at once):
             # the turn is transcribed as a whole instead.
             logger.warning("live turn failed, answered whole: %s", outcome.error.message)
@@ -295,47 +355,61 @@ class FunasrSession:
             return
         if outcome.error is not None:
             await self.send_error(outcome.error.code, outcome.error.message)
-        self.texts.append(outcome.text)
-        if outcome.final is not None and outcome.final.text:
-            await self.send(
-                mode="2pass-offline",
-                text=outcome.final.text,
-                is_final=False,
-                timestamp=timestamps(outcome.final.segments, piece.offset_ms),
-            )
 
     async def _transcribe(self, piece: Piece) -> None:
         if piece.turn is not None:
             await self._finish_turn(piece, piece.turn)
             return
-        params = self._params()
+        if self.config.mode == "offline":
+            await self._transcribe_offline_chunk(piece)
+            return
+        mode = "2pass-offline" if self.config.mode == "2pass" else "online"
 
-        async def client_gone() -> bool:
-            return self.gone
+        async def deliver(result: TranscriptionResult) -> bool:
+            if not result.text:
+                return not self.gone  # nothing to send; an empty transcript costs nothing
+            return await self.send(
+                mode=mode,
+                text=result.text,
+                is_final=False,
+                timestamp=timestamps(result.segments, piece.offset_ms),
+            )
 
         try:
-            billed = await transcribe_item(
-                self.websocket.app.state,
+            outcome = await transcribe_item(
+                self.state,
                 self.caller,
                 piece.pcm,
                 self.config.audio_fs,
-                params,
+                self._params(),
                 protocol=PROTOCOL,
-                client_gone=client_gone,
+                deliver=deliver,
             )
         except GatewayError as error:
             await self._refused(error)
             return
-        text = billed.result.text
-        self.texts.append(text)
-        if self.config.mode != "offline" and text:
-            mode = "2pass-offline" if self.config.mode == "2pass" else "online"
-            await self.send(
-                mode=mode,
-                text=text,
-                is_final=False,
-                timestamp=timestamps(billed.result.segments, piece.offset_ms),
-            )
+        if outcome.failure is not None:
+            await self.send_error(outcome.failure.code, outcome.failure.message)
+
+    async def _transcribe_offline_chunk(self, piece: Piece) -> None:
+        """An ``offline`` chunk: held and transcribed now, its text sent (and billed) with the
+        final message."""
+        params = self._params()
+        audio_ms = len(piece.pcm) // self.bytes_per_ms
+        try:
+            meter = await open_item(self.state, self.caller, str(params.model), audio_ms)
+        except GatewayError as error:
+            await self._refused(error)
+            return
+        try:
+            result = await transcribe_pcm(self.state, piece.pcm, self.config.audio_fs, params)
+        except BaseException as error:
+            await meter.settle()  # nothing delivered: the hold given back
+            if not isinstance(error, GatewayError):
+                raise
+            await self._refused(error)
+            return
+        self.offline_chunks.append(OfflineChunk(meter, result))
 
     async def _refused(self, error: GatewayError) -> None:
         """An item not transcribed: the client is told why; a hold that does not fit ends the
@@ -345,23 +419,40 @@ class FunasrSession:
             self.closing = (POLICY_VIOLATION, "insufficient_quota")
 
     async def _final(self) -> None:
+        """The last message: in ``offline`` mode the text of every chunk transcribed (each
+        billed once it was sent), then what ended the session early, if anything."""
+        if self.config.mode == "offline" and (self.offline_chunks or self.closing is None):
+            await self._deliver_offline_text()
         if isinstance(self.refusal, GatewayError):
             await self.send_error(self.refusal.code, self.refusal.message)
         if self.closing is not None:
             code, reason = self.closing
             await self.websocket.close(code, reason)
             return
-        text = " ".join(text for text in self.texts if text)
-        mode = "2pass-offline" if self.config.mode == "2pass" else self.config.mode
-        await self.send(
-            mode=mode, text=text if self.config.mode == "offline" else "", is_final=True
-        )
+        if self.config.mode != "offline":
+            mode = "2pass-offline" if self.config.mode == "2pass" else self.config.mode
+            await self.send(mode=mode, text="", is_final=True)
         await self.websocket.close(1000)
 
-    async def send(self, **fields: Any) -> None:
+    async def _deliver_offline_text(self) -> None:
+        text = " ".join(chunk.result.text for chunk in self.offline_chunks if chunk.result.text)
+        delivered = await self.send(mode="offline", text=text, is_final=True)
+        for chunk in self.offline_chunks:
+            if delivered:
+                chunk.meter.sent_final(chunk.result)
+            charge = await chunk.meter.settle()
+            outcome = "completed" if charge is not None else "client_gone"
+            streamed_audio(PROTOCOL, outcome, chunk.meter.audio_ms)
+            if chunk.meter.failure is not None and delivered:
+                failure = chunk.meter.failure
+                await self.send_error(failure.code, failure.message)
+
+    async def send(self, **fields: Any) -> bool:
+        """Send a message; False when the client has gone (then nothing more is sent)."""
         if not self.gone:
             message = {"wav_name": self.config.wav_name, **fields}
             self.gone = not await send_json(self.websocket, message)
+        return not self.gone
 
     async def send_error(self, code: str, message: str) -> None:
         if not self.gone:

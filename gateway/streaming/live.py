@@ -1,4 +1,5 @@
-"""One turn of live speech decoded by an online model while it is spoken, billed on one row.
+"""One turn of live speech decoded by an online model while it is spoken, billed on one row
+through the streamed money sequence (``gateway.billed.stream``).
 
 ```
 speech starts ──▶ hold the worst case of a whole item (GATEWAY_REALTIME_MAX_ITEM_SECONDS)
@@ -6,14 +7,15 @@ speech starts ──▶ hold the worst case of a whole item (GATEWAY_REALTIME_MA
               ├──▶ open a live stream on a node serving GATEWAY_ONLINE_MODEL
               │        └── none can ──▶ UpstreamUnavailable (the hold given back)
 audio ────────┼──▶ the node ──▶ partial text ──▶ the client (each delta counted once sent)
-turn ends ────┴──▶ the node's last text; in 2pass the whole turn again on the offline model
-                   ──▶ settle: the text the client gets as the turn's final (2pass: the offline
-                       text; online: the partials) ──▶ the session sends the final
+turn ends ────┴──▶ the node's last text; in 2pass the whole turn again on the offline model,
+                   sent to the client as the turn's final (``on_final``)
+                   ──▶ settle: the final's text when the client was sent it, else the partials
 client gone ──────▶ settle the partial text it was sent (none: the hold given back)
 ```
 
-A turn that fails midway (the node's stream breaks, the offline pass fails) is billed for the
-partial text its client was sent, and nothing more.
+A turn that fails midway (the node's stream breaks, the offline pass fails) ends with its error
+in the outcome, billed for the partial text its client was sent and nothing more; the session
+tells the client and goes on.
 """
 
 from __future__ import annotations
@@ -26,17 +28,13 @@ from dataclasses import dataclass
 import anyio
 from starlette.datastructures import State
 
-from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
-from billing.usage.schemas import BillableTranscription, UsageCharge
+from billing.usage.schemas import UsageCharge
 from gateway import metrics
-from gateway.billed.dispatch import Order, RequestBilling
-from gateway.billed.responses import partial_result
-from gateway.context import new_request_id
-from gateway.errors import GatewayError, QuotaExceeded
+from gateway.billed.stream import DeliveryMeter
+from gateway.errors import GatewayError
 from gateway.nodes.live import NodeLiveStream
-from gateway.streaming.items import wav
-from gateway.transcriptions.service import transcript_usage
+from gateway.streaming.items import item_billing, transcribe_pcm
 from inference.protocol import TranscribeParams, TranscriptionResult
 
 logger = logging.getLogger(__name__)
@@ -46,17 +44,18 @@ LIVE_SAMPLE_RATE = 16_000  # what a node's online model takes
 
 @dataclass(frozen=True)
 class TurnOutcome:
-    """What the session tells the client at the end of a turn."""
+    """How a turn ended."""
 
-    final: TranscriptionResult | None  # the offline pass (2pass), None in online mode
-    text: str  # the text billed
+    final: TranscriptionResult | None  # the offline pass (2pass) the client was sent
+    text: str  # the text the client was sent: the final's, else the partials
     charge: UsageCharge | None  # None when nothing was billed
-    error: GatewayError | None  # why the turn ended early, if it did
+    error: GatewayError | None  # why the turn ended early, or could not be billed
 
 
 class LiveTurn:
     """A turn's audio goes in with ``feed`` and ends with ``end``; ``outcome`` awaits its
-    settlement. ``on_delta`` sends a partial text and says whether the client is still there."""
+    settlement. ``on_delta`` sends a partial text, ``on_final`` the offline pass's result; each
+    says whether the client took it."""
 
     def __init__(
         self,
@@ -67,6 +66,7 @@ class LiveTurn:
         offline: TranscribeParams | None,
         max_item_ms: int,
         on_delta: Callable[[str], Awaitable[bool]],
+        on_final: Callable[[TranscriptionResult], Awaitable[bool]] | None = None,
         protocol: str,
     ) -> None:
         self.state = state
@@ -75,10 +75,10 @@ class LiveTurn:
         self.offline = offline
         self.max_item_ms = max_item_ms
         self.on_delta = on_delta
+        self.on_final = on_final
         self.protocol = protocol
         self.audio: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.pcm = bytearray()
-        self.sent: list[str] = []
         self.client_gone = False
         self.task = asyncio.create_task(self._run())
 
@@ -103,100 +103,64 @@ class LiveTurn:
         return len(self.pcm) * 1000 // (2 * LIVE_SAMPLE_RATE)
 
     async def _run(self) -> TurnOutcome:
-        billing = RequestBilling(
-            ledger=self.state.ledger,
-            leases=self.state.lease_keeper,
-            client_gone=self._gone,
-            request_id=new_request_id(),
-            caller=self.caller,
+        meter = await DeliveryMeter.open(
+            item_billing(self.state, self.caller),
+            model=str(self.online.model),
+            audio_ms=self.max_item_ms,
         )
-        try:
-            await billing.hold(Order(self.max_item_ms, _never, transcript_usage))
-        except InsufficientQuota as refused:
-            metrics.QUOTA_REJECTIONS.inc()
-            raise QuotaExceeded(refused.message) from None
-        final: TranscriptionResult | None = None
         error: GatewayError | None = None
         try:
-            with billing.keep_alive():
-                try:
-                    async with self.state.nodes.open_live(self.online) as stream:
-                        async with anyio.create_task_group() as group:
-                            group.start_soon(self._pump, stream)
-                            async for text in stream.deltas():
-                                await self._relay(text)
-                    if self.offline is not None and not self.client_gone:
-                        final = await self._offline_pass()
-                except GatewayError as failure:
-                    error = failure
+            try:
+                async with self.state.nodes.open_live(self.online) as stream:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(self._pump, stream)
+                        async for text in stream.deltas():
+                            await self._relay(text, meter)
+                await self._final_pass(meter)
+            except GatewayError as failure:
+                error = failure
+            except BaseExceptionGroup as failures:
+                # A node stream that broke inside the task group: the turn's error, not the
+                # session's.
+                error = gateway_error_in(failures)
         finally:
-            with anyio.CancelScope(shield=True):
-                outcome = await self._settle(billing, final, error)
-        return outcome
+            meter.audio_ms = self.audio_ms
+            charge = await meter.settle()
+            outcome = "client_gone" if self.client_gone else "failed" if error else "completed"
+            metrics.STREAMED_AUDIO_SECONDS.labels(self.protocol, outcome).inc(self.audio_ms / 1000)
+        return TurnOutcome(meter.final, meter.delivered, charge, error or meter.failure)
 
     async def _pump(self, stream: NodeLiveStream) -> None:
         while (pcm := await self.audio.get()) is not None:
             await stream.send(pcm)
         await stream.end()
 
-    async def _relay(self, text: str) -> None:
+    async def _relay(self, text: str, meter: DeliveryMeter) -> None:
         if self.client_gone:
             return
         if await self.on_delta(text):
-            self.sent.append(text)
+            meter.sent(text)
         else:
             self.client_gone = True
 
-    async def _offline_pass(self) -> TranscriptionResult | None:
-        assert self.offline is not None
-        if not self.pcm:
-            return None
-        result: TranscriptionResult = await self.state.nodes.transcribe(
-            wav(bytes(self.pcm), LIVE_SAMPLE_RATE),
-            "item.wav",
-            "audio/wav",
-            self.offline,
-            audio_ms=self.audio_ms,
-        )
-        return result
-
-    async def _gone(self) -> bool:
-        return self.client_gone
-
-    async def _settle(
-        self,
-        billing: RequestBilling,
-        final: TranscriptionResult | None,
-        error: GatewayError | None,
-    ) -> TurnOutcome:
-        """The final's text for a client still there, else the partials it was sent."""
-        partials = "".join(self.sent)
-        delivered = final is not None and not self.client_gone
-        text = final.text if delivered and final is not None else partials
-        outcome = "client_gone" if self.client_gone else "failed" if error else "completed"
-        metrics.STREAMED_AUDIO_SECONDS.labels(self.protocol, outcome).inc(self.audio_ms / 1000)
-        if not text and (self.client_gone or error is not None):
-            await billing.abandon()
-            return TurnOutcome(None, "", None, error)
-        model = final.model if delivered and final is not None else str(self.online.model)
-        billable = BillableTranscription(
-            request_id=billing.request_id,
-            caller=self.caller,
-            model=model,
-            audio_ms=self.audio_ms,
-            transcript=text,
-            cached=False,
-        )
-        stored = final if delivered and final is not None else partial_result(billable)
-        try:
-            settlement = await billing.settle(billable, stored)
-        except InsufficientQuota as refused:
-            await billing.abandon()
-            metrics.QUOTA_REJECTIONS.inc()
-            return TurnOutcome(None, "", None, QuotaExceeded(refused.message))
-        metrics.record_charge(billable, settlement.charge)
-        return TurnOutcome(final if delivered else None, text, settlement.charge, error)
+    async def _final_pass(self, meter: DeliveryMeter) -> None:
+        """2pass: the whole turn again on the offline model, sent as the turn's final."""
+        if self.offline is None or self.on_final is None or self.client_gone or not self.pcm:
+            return
+        final = await transcribe_pcm(self.state, bytes(self.pcm), LIVE_SAMPLE_RATE, self.offline)
+        if await self.on_final(final):
+            meter.sent_final(final)
+        else:
+            self.client_gone = True
 
 
-async def _never() -> TranscriptionResult:
-    raise AssertionError("a live turn produces its text itself")
+def gateway_error_in(failures: BaseExceptionGroup[BaseException]) -> GatewayError:
+    """The first ``GatewayError`` of an exception group; anything else is raised again."""
+    matched, rest = failures.split(GatewayError)
+    if rest is not None or matched is None:
+        raise failures
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, GatewayError)
+    return first

@@ -7,15 +7,21 @@ session.update / transcription_session.update ──▶ session.updated
 input_audio_buffer.append (base64 pcm16) ──▶ server VAD ──▶ speech_started / speech_stopped
 input_audio_buffer.commit (or VAD turn end,  ──▶ committed ──▶ hold the item's worst case
   or GATEWAY_REALTIME_MAX_ITEM_SECONDS)                        ──▶ POST /v1/transcribe ──▶
-        ◀── ...transcription.delta, ...transcription.completed (usage = the item's ledger row)
-        ◀── ...transcription.failed (node failed: nothing billed), error + close 1008 (402)
+        ◀── ...transcription.delta (the transcript) ──▶ settled on what was sent ──▶
+        ◀── ...transcription.completed (usage = the item's ledger row)
+        ◀── ...transcription.failed (node failed, ledger unreachable: nothing billed)
+        ◀── error + close 1008 (402)
 ```
 
-Billing: one ledger row per committed item, through the same money sequence as a file upload.
-An item holds at most ``realtime_max_item_seconds`` of audio, so a session is reserved ahead
-that much worst case at a time; an item whose hold does not fit ends the session with an
+Billing: one ledger row per committed item, through the streamed money sequence
+(``gateway.billed.stream``): the item's transcript is billed once the client was sent it. An
+item holds at most ``realtime_max_item_seconds`` of audio, so a session is reserved ahead that
+much worst case at a time; an item whose hold does not fit ends the session with an
 ``insufficient_quota`` error (items before it stay billed). A client gone before an item's
-transcript is sent is not billed for it. Idle time costs nothing.
+transcript is sent is not billed for it: the session reads its client while items wait
+(``inbox.py``), so a client that leaves is noticed at once and its item in flight dropped. A
+ledger that cannot be reached fails the item (``ledger_unavailable``), not the session. Idle
+time costs nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from types import MappingProxyType
 from typing import Any
 
 import anyio
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from billing.keys.schemas import AuthenticatedKey
 from gateway import metrics
@@ -40,13 +46,14 @@ from gateway.billed.responses import usage_body
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.languages import LANGUAGE_CODES
+from gateway.streaming.inbox import Inbox
 from gateway.streaming.items import send_json, transcribe_item
 from gateway.streaming.vad import EnergyVad, Turn
 from gateway.transcriptions.service import (
     refuse_disallowed_model,
     resolve_model,
 )
-from inference.protocol import TranscribeParams
+from inference.protocol import TranscribeParams, TranscriptionResult
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +132,12 @@ class RealtimeSession:
         self.speech_item: str | None = None
         self.previous_item: str | None = None
         # Two items waiting at most: a client sending faster than they are transcribed waits
-        # (the socket is not read meanwhile), rather than the gateway buffering its audio.
+        # (see the inbox's budget), rather than the gateway buffering its audio.
         self.items: asyncio.Queue[Committed | None] = asyncio.Queue(maxsize=2)
+        # Read ahead up to one item's audio (base64 in JSON): a client that leaves while its
+        # items wait is noticed.
+        item_bytes = int(self.settings.realtime_max_item_seconds * 1000 * BYTES_PER_MS)
+        self.inbox = Inbox(websocket, budget_bytes=item_bytes * 4 // 3)
         self.gone = False
         self.closing: tuple[int, str] | None = None
 
@@ -136,42 +147,52 @@ class RealtimeSession:
         await self.send(self.created_type, session=self.config.public())
         metrics.OPEN_STREAMS.labels(PROTOCOL).inc()
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._transcribe_items, group.cancel_scope)
-                with anyio.move_on_after(self.settings.realtime_max_session_seconds) as limit:
-                    await self._read_events()
-                if limit.cancelled_caught:
-                    await self.error("The session reached its maximum length.", "session_expired")
-                    self.closing = (1000, "session_expired")
-                if self.gone:
-                    # Nothing more can reach the client: the item in flight is cancelled (its
-                    # hold given back, the node's work dropped) and the rest never start.
-                    group.cancel_scope.cancel()
-                await self.items.put(None)
+            async with anyio.create_task_group() as session:
+                session.start_soon(self.inbox.run)
+                session.start_soon(self._stop_when_client_leaves, session.cancel_scope)
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._transcribe_items, work.cancel_scope)
+                    with anyio.move_on_after(self.settings.realtime_max_session_seconds) as limit:
+                        await self._read_events()
+                    if limit.cancelled_caught:
+                        await self.error(
+                            "The session reached its maximum length.", "session_expired"
+                        )
+                        self.closing = (1000, "session_expired")
+                    await self.items.put(None)
+                session.cancel_scope.cancel()  # every item answered: stop reading the client
         finally:
             metrics.OPEN_STREAMS.labels(PROTOCOL).dec()
         if self.closing is not None and not self.gone:
             code, reason = self.closing
             await self.websocket.close(code, reason)
 
+    async def _stop_when_client_leaves(self, session: anyio.CancelScope) -> None:
+        """Nothing more can reach a client that left: the item in flight is cancelled (its hold
+        given back, the node's work dropped) and the queued ones never start."""
+        await self.inbox.left.wait()
+        self.gone = True
+        session.cancel()
+
     async def _read_events(self) -> None:
         while self.closing is None:
             with anyio.move_on_after(self.settings.realtime_idle_timeout_seconds) as idle:
-                try:
-                    message = await self.websocket.receive_text()
-                except WebSocketDisconnect:
-                    self.gone = True
-                    return
+                message = await self.inbox.receive()
             if idle.cancelled_caught:
                 await self.error("No client event arrived within the idle timeout.", "idle_timeout")
                 self.closing = (1000, "idle_timeout")
                 return
+            if message is None:
+                self.gone = True
+                return
             try:
-                await self._handle(message)
+                await self._handle(message.get("text"))
             except EventError as refused:
                 await self.error(refused.message, refused.code, refused.param)
 
-    async def _handle(self, message: str) -> None:
+    async def _handle(self, message: str | None) -> None:
+        if message is None:
+            raise EventError("Events are JSON text frames, not binary ones.", "invalid_event")
         try:
             event = json.loads(message)
         except ValueError:
@@ -335,52 +356,60 @@ class RealtimeSession:
             hotwords=self.config.prompt or None,
         )
 
-        async def client_gone() -> bool:
-            return self.gone
+        async def deliver(result: TranscriptionResult) -> bool:
+            return await self.send(
+                "conversation.item.input_audio_transcription.delta",
+                item_id=item.item_id,
+                content_index=0,
+                delta=result.text,
+            )
 
         try:
-            billed = await transcribe_item(
+            outcome = await transcribe_item(
                 self.websocket.app.state,
                 self.caller,
                 item.pcm,
                 SAMPLE_RATE,
                 params,
                 protocol=PROTOCOL,
-                client_gone=client_gone,
+                deliver=deliver,
             )
         except QuotaExceeded as error:
             await self.error(error.message, "insufficient_quota", event_type="insufficient_quota")
             self.closing = (POLICY_VIOLATION, "insufficient_quota")
             return
         except GatewayError as error:
+            await self._failed(item, error)
+            return
+        if outcome.charge is not None:
             await self.send(
-                "conversation.item.input_audio_transcription.failed",
+                "conversation.item.input_audio_transcription.completed",
                 item_id=item.item_id,
                 content_index=0,
-                error={"type": error.error_type, "code": error.code, "message": error.message},
+                transcript=outcome.result.text,
+                usage=usage_body(outcome.charge),
             )
-            return
-        text = billed.result.text
+        elif outcome.failure is not None:
+            await self._failed(item, outcome.failure)
+
+    async def _failed(self, item: Committed, error: GatewayError) -> None:
+        """The item is not transcribed, or its transcript could not be billed (then it is
+        free); the session goes on."""
         await self.send(
-            "conversation.item.input_audio_transcription.delta",
+            "conversation.item.input_audio_transcription.failed",
             item_id=item.item_id,
             content_index=0,
-            delta=text,
-        )
-        await self.send(
-            "conversation.item.input_audio_transcription.completed",
-            item_id=item.item_id,
-            content_index=0,
-            transcript=text,
-            usage=usage_body(billed.charge),
+            error={"type": error.error_type, "code": error.code, "message": error.message},
         )
 
     # -- sending -------------------------------------------------------------------------
 
-    async def send(self, kind: str, **fields: Any) -> None:
+    async def send(self, kind: str, **fields: Any) -> bool:
+        """Send an event; False when the client has gone (then nothing more is sent)."""
         if not self.gone:
             message = {"event_id": event_id(), "type": kind, **fields}
             self.gone = not await send_json(self.websocket, message)
+        return not self.gone
 
     async def error(
         self, message: str, code: str, param: str | None = None, *, event_type: str | None = None

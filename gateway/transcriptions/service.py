@@ -12,12 +12,11 @@ from collections.abc import Callable
 from fastapi import UploadFile
 from fastapi.responses import Response
 
-from billing.errors import InsufficientQuota
 from billing.keys.schemas import AuthenticatedKey
-from gateway import metrics
 from gateway.audio_probe import LengthLimit, probe_audio_ms
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed, Order, Usage
+from gateway.billed.stream import DeliveryMeter
 from gateway.cache.keys import audio_md5_digest
 from gateway.config import OPENAI_MODEL_ALIASES, GatewaySettings
 from gateway.errors import (
@@ -25,7 +24,6 @@ from gateway.errors import (
     InvalidAudio,
     InvalidRequest,
     PermissionDenied,
-    QuotaExceeded,
 )
 from gateway.formats import TimestampGranularity
 from gateway.streaming.sse import MeteredTranscriptStream
@@ -164,8 +162,9 @@ async def transcribe(
 async def stream_transcription(
     call: BilledCall, request: TranscriptionInput
 ) -> MeteredTranscriptStream:
-    """``stream=true``: the worst case held (402 before anything is sent), then the node's
-    deltas as Server-Sent Events, billed for what was sent (``gateway.streaming.sse``)."""
+    """``stream=true``: the worst case held, or a cached answer charged (402 before anything
+    is sent), then the node's deltas as Server-Sent Events, billed for what was sent
+    (``gateway.streaming.sse``)."""
     if call.request.headers.get("idempotency-key"):
         raise InvalidRequest(
             "stream=true does not take an Idempotency-Key: a stream is billed for the text it "
@@ -175,12 +174,13 @@ async def stream_transcription(
     params = transcribe_params(request)
     md5 = AudioDigest(request.audio)
     order = await prepare_order(call, request, params, md5)
-    billing = call.billing_of(call.request_id)
-    try:
-        await billing.hold(order)
-    except InsufficientQuota as error:
-        metrics.QUOTA_REJECTIONS.inc()
-        raise QuotaExceeded(error.message) from None
+    # Held (or, for a cached answer, charged) before the 200: a 402 is an ordinary response.
+    meter = await DeliveryMeter.open(
+        call.billing_of(call.request_id),
+        model=request.model,
+        audio_ms=order.audio_ms,
+        cached=order.cached,
+    )
     cache = call.cache
     tenant_id = call.caller.tenant_id
 
@@ -192,9 +192,7 @@ async def stream_transcription(
     release_slot = call.request.state.slot.take()
     return MeteredTranscriptStream(
         release_slot=release_slot,
-        billing=billing,
-        model=request.model,
-        audio_ms=order.audio_ms,
+        meter=meter,
         cached=order.cached,
         open_stream=lambda: call.nodes.transcribe_stream(
             request.audio,

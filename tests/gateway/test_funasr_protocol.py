@@ -30,7 +30,7 @@ from gateway.errors import QuotaExceeded
 from gateway.streaming.endpoints import RedactQueryToken
 from gateway.streaming.live import LiveTurn, TurnOutcome
 from inference.audio import decode_audio, to_pcm16
-from inference.protocol import TranscribeParams
+from inference.protocol import TranscribeParams, TranscriptionResult
 from tests.conftest import NODE_SECRET, ONLINE_MODEL
 from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port, running
@@ -377,6 +377,7 @@ class TestLiveTurnBilling:
         *,
         deliveries: int,
         offline: bool,
+        final_delivered: bool = True,
     ) -> tuple[TurnOutcome | None, list[str]]:
         state = client.app.state  # type: ignore[attr-defined]
         caller = caller_for(database, key)
@@ -389,6 +390,9 @@ class TestLiveTurnBilling:
                 sent.append(text)
                 return True
 
+            async def on_final(result: TranscriptionResult) -> bool:
+                return final_delivered and await on_delta(result.text)
+
             turn = LiveTurn(
                 state,
                 caller,
@@ -396,6 +400,7 @@ class TestLiveTurnBilling:
                 offline=TranscribeParams(model="pocketsphinx-en") if offline else None,
                 max_item_ms=30_000,
                 on_delta=on_delta,
+                on_final=on_final,
                 protocol="funasr",
             )
             for start in range(0, len(pcm), CHUNK_BYTES):
@@ -419,6 +424,42 @@ class TestLiveTurnBilling:
         assert len(sent) == 1
         assert row.billed_tokens == count_tokens(sent[0], "char") > 0
         assert row.model == ONLINE_MODEL
+        assert account(database, "acme").reserved_micros == 0
+        assert unreconciled(database) == []
+
+    @pytest.mark.parametrize("final_delivered", [True, False])
+    def test_a_2pass_final_is_billed_only_once_the_client_was_sent_it(
+        self,
+        online_node_url: str,
+        database: Database,
+        two_sentences_wav: Path,
+        final_delivered: bool,
+    ) -> None:
+        key = create_tenant_with_key(database, "acme")
+        pcm = pcm16k(two_sentences_wav.read_bytes())
+        with online_gateway(database, online_node_url) as client:
+            outcome, sent = self.run_turn(
+                client,
+                database,
+                key,
+                pcm,
+                deliveries=1_000,
+                offline=True,
+                final_delivered=final_delivered,
+            )
+        assert outcome is not None
+        (row,) = usage_rows(database)
+        if final_delivered:
+            # The offline text was the last thing sent: it is billed, in place of the partials.
+            assert outcome.final is not None
+            assert sent[-1] == outcome.final.text == outcome.text
+            assert row.model == "pocketsphinx-en"
+        else:
+            # The offline pass ran, but its send failed: the partials the client has are billed.
+            assert outcome.final is None
+            assert outcome.text == "".join(sent)
+            assert row.model == ONLINE_MODEL
+        assert row.billed_tokens == count_tokens(outcome.text, "char")
         assert account(database, "acme").reserved_micros == 0
         assert unreconciled(database) == []
 

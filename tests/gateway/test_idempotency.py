@@ -22,12 +22,15 @@ from fastapi.testclient import TestClient
 from sqlmodel import select
 
 from billing.config import BillingSettings
+from billing.credits.service import add_credit
 from billing.db import Database
 from billing.idempotency.service import Lease, claim_steps
 from billing.keys.schemas import AuthenticatedKey
 from billing.keys.service import authenticate
 from billing.models import Reservation
 from billing.models.types import utcnow
+from billing.periods import billing_period
+from billing.reconcile.service import reconcile
 from billing.reservations.service import reserve
 from billing.reservations.sweeper import release_expired
 from billing.statements import run
@@ -36,7 +39,7 @@ from gateway.billed.idempotency import fingerprint_md5
 from gateway.cache.keys import md5_digest
 from inference.protocol import READY_PATH
 from tests.e2e.crash_harness import recording
-from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
+from tests.fixtures.factories import TEST_ACTOR, account, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port, running, running_command
 from tests.fixtures.standin_node import expected_transcript
 from tests.gateway.conftest import gateway_settings
@@ -255,6 +258,30 @@ class TestTakeover:
         assert after.headers["idempotent-replayed"] == "true"
         assert node.transcriptions == 1
         assert len(usage_rows(database)) == 1
+
+
+class TestRefusedHold:
+    def test_a_402_gives_the_key_up_and_a_retry_after_a_top_up_is_served(
+        self, database: Database, tmp_path: Path, audio: bytes
+    ) -> None:
+        key = create_tenant_with_key(database, "acme", prepaid=True, credit_micros=1)
+        node = GatedNode()
+        with client_for(node, database, tmp_path, idempotency_wait_seconds=0.3) as client:
+            refused = post(client, key, audio, idempotency_key="k-402")
+            with database.transaction() as session:
+                add_credit(session, "acme", 1_000_000, idempotency_key="top-up", actor=TEST_ACTOR)
+            # Neither a wait nor a 409: the refused attempt left the key free.
+            retried = post(client, key, audio, idempotency_key="k-402")
+        assert refused.status_code == 402
+        assert refused.json()["error"]["code"] == "insufficient_quota"
+        assert retried.status_code == 200
+        assert "idempotent-replayed" not in retried.headers
+        assert node.transcriptions == 1
+        (row,) = usage_rows(database)
+        assert row.cost_micros == int(retried.headers["x-billing-cost-micros"])
+        with database.transaction() as session:
+            findings = reconcile(session, billing_period(utcnow()))
+        assert [f.check for f in findings if not f.ok] == []
 
 
 class TestLateSettlement:

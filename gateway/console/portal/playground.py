@@ -23,7 +23,7 @@ from billing.keys.service import caller_for_tenant_key, list_api_keys
 from billing.money import format_micros
 from gateway.billed.call import BilledCall
 from gateway.billed.dispatch import Billed
-from gateway.billed.responses import usage_body
+from gateway.billed.responses import charge_headers, usage_body
 from gateway.console.deps import PortalPage, PortalWrite
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, SettingsDep
@@ -136,6 +136,7 @@ async def playground_transcribe(
                 "audio_seconds": charge.audio_ms / 1000,
             },
         }
-        return JSONResponse(page, headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store", **charge_headers(charge, cached=billed.cached)}
+        return JSONResponse(page, headers=headers)
 
     return await transcribe_in_playground(request, key, transcription, answer)
