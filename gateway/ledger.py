@@ -33,6 +33,7 @@ from billing.reservations.statements import usage_row_of
 from billing.statements import Fetch, Step, Steps, run, single
 from billing.usage import returned
 from billing.usage.schemas import BillableTranscription, UsageCharge
+from gateway.group_commit import GroupCommit
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ class Ledger:
         self._aio = (
             AsyncLedger(database.url, pool_size=pool_size) if is_postgres(database.url) else None
         )
+        self._returned = GroupCommit(self._record_returned)
 
     async def open(self) -> None:
         if self._aio is not None:
@@ -134,17 +136,14 @@ class Ledger:
     async def record_returned(
         self, request_id: str, tenant_id: int, *, billed_tokens: int, cost_micros: int
     ) -> None:
-        """What the client was told ``request_id`` cost (``billing.usage.returned``)."""
-        now = utcnow()
+        """What the client was told ``request_id`` cost (``billing.usage.returned``), committed
+        before this returns; the records of concurrent requests share one transaction."""
+        charge = returned.Returned(request_id, tenant_id, billed_tokens, cost_micros, utcnow())
+        await self._returned.add(charge)
+
+    async def _record_returned(self, charges: list[returned.Returned]) -> None:
         await self.run(
-            lambda dialect: returned.record_returned_steps(
-                dialect,
-                request_id,
-                tenant_id,
-                billed_tokens=billed_tokens,
-                cost_micros=cost_micros,
-                now=now,
-            )
+            lambda dialect: returned.record_returned_steps(dialect, charges), atomic=True
         )
 
     # Idempotency-Key leases.

@@ -9,9 +9,10 @@ recorded twice (a replay of a settled Idempotency-Key) keeps the first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
 
 from sqlalchemy import Executable, Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,23 +32,21 @@ def insert_returned(kind: str) -> Executable:
     return insert(returned_charges).on_conflict_do_nothing(index_elements=["request_id"])
 
 
-def record_returned_steps(
-    dialect: str,
-    request_id: str,
-    tenant_id: int,
-    *,
-    billed_tokens: int,
-    cost_micros: int,
-    now: datetime,
-) -> Steps[None]:
-    row: dict[str, Any] = {
-        "request_id": request_id,
-        "tenant_id": tenant_id,
-        "billed_tokens": billed_tokens,
-        "cost_micros": cost_micros,
-        "created_at": now,
-    }
-    yield Step(insert_returned(dialect), row)
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """One charge as the client was told it."""
+
+    request_id: str
+    tenant_id: int
+    billed_tokens: int
+    cost_micros: int
+    created_at: datetime
+
+
+def record_returned_steps(dialect: str, charges: Sequence[Returned]) -> Steps[None]:
+    """Record ``charges`` (run them in one transaction: one commit for them all)."""
+    for charge in charges:
+        yield Step(insert_returned(dialect), asdict(charge))
 
 
 def record_returned(
@@ -61,12 +60,5 @@ def record_returned(
 ) -> None:
     """The blocking form, inside the caller's transaction."""
     connection = session.connection()
-    steps = record_returned_steps(
-        connection.dialect.name,
-        request_id,
-        tenant_id,
-        billed_tokens=billed_tokens,
-        cost_micros=cost_micros,
-        now=now or utcnow(),
-    )
-    run(connection, steps)
+    charge = Returned(request_id, tenant_id, billed_tokens, cost_micros, now or utcnow())
+    run(connection, record_returned_steps(connection.dialect.name, [charge]))
