@@ -319,7 +319,11 @@ class FunasrSession:
             turn.cancel()
         await asyncio.gather(*(turn.task for turn in self.turns), return_exceptions=True)
         for chunk in self.offline_chunks:
-            await chunk.meter.settle()
+            if not chunk.meter.settled:
+                await chunk.meter.settle()
+                streamed_audio(
+                    PROTOCOL, "client_gone" if self.gone else "failed", chunk.meter.audio_ms
+                )
 
     async def _transcribe_items(self, session_scope: anyio.CancelScope) -> None:
         while (piece := await self.items.get()) is not None:
