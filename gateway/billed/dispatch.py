@@ -151,18 +151,31 @@ async def run_billed(billing: Billing, order: Order[R], result_type: type[R]) ->
                 transcript=usage.text,
                 cached=cached,
             )
-            # A refused settlement: the hold had expired and was given back, and what is left
-            # no longer covers the charge.
-            with anyio.CancelScope(shield=True), ledger_refusals():
-                settlement = await billing.settle(billable, result)
         except BaseException:
             await abandon_quietly(billing)
             raise
+        settlement = await settle_billed(billing, billable, result)
     if settlement.stored_result is not None:
         # Another attempt of the same Idempotency-Key settled first: answer what it billed.
         result = result_type.model_validate_json(settlement.stored_result)
-    metrics.record_charge(billable, settlement.charge)
     return Billed(result, settlement.charge, cached)
+
+
+async def settle_billed(
+    billing: Billing, billable: BillableTranscription, result: BaseModel
+) -> Settlement:
+    """Settle ``billable`` (its result stored for ``result``'s Idempotency-Key), shielded from
+    cancellation, and count its charge. Refused (the hold had expired and was given back, and
+    what is left no longer covers the charge; the ledger unreachable) or failed any other way,
+    the hold is given back and the API's error raised."""
+    try:
+        with anyio.CancelScope(shield=True), ledger_refusals():
+            settlement = await billing.settle(billable, result)
+    except BaseException:
+        await abandon_quietly(billing)
+        raise
+    metrics.record_charge(billable, settlement.charge)
+    return settlement
 
 
 class RequestBilling:

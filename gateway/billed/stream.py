@@ -28,12 +28,11 @@ from contextlib import ExitStack, asynccontextmanager
 import anyio
 
 from billing.usage.schemas import BillableTranscription, UsageCharge
-from gateway import metrics
 from gateway.billed.dispatch import (
     RequestBilling,
     abandon_quietly,
     hold_worst_case,
-    ledger_refusals,
+    settle_billed,
 )
 from gateway.billed.responses import partial_result
 from gateway.errors import GatewayError
@@ -73,15 +72,10 @@ class DeliveryMeter:
         await hold_worst_case(billing, audio_ms, cached=cached is not None)
         if cached is not None:
             meter.cached = True
-            billable = meter._billable(cached.text, cached.model)
-            try:
-                with anyio.CancelScope(shield=True), ledger_refusals():
-                    settlement = await billing.settle(billable, cached)
-            except BaseException:
-                await abandon_quietly(billing)
-                raise
+            settlement = await settle_billed(
+                billing, meter._billable(cached.text, cached.model), cached
+            )
             meter.charge = settlement.charge
-            metrics.record_charge(billable, settlement.charge)
         meter._alive.enter_context(billing.keep_alive())
         return meter
 
@@ -125,14 +119,11 @@ class DeliveryMeter:
         billable = self._billable(self.delivered, model)
         stored = self.final or partial_result(billable)
         try:
-            with ledger_refusals():
-                settlement = await self.billing.settle(billable, stored)
+            settlement = await settle_billed(self.billing, billable, stored)
         except GatewayError as refused:
-            await abandon_quietly(self.billing)
-            self.failure = refused
+            self.failure = refused  # its hold was given back: nothing is billed
             return
         self.charge = settlement.charge
-        metrics.record_charge(billable, settlement.charge)
         await self._record_returned(settlement.charge)
 
     async def _record_returned(self, charge: UsageCharge) -> None:
