@@ -49,6 +49,7 @@ from gateway.errors import GatewayError, QuotaExceeded
 from gateway.streaming.inbox import Inbox
 from gateway.streaming.items import (
     open_item,
+    pcm_ms,
     send_json,
     streamed_audio,
     transcribe_item,
@@ -399,7 +400,7 @@ class FunasrSession:
         """An ``offline`` chunk: held and transcribed now, its text sent (and billed) with the
         final message."""
         params = self._params()
-        audio_ms = len(piece.pcm) // self.bytes_per_ms
+        audio_ms = pcm_ms(piece.pcm, self.config.audio_fs)
         try:
             meter = await open_item(self.state, self.caller, str(params.model), audio_ms)
         except GatewayError as error:

@@ -57,10 +57,15 @@ async def open_item(
     return await DeliveryMeter.open(item_billing(state, caller), model=model, audio_ms=audio_ms)
 
 
+def pcm_ms(pcm: bytes | bytearray, sample_rate: int) -> int:
+    """The length of 16-bit mono PCM, in whole milliseconds."""
+    return len(pcm) * 1000 // (2 * sample_rate)
+
+
 async def transcribe_pcm(
     state: State, pcm: bytes, sample_rate: int, params: TranscribeParams
 ) -> TranscriptionResult:
-    audio_ms = len(pcm) * 1000 // (2 * sample_rate)
+    audio_ms = pcm_ms(pcm, sample_rate)
     return await state.nodes.transcribe(  # type: ignore[no-any-return]
         wav(pcm, sample_rate), "item.wav", "audio/wav", params, audio_ms=audio_ms
     )
@@ -79,7 +84,7 @@ async def transcribe_item(
     """Hold, transcribe, ``deliver``, settle: the item's transcript is billed only once the
     client was sent it. Raises ``QuotaExceeded`` when its hold does not fit and the node's
     ``GatewayError`` otherwise, with nothing billed; cancelled, it gives its hold back."""
-    audio_ms = len(pcm) * 1000 // (2 * sample_rate)
+    audio_ms = pcm_ms(pcm, sample_rate)
     outcome = "failed"
     try:
         async with metered(
@@ -91,7 +96,6 @@ async def transcribe_item(
                 outcome = "completed"
             else:
                 outcome = "client_gone"
-            await meter.settle()
         return ItemOutcome(result, meter.charge, meter.failure)
     finally:
         streamed_audio(protocol, outcome, audio_ms)

@@ -30,11 +30,10 @@ from starlette.datastructures import State
 
 from billing.keys.schemas import AuthenticatedKey
 from billing.usage.schemas import UsageCharge
-from gateway import metrics
 from gateway.billed.stream import DeliveryMeter
 from gateway.errors import GatewayError
 from gateway.nodes.live import NodeLiveStream
-from gateway.streaming.items import item_billing, transcribe_pcm
+from gateway.streaming.items import item_billing, pcm_ms, streamed_audio, transcribe_pcm
 from inference.protocol import TranscribeParams, TranscriptionResult
 
 logger = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class LiveTurn:
 
     @property
     def audio_ms(self) -> int:
-        return len(self.pcm) * 1000 // (2 * LIVE_SAMPLE_RATE)
+        return pcm_ms(self.pcm, LIVE_SAMPLE_RATE)
 
     async def _run(self) -> TurnOutcome:
         meter = await DeliveryMeter.open(
@@ -127,7 +126,7 @@ class LiveTurn:
             meter.audio_ms = self.audio_ms
             charge = await meter.settle()
             outcome = "client_gone" if self.client_gone else "failed" if error else "completed"
-            metrics.STREAMED_AUDIO_SECONDS.labels(self.protocol, outcome).inc(self.audio_ms / 1000)
+            streamed_audio(self.protocol, outcome, self.audio_ms)
         return TurnOutcome(meter.final, meter.delivered, charge, error or meter.failure)
 
     async def _pump(self, stream: NodeLiveStream) -> None:
