@@ -66,14 +66,17 @@ class LengthLimit:
             param="file",
         )
 
+    def checked(self, duration_ms: int) -> int:
+        """``duration_ms``, or the refusal when it passes the limit."""
+        if duration_ms > self.ms:
+            raise self.refusal()
+        return duration_ms
+
 
 def probe_duration_ms(data: bytes, limit: LengthLimit) -> int:
     """The audio's length in milliseconds, measured from its packets; ``AudioTooLong`` as soon
     as it passes ``limit``, ``InvalidAudio`` saying what is wrong with anything else."""
-    duration_ms = measured_ms(data, limit.ms)
-    if duration_ms > limit.ms:
-        raise limit.refusal()
-    return duration_ms
+    return limit.checked(measured_ms(data, limit.ms))
 
 
 def heard_duration_ms(data: bytes, heard_ms: int) -> int:
@@ -82,28 +85,27 @@ def heard_duration_ms(data: bytes, heard_ms: int) -> int:
 
 
 async def probe_audio_ms(data: bytes, limit: LengthLimit) -> int:
-    """``probe_duration_ms``: a plain WAV on the spot, anything else on a worker thread."""
-    from_header = wav_duration_ms(data)
-    if from_header is not None:
-        if from_header > limit.ms:
-            raise limit.refusal()
-        return from_header
-    return await anyio.to_thread.run_sync(probe_duration_ms, data, limit)
+    """``probe_duration_ms``, off the event loop unless the file is a plain WAV."""
+    return limit.checked(await measure_ms(data, limit.ms))
 
 
 async def probe_heard_ms(data: bytes, heard_ms: int) -> int:
-    """``heard_duration_ms``: a plain WAV on the spot, anything else on a worker thread."""
+    """``heard_duration_ms``, off the event loop unless the file is a plain WAV."""
+    return min(await measure_ms(data, heard_ms), heard_ms)
+
+
+async def measure_ms(data: bytes, stop_after_ms: int) -> int:
+    """``measured_ms``: a plain WAV on the spot, anything else on a worker thread."""
     from_header = wav_duration_ms(data)
     if from_header is not None:
-        return min(from_header, heard_ms)
-    return await anyio.to_thread.run_sync(heard_duration_ms, data, heard_ms)
+        return from_header
+    return await anyio.to_thread.run_sync(packet_duration_ms, data, stop_after_ms)
 
 
 def measured_ms(data: bytes, stop_after_ms: int) -> int:
     """The audio's length in milliseconds, or, once it passes ``stop_after_ms``, the length
-    counted when measuring stopped (more than ``stop_after_ms``)."""
-    if not data:
-        raise InvalidAudio("The audio file is empty (0 bytes).", param="file")
+    counted when measuring stopped (more than ``stop_after_ms``). An empty file is refused
+    when it is opened (``inference.containers``)."""
     from_header = wav_duration_ms(data)
     if from_header is not None:
         return from_header

@@ -20,6 +20,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from inference.config import InferenceSettings
 from inference.containers import UnreadableAudio, open_audio
 from inference.errors import AudioTooLong, InferenceError, InvalidAudio
 
@@ -27,7 +28,7 @@ SAMPLE_RATE = 16_000
 # What a growing buffer starts with: 30 s of audio, 1.9 MB.
 INITIAL_SAMPLES = 30 * SAMPLE_RATE
 # The node's default INFERENCE_MAX_AUDIO_SECONDS: the limit of a direct call to decode_audio.
-DEFAULT_MAX_SECONDS = 4 * 3600
+DEFAULT_MAX_SECONDS: float = InferenceSettings.model_fields["max_audio_seconds"].default
 
 AudioArray = npt.NDArray[np.float32]
 
