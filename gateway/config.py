@@ -105,6 +105,8 @@ class GatewaySettings(BaseSettings):
     # … and/or RS256/ES256 tokens verified with an identity provider's JWKS.
     admin_jwks_url: str = ""
     admin_jwks_algorithms: str = "RS256,ES256"
+    # A token whose kid the JWKS lacks refetches it at most this often (anyone can make up kids).
+    admin_jwks_refetch_seconds: float = Field(default=30.0, gt=0)
     admin_jwt_audience: str = "asrgw-admin"
     admin_jwt_issuer: str = "asrgw"
     admin_jwt_leeway_seconds: int = Field(default=30, ge=0)

@@ -4,7 +4,7 @@ Two ways to sign, each pinned to its algorithms:
 - HS256 with ``GATEWAY_ADMIN_JWT_SECRET`` (the embedded default; ``asrgw admin token`` mints
   tokens with it; set the secret empty to turn HS256 off);
 - RS256/ES256 with keys from ``GATEWAY_ADMIN_JWKS_URL`` (an SSO provider's JWKS), fetched and
-  cached by PyJWT's ``PyJWKClient``.
+  cached by ``JwksKeys``, which refetches for an unknown ``kid`` at a bounded rate.
 
 A token's ``alg`` header picks the path, and only a configured path is open: ``none``, an HS256
 token where only JWKS is configured (the classic confusion of an RSA public key for an HMAC
@@ -21,14 +21,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import httpx
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from billing.audit.schemas import Actor
+from gateway.admin.jwks import JwksKeys
 from gateway.config import GatewaySettings
-from gateway.errors import AdminAuthError, AuthUnavailable, PermissionDenied
+from gateway.errors import AdminAuthError, PermissionDenied
 
 HS256 = "HS256"
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
@@ -71,14 +73,20 @@ def parse_scopes(claims: dict[str, Any]) -> frozenset[Scope]:
 class TokenVerifier:
     """Verifies admin tokens against the configured secret and JWKS."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(
+        self, settings: GatewaySettings, *, jwks_transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.secret = settings.admin_jwt_secret
         self.audience = settings.admin_jwt_audience
         self.issuer = settings.admin_jwt_issuer
         self.leeway = settings.admin_jwt_leeway_seconds
         self.jwks_algorithms = settings.admin_jwks_algorithm_list
         self.jwks = (
-            jwt.PyJWKClient(settings.admin_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            JwksKeys(
+                settings.admin_jwks_url,
+                refetch_seconds=settings.admin_jwks_refetch_seconds,
+                transport=jwks_transport,
+            )
             if settings.admin_jwks_url
             else None
         )
@@ -87,14 +95,8 @@ class TokenVerifier:
         if algorithm == HS256 and self.secret:
             return self.secret, [HS256]
         if algorithm in self.jwks_algorithms and self.jwks is not None:
-            try:
-                return self.jwks.get_signing_key_from_jwt(token).key, self.jwks_algorithms
-            except jwt.PyJWKClientConnectionError as error:
-                raise AuthUnavailable(
-                    "The identity provider's signing keys could not be fetched; retry later."
-                ) from error
-            except (jwt.PyJWKClientError, jwt.InvalidTokenError) as error:
-                raise AdminAuthError(f"No signing key matches this token: {error}") from None
+            kid = jwt.get_unverified_header(token).get("kid")
+            return self.jwks.key_for(kid if isinstance(kid, str) else None), self.jwks_algorithms
         raise AdminAuthError(f"Tokens signed with {algorithm!r} are not accepted here.")
 
     def verify(self, token: str) -> AdminClaims:

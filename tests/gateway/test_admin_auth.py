@@ -312,3 +312,121 @@ class TestSettings:
     def test_jwks_algorithms_must_be_asymmetric(self) -> None:
         with pytest.raises(ValidationError, match="not one of"):
             GatewaySettings(admin_jwks_algorithms="RS256,HS256")
+
+
+class CountingJwks:
+    """A JWKS endpoint in place of the network (httpx.MockTransport) that counts its fetches."""
+
+    def __init__(self, provider: JwksServer) -> None:
+        self.provider = provider
+        self.fetches = 0
+        self.now = 1_000.0
+        self.lock = threading.Lock()
+
+    def handle(self, request: Any) -> Any:
+        import httpx
+
+        assert request.url.path == "/jwks.json"
+        with self.lock:
+            self.fetches += 1
+        public_key = self.provider.rsa_key.public_key()
+        key = JwksServer._jwk(jwt.algorithms.RSAAlgorithm, public_key, "rsa-1", "RS256")
+        return httpx.Response(200, json={"keys": [key]})
+
+    def verifier(self, **overrides: Any) -> Any:
+        import httpx
+
+        from gateway.admin.auth import TokenVerifier
+
+        settings = admin_settings(
+            admin_jwt_secret="",
+            admin_jwks_url="https://sso.example.com/jwks.json",
+            admin_jwt_issuer=ISSUER,
+            **overrides,
+        )
+        verifier = TokenVerifier(settings, jwks_transport=httpx.MockTransport(self.handle))
+        assert verifier.jwks is not None
+        verifier.jwks.clock = lambda: self.now
+        return verifier
+
+
+class TestJwksRefetchLimit:
+    @pytest.fixture
+    def provider(self) -> Iterator[JwksServer]:
+        server = JwksServer()
+        yield server
+        server.close()
+
+    @staticmethod
+    def unknown_kid_token(provider: JwksServer, kid: str) -> str:
+        return jwt.encode(claims(), provider.rsa_key, algorithm="RS256", headers={"kid": kid})
+
+    def test_unknown_kids_fetch_once_per_interval(self, provider: JwksServer) -> None:
+        from gateway.errors import AdminAuthError
+
+        jwks = CountingJwks(provider)
+        verifier = jwks.verifier(admin_jwks_refetch_seconds=30)
+        for attempt in range(20):
+            with pytest.raises(AdminAuthError, match="unknown kid") as refused:
+                verifier.verify(self.unknown_kid_token(provider, f"made-up-{attempt}"))
+            assert refused.value.code == "invalid_token"
+        assert jwks.fetches == 1
+        jwks.now += 29.9
+        with pytest.raises(AdminAuthError):
+            verifier.verify(self.unknown_kid_token(provider, "made-up-x"))
+        assert jwks.fetches == 1
+        jwks.now += 0.1
+        with pytest.raises(AdminAuthError):
+            verifier.verify(self.unknown_kid_token(provider, "made-up-y"))
+        assert jwks.fetches == 2
+        # The known key keeps working between refetches, and costs no fetch.
+        known = jwt.encode(claims(), provider.rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+        assert verifier.verify(known).subject == "ops@example.com"
+        assert jwks.fetches == 2
+
+    def test_concurrent_unknown_kids_share_one_fetch(self, provider: JwksServer) -> None:
+        jwks = CountingJwks(provider)
+        verifier = jwks.verifier()
+        start = threading.Barrier(8)
+        codes: list[str] = []
+
+        def attempt(index: int) -> None:
+            from gateway.errors import AdminAuthError
+
+            start.wait()
+            try:
+                verifier.verify(self.unknown_kid_token(provider, f"made-up-{index}"))
+            except AdminAuthError as error:
+                codes.append(error.code)
+
+        threads = [threading.Thread(target=attempt, args=(index,)) for index in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert codes == ["invalid_token"] * 8
+        assert jwks.fetches == 1
+
+    def test_an_unknown_kid_through_the_api_is_401_without_a_second_fetch(
+        self, database: Database, provider: JwksServer
+    ) -> None:
+        fetches: list[str] = []
+        original = provider.server.RequestHandlerClass.do_GET  # type: ignore[attr-defined]
+
+        def counted(handler: Any) -> None:
+            fetches.append(handler.path)
+            original(handler)
+
+        provider.server.RequestHandlerClass.do_GET = counted  # type: ignore[attr-defined]
+        settings = admin_settings(
+            admin_jwt_secret="", admin_jwks_url=provider.url, admin_jwt_issuer=ISSUER
+        )
+        with admin_client(database, settings) as client:
+            for attempt in range(5):
+                forged = self.unknown_kid_token(provider, f"made-up-{attempt}")
+                response = client.get("/admin/tenants", headers=bearer(forged))
+                assert response.status_code == 401
+                assert error_of(response)["code"] == "invalid_token"
+            signed = self.unknown_kid_token(provider, "rsa-1")
+            assert client.get("/admin/tenants", headers=bearer(signed)).status_code == 200
+        assert len(fetches) == 1
