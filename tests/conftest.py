@@ -21,7 +21,8 @@ from tests.fixtures.environment import skip_or_fail
 from tests.fixtures.hostile_media import silence_bomb_flac, speech_of
 from tests.fixtures.processes import free_port, running
 
-NODE_SECRET = "test-node-secret"
+# As long as production requires (32 characters), so one secret serves every environment.
+NODE_SECRET = "test-node-secret-of-thirty-two-characters"
 # The shared test node serves PocketSphinx (quick on two cores), so gateways under test resolve
 # OpenAI's model aliases to it; the tests of the default install path (Whisper) unset this.
 TEST_DEFAULT_MODEL = "pocketsphinx-en"

@@ -5,14 +5,36 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
+from pydantic import ValidationError
 
 from gateway.cli import console_admin  # noqa: F401  (adds the console's commands to `admin`)
 from gateway.cli.admin import admin
 from gateway.cli.migrate import migrate
 from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up
+
+SettingsT = TypeVar("SettingsT")
+
+
+def settings_or_exit(load: Callable[[], SettingsT]) -> SettingsT:
+    """The settings, or a one-line error naming what to set (exit status 1, no traceback)."""
+    try:
+        return load()
+    except ValidationError as error:
+        reasons = "; ".join(
+            str(problem["msg"]).removeprefix("Value error, ") for problem in error.errors()
+        )
+        raise click.ClickException(reasons) from None
+
+
+def refuse_unsafe_bind(host: str, problems: list[str]) -> None:
+    """Fail closed: a process others can reach never runs on development secrets."""
+    if problems:
+        raise click.ClickException(f"refusing to listen on {host}: " + "; ".join(problems))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,14 +65,19 @@ def cli(log_level: str) -> None:
     "GATEWAY_REDIS_URL. /metrics then serves every worker's counts together.",
 )
 def gateway(host: str | None, port: int | None, workers: int) -> None:
-    """Run the gateway (customer API) on its settings."""
+    """Run the gateway (customer API) on its settings.
+
+    On an address other than loopback it refuses to start with the built-in admin secret or an
+    empty GATEWAY_NODE_SECRET.
+    """
     import uvicorn
 
     from gateway.app import served_app
     from gateway.config import GatewaySettings
 
-    settings = GatewaySettings()
+    settings = settings_or_exit(GatewaySettings)
     host, port = host or settings.host, port or settings.port
+    refuse_unsafe_bind(host, settings.unsafe_to_bind(host))
     if workers == 1:
         uvicorn.run(served_app(settings), host=host, port=port, log_level="info")
         return
@@ -91,7 +118,10 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     "[default: INFERENCE_MODELS or whisper-tiny.en].",
 )
 def node(host: str | None, port: int | None, models: str | None) -> None:
-    """Run an inference node (needs the `node` extra)."""
+    """Run an inference node (needs the `node` extra).
+
+    On an address other than loopback it refuses to start without INFERENCE_NODE_SECRET.
+    """
     import uvicorn
 
     try:
@@ -103,12 +133,14 @@ def node(host: str | None, port: int | None, models: str | None) -> None:
             "pip install 'asr-billing-gateway[node]'"
         ) from None
 
-    settings = InferenceSettings()
+    settings = settings_or_exit(InferenceSettings)
     if models:
         settings = settings.model_copy(update={"models": models})
+    host = host or settings.host
+    refuse_unsafe_bind(host, settings.unsafe_to_bind(host))
     uvicorn.run(
         create_app(settings),
-        host=host or settings.host,
+        host=host,
         port=port or settings.port,
         timeout_keep_alive=settings.keep_alive_seconds,
         log_level="info",

@@ -19,6 +19,7 @@ from billing.models.types import utcnow
 from gateway.cli.main import cli
 from gateway.config import GatewaySettings
 from gateway.console.router import ROUTERS
+from tests.conftest import NODE_SECRET
 from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
 from tests.gateway.console.client import (
@@ -85,7 +86,9 @@ class TestSignIn:
 
     def test_production_cookies_are_secure_and_host_bound(self, database: Database) -> None:
         add_user(database, "olivia", "owner")
-        settings = console_settings(console_secure_cookies=None, environment="production")
+        settings = console_settings(
+            console_secure_cookies=None, environment="production", node_secret=NODE_SECRET
+        )
         with console_client(database, settings) as client:
             client.base_url = "https://testserver"  # type: ignore[assignment]
             response = sign_in(client, "olivia")
