@@ -66,6 +66,7 @@ RUN /opt/asrgw/bin/pip install --no-deps --no-index /tmp/wheels/*.whl \
 COPY deploy/docker/healthcheck.py /opt/asrgw/healthcheck.py
 ENV PATH=/opt/asrgw/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    GATEWAY_ENVIRONMENT=production \
     GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000 \
     GATEWAY_JOB_STORAGE_DIR=/var/lib/asrgw/job-audio \

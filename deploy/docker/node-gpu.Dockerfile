@@ -73,6 +73,7 @@ COPY deploy/docker/healthcheck.py /opt/asrgw/healthcheck.py
 ENV PATH=/opt/asrgw/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/asrgw \
+    INFERENCE_ENVIRONMENT=production \
     INFERENCE_HOST=0.0.0.0 \
     INFERENCE_PORT=8001 \
     INFERENCE_DEVICE=cuda:0 \

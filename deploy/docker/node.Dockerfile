@@ -65,6 +65,7 @@ COPY deploy/docker/healthcheck.py /opt/asrgw/healthcheck.py
 ENV PATH=/opt/asrgw/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/var/lib/asrgw \
+    INFERENCE_ENVIRONMENT=production \
     INFERENCE_HOST=0.0.0.0 \
     INFERENCE_PORT=8001 \
     HEALTHCHECK_URL=http://127.0.0.1:8001/health/ready

@@ -22,7 +22,7 @@ SECRETS = {
     "ASRGW_DB_PASSWORD": "ledger-password",
     "GRAFANA_LEDGER_PASSWORD": "ledger-reader-password",
     "REDIS_PASSWORD": "redis-password",
-    "ASRGW_NODE_SECRET": "node-secret",
+    "ASRGW_NODE_SECRET": "a-node-secret-of-at-least-32-characters",
     "ASRGW_ADMIN_JWT_SECRET": "an-admin-secret-of-at-least-32-characters",
     "ASRGW_METRICS_TOKEN": "metrics-token",
     "GRAFANA_ADMIN_PASSWORD": "grafana-password",
@@ -88,11 +88,32 @@ def test_the_stack_renders_in_production_mode_from_its_secrets(tmp_path: Path) -
     assert gateway["environment"]["GATEWAY_MIGRATE_ON_START"] == "false"
     assert gateway["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["node"]["init"] is True
+    # Both ends of the node secret, in production mode, which requires it whatever the address.
+    node_environment = services["node"]["environment"]
+    assert node_environment["INFERENCE_ENVIRONMENT"] == "production"
+    assert node_environment["INFERENCE_NODE_SECRET"] == SECRETS["ASRGW_NODE_SECRET"]
+    assert gateway["environment"]["GATEWAY_NODE_SECRET"] == SECRETS["ASRGW_NODE_SECRET"]
     # The gateways' grace plus the delay fit in the time Compose gives them before SIGKILL.
     assert gateway["stop_grace_period"] == "45s"
     ports = services["loadbalancer"]["ports"]
     assert [(port["host_ip"], port["published"]) for port in ports] == [("127.0.0.1", "8000")]
     assert services["prometheus"]["secrets"][0]["target"] == "/run/secrets/metrics_token"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "setting"),
+    [
+        ("gateway.Dockerfile", "GATEWAY_ENVIRONMENT=production"),
+        ("node.Dockerfile", "INFERENCE_ENVIRONMENT=production"),
+        ("node-gpu.Dockerfile", "INFERENCE_ENVIRONMENT=production"),
+    ],
+)
+def test_every_image_runs_in_production_mode(dockerfile: str, setting: str) -> None:
+    # An image started with nothing set listens on 0.0.0.0: production refuses to start it on
+    # the built-in admin secret or without a node secret, instead of serving anyone.
+    text = (ROOT / "deploy" / "docker" / dockerfile).read_text()
+    environment = text[text.rindex("\nENV ") :].split("\nWORKDIR", 1)[0]
+    assert f"    {setting} \\\n" in environment
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))

@@ -331,6 +331,8 @@ class TestNodes:
         assert env["INFERENCE_NODE_SECRET"] == gateway_env["GATEWAY_NODE_SECRET"]
         assert env["INFERENCE_METRICS_TOKEN"] == gateway_env["GATEWAY_METRICS_TOKEN"]
         assert (env["INFERENCE_HOST"], env["INFERENCE_PORT"]) == ("0.0.0.0", "8001")
+        # Production: the node refuses to start without a secret of 32+ characters.
+        assert env["INFERENCE_ENVIRONMENT"] == gateway_env["GATEWAY_ENVIRONMENT"] == "production"
         assert env["INFERENCE_MODELS"] == "pocketsphinx-en"
         # OpenAI's model names (whisper-1) reach a model the nodes serve.
         assert gateway_env["GATEWAY_DEFAULT_MODEL"] == "pocketsphinx-en"
@@ -518,6 +520,9 @@ class TestHelmTest:
         env = env_of(test)
         assert env["ASRGW_BASE_URL"] == f"http://{GATEWAY}:80"
         assert secret_ref(env["GATEWAY_ADMIN_JWT_SECRET"]) == (FULLNAME, "admin-jwt-secret")
+        # A client minting a token: it listens nowhere and is not handed the node secret.
+        assert env["GATEWAY_ENVIRONMENT"] == "development"
+        assert "GATEWAY_NODE_SECRET" not in env
         assert test["securityContext"]["readOnlyRootFilesystem"] is True
 
     def test_with_sso_only_the_test_uses_a_stored_key(self, helm: Helm) -> None:
