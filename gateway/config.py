@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 import httpx
@@ -37,6 +38,10 @@ class GatewaySettings(BaseSettings):
     # How often the DNS names of GATEWAY_NODES are looked up again.
     node_dns_refresh_seconds: float = Field(default=10.0, gt=0)
     node_secret: str = ""
+    # Where nodes registered through the admin API may be, besides the hosts of GATEWAY_NODES
+    # (and loopback in development): comma-separated host names, *.suffix wildcards and CIDRs.
+    # The gateway sends a node its secret and customers' audio (gateway/nodes/allowed.py).
+    node_allowed_hosts: str = ""
     # The model OpenAI aliases (whisper-1, …) and requests without a known model resolve to.
     default_model: str = "whisper-tiny.en"
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -196,6 +201,17 @@ class GatewaySettings(BaseSettings):
                     f"node {entry!r} must be a URL (http:// or https://) or a DNS name "
                     f"({DNS_NODES_PREFIX}http://NAME:PORT)"
                 )
+        return value
+
+    @field_validator("node_allowed_hosts")
+    @classmethod
+    def _allowed_hosts_parse(cls, value: str) -> str:
+        for entry in (entry.strip() for entry in value.split(",")):
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as error:
+                    raise ValueError(f"GATEWAY_NODE_ALLOWED_HOSTS: {error}") from None
         return value
 
     @field_validator("admin_jwks_algorithms")

@@ -26,7 +26,8 @@ GatewayError                    500 internal_error
     ├── AuthUnavailable         503 auth_unavailable (the JWKS could not be fetched)
     └── GatewayDraining         503 gateway_draining (this replica is shutting down)
 
-gateway.nodes.errors.NodeNotFound (404 node_not_found) and the jobs' errors in
+gateway.nodes.errors.NodeNotFound (404 node_not_found), NodeNotAllowed (403 node_not_allowed)
+and the jobs' errors in
 gateway.jobs.errors subclass GatewayError too.
 ```
 

@@ -15,7 +15,7 @@ from gateway.nodes.pool import NodePool
 from gateway.openapi import error_responses
 
 router = APIRouter(
-    prefix="/admin/nodes", tags=["admin: nodes"], responses=error_responses(404, 409)
+    prefix="/admin/nodes", tags=["admin: nodes"], responses=error_responses(403, 404, 409)
 )
 
 
@@ -48,8 +48,12 @@ def add_node(
     claims: NodesWrite,
     request_id: RequestId,
 ) -> NodeStatus:
-    """Register a node with every replica; it takes traffic once its /health/ready answers."""
+    """Register a node with every replica; it takes traffic once its /health/ready answers.
+    Its host must be allowed (GATEWAY_NODES' hosts, GATEWAY_NODE_ALLOWED_HOSTS), else 403
+    node_not_allowed before anything is stored or contacted."""
     url = normalize_node_url(body.url)
+    # Checked before the row is written: a stored URL reaches every replica's pool.
+    nodes.allowed_hosts.check(url)
     actor = claims.actor(request_id)
     in_transaction(database, lambda session: register_node(session, url, actor=actor))
     return nodes.add(url)

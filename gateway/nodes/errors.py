@@ -26,6 +26,14 @@ class NodeNotFound(GatewayError):
     error_type = "invalid_request_error"
 
 
+class NodeNotAllowed(GatewayError):
+    """A node URL whose host the operator has not allowed (``allowed.py``)."""
+
+    status_code = 403
+    code = "node_not_allowed"
+    error_type = "invalid_request_error"
+
+
 def node_error(url: str, response: NodeResponse) -> GatewayError:
     """Map a node's 4xx/5xx onto the customer-facing error."""
     try:

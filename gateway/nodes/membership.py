@@ -3,7 +3,8 @@
 The admin API writes there (``billing.pool``) and applies the change to its own replica's pool
 at once; every other replica re-reads the table each ``GATEWAY_NODE_HEALTH_INTERVAL_SECONDS`` and
 converges: registered nodes are added, nodes no longer registered are removed, and drain flags
-are set as stored. Configured nodes (``GATEWAY_NODES``) are never removed.
+are set as stored. Configured nodes (``GATEWAY_NODES``) are never removed. A registered node
+whose host is not allowed (``allowed.py``) is skipped: no health check, no request.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import anyio
 
 from billing.db import Database
 from billing.pool.service import PoolNodeState, pool_membership
+from gateway.nodes.errors import NodeNotAllowed
 from gateway.nodes.node import NodeSource
 from gateway.nodes.pool import NodePool
 
@@ -23,11 +25,18 @@ logger = logging.getLogger(__name__)
 def apply_membership(pool: NodePool, membership: list[PoolNodeState]) -> None:
     rows = {state.url: state for state in membership}
     for state in membership:
-        if state.registered:
+        if not state.registered:
+            continue
+        try:
             pool.add(state.url)
+        except NodeNotAllowed:
+            # Registered before its host was refused (or under other settings): never sent
+            # the node secret or audio.
+            logger.warning("registered node %s is not at an allowed host; skipped", state.url)
     for node in pool.snapshot():
         row = rows.get(node.url)
-        if node.source is NodeSource.runtime and (row is None or not row.registered):
+        allowed = pool.allowed_hosts.allows(node.url)
+        if node.source is NodeSource.runtime and (row is None or not row.registered or not allowed):
             pool.remove(node.url)
             continue
         draining = row.draining if row is not None else False

@@ -30,6 +30,7 @@ import anyio
 from gateway import metrics
 from gateway.config import GatewaySettings
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.nodes.allowed import AllowedNodeHosts
 from gateway.nodes.breaker import CircuitBreaker, Clock
 from gateway.nodes.client import FailedAfterSending, NodeClient, NotSent
 from gateway.nodes.errors import NodeNotFound
@@ -59,6 +60,7 @@ class NodeRegistry:
             {"Authorization": f"Bearer {settings.node_secret}"} if settings.node_secret else {}
         )
         self._clock = clock
+        self.allowed_hosts = AllowedNodeHosts.from_settings(settings)
         self._nodes: dict[str, Node] = {}
         self._rotation = 0
         self._recheck_running: anyio.Event | None = None
@@ -68,7 +70,9 @@ class NodeRegistry:
     # Membership
 
     def add(self, url: str) -> NodeStatus:
-        """Add a node; a URL already in the pool is left as it is."""
+        """Add a node; a URL already in the pool is left as it is. NodeNotAllowed for a host
+        the operator has not allowed (``allowed.py``): it is never contacted."""
+        self.allowed_hosts.check(normalize_node_url(url))
         return self._add(url, NodeSource.runtime).status()
 
     def remove(self, node: str) -> NodeStatus:

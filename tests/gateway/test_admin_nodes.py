@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from billing.db import Database
+from gateway.config import GatewaySettings
 from tests.conftest import NODE_SECRET
-from tests.fixtures.factories import create_tenant_with_key
+from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key
 from tests.fixtures.processes import free_port, running
 from tests.gateway.admin_client import ADMIN_SECRET, admin_client, admin_settings, bearer, token
 
@@ -127,3 +131,117 @@ class TestAcrossReplicas:
 
             httpx.delete(f"{urls[0]}/admin/nodes/{node_id}", headers=admin)
             wait_until(lambda: node_url not in listing(urls[1]))
+
+
+class CountingNode:
+    """A listener on 127.0.0.2 standing where an attacker's node would be: it records every
+    request and its Authorization header, so a test sees whether the gateway contacted it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.seen: list[tuple[str, str | None]] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append((self.path, self.headers.get("Authorization")))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'{"status": "ready"}')
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.url = f"http://127.0.0.2:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TestNodeAllowList:
+    @pytest.fixture
+    def stranger(self) -> Iterator[CountingNode]:
+        node = CountingNode()
+        yield node
+        node.close()
+
+    @staticmethod
+    def production(**overrides: Any) -> GatewaySettings:
+        return admin_settings(environment="production", node_secret=NODE_SECRET, **overrides)
+
+    def test_a_host_outside_the_allow_list_is_refused_and_never_contacted(
+        self, database: Database, stranger: CountingNode
+    ) -> None:
+        settings = self.production()
+        admin = bearer(token(settings))
+        with admin_client(database, settings) as client:
+            refused = client.post("/admin/nodes", json={"url": stranger.url}, headers=admin)
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "node_not_allowed"
+            assert "GATEWAY_NODE_ALLOWED_HOSTS" in refused.json()["error"]["message"]
+            client.get("/health/ready")  # checks every node of the pool now
+            assert stranger.url not in node_urls(client.get("/admin/nodes", headers=admin).json())
+            audit = client.get("/admin/audit", params={"target_type": "node"}, headers=admin)
+        assert audit.json() == []
+        assert stranger.seen == []
+
+    def test_loopback_is_allowed_in_development_only(
+        self, database: Database, stranger: CountingNode
+    ) -> None:
+        settings = admin_settings(node_secret=NODE_SECRET)
+        admin = bearer(token(settings))
+        with admin_client(database, settings) as client:
+            added = client.post("/admin/nodes", json={"url": stranger.url}, headers=admin)
+        assert added.status_code == 201, added.text
+
+    def test_the_operator_list_admits_names_wildcards_and_networks(
+        self, database: Database
+    ) -> None:
+        settings = self.production(
+            node_allowed_hosts="gpu1.example.com, *.nodes.internal, 10.8.0.0/16"
+        )
+        admin = bearer(token(settings))
+        with admin_client(database, settings) as client:
+            for url, status in [
+                ("http://gpu1.example.com:8001", 201),
+                ("https://gpu7.eu.nodes.internal", 201),
+                ("http://10.8.3.4:8001", 201),
+                ("http://gpu2.example.com:8001", 403),
+                ("http://nodes.internal:8001", 403),  # the wildcard needs a subdomain
+                ("http://evilnodes.internal:8001", 403),
+                ("http://10.9.0.1:8001", 403),
+                ("http://[::1]:8001", 403),  # loopback: development only
+            ]:
+                response = client.post("/admin/nodes", json={"url": url}, headers=admin)
+                assert response.status_code == status, (url, response.text)
+
+    def test_a_malformed_network_is_refused_at_start(self) -> None:
+        with pytest.raises(ValidationError, match="GATEWAY_NODE_ALLOWED_HOSTS"):
+            self.production(node_allowed_hosts="10.0.0.0/33")
+
+    def test_a_row_stored_before_the_rule_is_never_sent_the_secret(
+        self, database: Database, stranger: CountingNode
+    ) -> None:
+        from billing.pool.service import pool_membership, register_node
+        from gateway.nodes.membership import apply_membership
+
+        with database.transaction() as session:
+            register_node(session, stranger.url, actor=TEST_ACTOR)
+            register_node(session, "http://gpu1.nodes.internal:8001", actor=TEST_ACTOR)
+        settings = self.production(node_allowed_hosts="*.nodes.internal")
+        admin = bearer(token(settings))
+        with admin_client(database, settings) as client:
+            with database.transaction() as session:
+                membership = pool_membership(session)
+            # What each replica's sync does every health interval, done now.
+            apply_membership(client.app.state.nodes, membership)  # type: ignore[attr-defined]
+            client.get("/health/ready")
+            listed = node_urls(client.get("/admin/nodes", headers=admin).json())
+        assert "http://gpu1.nodes.internal:8001" in listed
+        assert stranger.url not in listed
+        assert stranger.seen == []

@@ -408,7 +408,7 @@ class TestDrain:
 
     async def test_nodes_are_added_and_removed_at_runtime(self) -> None:
         nodes = FakeNodes()
-        async with open_pool(nodes, "http://a") as pool:
+        async with open_pool(nodes, "http://a", node_allowed_hosts="b") as pool:
             added = pool.add("http://b/")
             assert pool.add("http://b") == added
             assert (added.url, added.source, added.healthy) == (
