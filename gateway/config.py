@@ -60,6 +60,9 @@ class GatewaySettings(BaseSettings):
     # a client event (error idle_timeout); WebSocket pings alone do not keep it open.
     realtime_max_session_seconds: float = Field(default=3_600.0, gt=0)
     realtime_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A live session (/v1/realtime, /funasr) looks its key up again this often, past the key
+    # cache: a revoked or expired key ends its sessions within this long (invalid_api_key, 4401).
+    realtime_key_recheck_seconds: float = Field(default=5.0, gt=0)
     node_connect_timeout_seconds: float = 5.0
     # An idle keep-alive connection to a node is reused only this long, which must stay below
     # the node's INFERENCE_KEEP_ALIVE_SECONDS: a node closing a connection as the gateway sends

@@ -74,7 +74,8 @@ async def get_request_id(request: Request) -> str:
     return request_id
 
 
-def _authenticate(database: Database, presented: str) -> AuthenticatedKey:
+def authenticate_uncached(database: Database, presented: str) -> AuthenticatedKey:
+    """The key looked up in the ledger, past any cache (blocking: run it in a worker thread)."""
     try:
         with database.transaction() as session:
             return authenticate(session, presented)
@@ -109,7 +110,7 @@ async def caller_of(
     cached = cache.get(presented)
     if cached is not None:
         return cached
-    caller = await anyio.to_thread.run_sync(_authenticate, database, presented)
+    caller = await anyio.to_thread.run_sync(authenticate_uncached, database, presented)
     cache.put(presented, caller)
     return caller
 

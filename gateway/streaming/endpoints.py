@@ -91,7 +91,7 @@ async def realtime_transcription(websocket: WebSocket, intent: str | None = None
     async with admitted_session(websocket, key, missing, wrong_intent) as caller:
         if caller is not None:
             await websocket.accept(subprotocol=subprotocol)
-            await RealtimeSession(websocket, caller, "transcription_session.created").run()
+            await RealtimeSession(websocket, caller, "transcription_session.created", key).run()
 
 
 # FunASR's clients cannot set headers: they may put the key in the query, ?token=<key>.
@@ -108,10 +108,11 @@ async def funasr_protocol(websocket: WebSocket, token: str | None = None) -> Non
         "No API key: send Authorization: Bearer <key>, or ?token=<key> from a client that "
         "cannot set headers."
     )
-    async with admitted_session(websocket, key or (token or "").strip(), missing) as caller:
+    key = key or (token or "").strip()
+    async with admitted_session(websocket, key, missing) as caller:
         if caller is not None:
             await websocket.accept(subprotocol=subprotocol)
-            await FunasrSession(websocket, caller).run()
+            await FunasrSession(websocket, caller, key).run()
 
 
 class RedactQueryToken(logging.Filter):

@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from billing.keys.schemas import AuthenticatedKey
 from gateway.billed.stream import DeliveryMeter
 from gateway.config import GatewaySettings
-from gateway.errors import GatewayError, QuotaExceeded
+from gateway.errors import AuthError, GatewayError, QuotaExceeded
 from gateway.streaming.inbox import Inbox
 from gateway.streaming.items import (
     open_item,
@@ -55,6 +55,7 @@ from gateway.streaming.items import (
     transcribe_item,
     transcribe_pcm,
 )
+from gateway.streaming.keycheck import KEY_REFUSED_CLOSE_CODE, key_refused
 from gateway.streaming.live import LIVE_SAMPLE_RATE, LiveTurn, TurnOutcome
 from gateway.streaming.vad import EnergyVad, Turn
 from inference.protocol import Segment, TranscribeParams, TranscriptionResult
@@ -135,9 +136,11 @@ class OfflineChunk:
 
 
 class FunasrSession:
-    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey) -> None:
+    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey, key: str) -> None:
         self.websocket = websocket
         self.caller = caller
+        self.key = key  # as presented: checked again while the session lasts (keycheck.py)
+        self.key_refusal: AuthError | None = None
         self.state: State = websocket.app.state
         self.settings: GatewaySettings = self.state.settings
         self.items: asyncio.Queue[Piece | None] = asyncio.Queue(maxsize=2)
@@ -181,6 +184,7 @@ class FunasrSession:
                 self.scope = session.cancel_scope
                 session.start_soon(self.inbox.run)
                 session.start_soon(self._stop_when_client_leaves, session.cancel_scope)
+                session.start_soon(self._end_when_key_refused, session.cancel_scope)
                 async with anyio.create_task_group() as work:
                     work.start_soon(self._transcribe_items, work.cancel_scope)
                     with anyio.move_on_after(self.settings.realtime_max_session_seconds):
@@ -206,6 +210,13 @@ class FunasrSession:
         text it was not sent is not billed."""
         await self.inbox.left.wait()
         self.gone = True
+        session.cancel()
+
+    async def _end_when_key_refused(self, session: anyio.CancelScope) -> None:
+        """A revoked or expired key ends the session: text delivered stays billed, the work in
+        flight is cancelled and undelivered text given back (``_settle_undelivered``)."""
+        self.key_refusal = await key_refused(self.state, self.caller, self.key)
+        self.closing = (KEY_REFUSED_CLOSE_CODE, self.key_refusal.code)
         session.cancel()
 
     async def _read(self) -> None:
@@ -426,7 +437,10 @@ class FunasrSession:
     async def _final(self) -> None:
         """The last message: in ``offline`` mode the text of every chunk transcribed (each
         billed once it was sent), then what ended the session early, if anything."""
-        if self.config.mode == "offline" and (self.offline_chunks or self.closing is None):
+        if self.key_refusal is not None:
+            # Nothing more is delivered on a refused key; chunks not sent are given back.
+            await self.send_error(self.key_refusal.code, self.key_refusal.message)
+        elif self.config.mode == "offline" and (self.offline_chunks or self.closing is None):
             await self._deliver_offline_text()
         if isinstance(self.refusal, GatewayError):
             await self.send_error(self.refusal.code, self.refusal.message)

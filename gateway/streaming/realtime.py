@@ -48,6 +48,7 @@ from gateway.errors import GatewayError, QuotaExceeded
 from gateway.languages import LANGUAGE_CODES
 from gateway.streaming.inbox import Inbox
 from gateway.streaming.items import send_json, transcribe_item
+from gateway.streaming.keycheck import KEY_REFUSED_CLOSE_CODE, key_refused
 from gateway.streaming.vad import EnergyVad, Turn
 from gateway.transcriptions.service import (
     refuse_disallowed_model,
@@ -120,9 +121,12 @@ class Committed:
 class RealtimeSession:
     """One WebSocket's session: reads client events, cuts items, transcribes them in order."""
 
-    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey, created_type: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, caller: AuthenticatedKey, created_type: str, key: str
+    ) -> None:
         self.websocket = websocket
         self.caller = caller
+        self.key = key  # as presented: checked again while the session lasts (keycheck.py)
         self.created_type = created_type
         state = websocket.app.state
         self.settings: GatewaySettings = state.settings
@@ -150,6 +154,7 @@ class RealtimeSession:
             async with anyio.create_task_group() as session:
                 session.start_soon(self.inbox.run)
                 session.start_soon(self._stop_when_client_leaves, session.cancel_scope)
+                session.start_soon(self._end_when_key_refused, session.cancel_scope)
                 async with anyio.create_task_group() as work:
                     work.start_soon(self._transcribe_items, work.cancel_scope)
                     with anyio.move_on_after(self.settings.realtime_max_session_seconds) as limit:
@@ -172,6 +177,14 @@ class RealtimeSession:
         given back, the node's work dropped) and the queued ones never start."""
         await self.inbox.left.wait()
         self.gone = True
+        session.cancel()
+
+    async def _end_when_key_refused(self, session: anyio.CancelScope) -> None:
+        """A revoked or expired key ends the session: items delivered stay billed, the one in
+        flight is cancelled (its hold given back) and the queued ones never start."""
+        refusal = await key_refused(self.websocket.app.state, self.caller, self.key)
+        self.closing = (KEY_REFUSED_CLOSE_CODE, refusal.code)
+        await self.error(refusal.message, refusal.code)
         session.cancel()
 
     async def _read_events(self) -> None:

@@ -488,3 +488,48 @@ class TestLiveTurnBilling:
             self.run_turn(client, database, key, pcm, deliveries=5, offline=False)
         assert usage_rows(database) == []
         assert account(database, "acme").reserved_micros == 0
+
+
+class TestKeyRevocation:
+    def test_a_revoked_key_ends_its_session_and_the_turn_delivered_stays_billed(
+        self, node_url: str, database: Database, weather_wav: Path
+    ) -> None:
+        from billing.keys.service import split_key
+        from gateway.admin.auth import Scope, mint_token
+
+        key = create_tenant_with_key(database, "acme")
+        settings = gateway_settings(
+            node_url,
+            default_model="pocketsphinx-en",
+            cache_enabled=False,
+            job_workers=0,
+            # Checked again this often: the test waits for the close, not for the clock.
+            realtime_key_recheck_seconds=0.05,
+        )
+        one_turn = pcm16k(weather_wav.read_bytes()) + b"\x00" * 32_000
+        admin = mint_token(settings, "ops@example.com", [Scope.keys_write], ttl_seconds=300)
+        app = create_app(settings, BillingSettings(database_url=database.url))
+        with (
+            TestClient(app) as client,
+            client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws,
+        ):
+            ws.send_text(first_message("2pass"))
+            for start in range(0, len(one_turn), CHUNK_BYTES):
+                ws.send_bytes(one_turn[start : start + CHUNK_BYTES])
+            turn = json.loads(ws.receive_text())
+            revoked = client.post(
+                f"/admin/keys/{split_key(key)}/revoke",
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert revoked.status_code == 200, revoked.text
+            ended = json.loads(ws.receive_text())
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+        assert turn["mode"] == "2pass-offline"
+        assert turn["text"]
+        assert ended["error"]["code"] == "invalid_api_key"
+        assert (closed.value.code, closed.value.reason) == (4401, "invalid_api_key")
+        (row,) = usage_rows(database)
+        assert row.billed_tokens == count_tokens(turn["text"], "char")
+        assert account(database, "acme").reserved_micros == 0
+        assert unreconciled(database) == []

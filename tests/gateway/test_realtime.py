@@ -404,3 +404,55 @@ class TestLimits:
         assert started == committed
         assert len(of_type(events, "input_audio_buffer.speech_stopped")) == 1
         assert len(usage_rows(database)) == 3
+
+
+class TestKeyRevocation:
+    def test_a_revoked_key_ends_its_session_and_what_was_delivered_stays_billed(
+        self, database: Database
+    ) -> None:
+        from billing.keys.service import split_key
+        from gateway.admin.auth import Scope, mint_token
+
+        key = create_tenant_with_key(database, "acme")
+        node = GatedNode()
+        node.gate.set()
+        options = {
+            "default_model": standin_node.MODEL,
+            "transport": node.transport,
+            # Checked again this often: the test waits for the close, not for the clock.
+            "realtime_key_recheck_seconds": 0.05,
+        }
+        with (
+            gateway(database, "http://standin", **options) as client,
+            client.websocket_connect(URL, headers={"Authorization": f"Bearer {key}"}) as ws,
+        ):
+            commit_one_second(ws)
+            delivered = events_until(ws, "conversation.item.input_audio_transcription.completed")
+            admin = mint_token(
+                client.app.state.settings,  # type: ignore[attr-defined]
+                "ops@example.com",
+                [Scope.keys_write],
+                ttl_seconds=300,
+            )
+            revoked = client.post(
+                f"/admin/keys/{split_key(key)}/revoke",
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert revoked.status_code == 200, revoked.text
+            ended = events_until(ws, "error")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            refused = client.post(
+                "/v1/audio/transcriptions",
+                headers={"Authorization": f"Bearer {key}"},
+                files={"file": ("a.wav", b"RIFF", "audio/wav")},
+            )
+        (done,) = of_type(delivered, "conversation.item.input_audio_transcription.completed")
+        (error,) = of_type(ended, "error")
+        assert error["error"]["code"] == "invalid_api_key"
+        assert (closed.value.code, closed.value.reason) == (4401, "invalid_api_key")
+        assert refused.status_code == 401
+        (row,) = usage_rows(database)
+        assert done["usage"]["output_tokens"] == row.billed_tokens
+        assert "held" not in reservations(database)
+        assert unreconciled(database) == []
