@@ -5,36 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
-from typing import TypeVar
 
 import click
-from pydantic import ValidationError
 
 from gateway.cli import console_admin  # noqa: F401  (adds the console's commands to `admin`)
 from gateway.cli.admin import admin
 from gateway.cli.migrate import migrate
+from gateway.cli.startup import refuse_unsafe_bind, settings_or_exit
 from gateway.cli.transcribe import transcribe
 from gateway.cli.up import up
-
-SettingsT = TypeVar("SettingsT")
-
-
-def settings_or_exit(load: Callable[[], SettingsT]) -> SettingsT:
-    """The settings, or a one-line error naming what to set (exit status 1, no traceback)."""
-    try:
-        return load()
-    except ValidationError as error:
-        reasons = "; ".join(
-            str(problem["msg"]).removeprefix("Value error, ") for problem in error.errors()
-        )
-        raise click.ClickException(reasons) from None
-
-
-def refuse_unsafe_bind(host: str, problems: list[str]) -> None:
-    """Fail closed: a process others can reach never runs on development secrets."""
-    if problems:
-        raise click.ClickException(f"refusing to listen on {host}: " + "; ".join(problems))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

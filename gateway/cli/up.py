@@ -26,6 +26,7 @@ from billing.migrate import upgrade_to_head
 from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant
 from gateway.admin.auth import Scope, mint_token
+from gateway.cli.startup import refuse_unsafe_bind, settings_or_exit
 from gateway.config import GatewaySettings
 from gateway.console.roles import Role
 from gateway.console.users.service import check_password, create_user, list_users
@@ -207,6 +208,12 @@ def up(
     """Start a local inference node and the gateway, with a demo tenant and key, and a first
     web console user (development only)."""
     refuse_taken_ports(host, port, node_port)
+    node_secret = os.environ.get("INFERENCE_NODE_SECRET") or secrets.token_urlsafe(24)
+    # Checked before anything is migrated or started: the gateway below would refuse anyway.
+    gateway_settings = settings_or_exit(GatewaySettings).model_copy(
+        update={"node_secret": node_secret}
+    )
+    refuse_unsafe_bind(host, gateway_settings.unsafe_to_bind(host))
     billing_settings = BillingSettings()
     upgrade_to_head(billing_settings.database_url)
     database = Database(billing_settings.database_url)
@@ -215,7 +222,7 @@ def up(
         console_sign_in = ensure_console_admin(
             database,
             data_dir / CONSOLE_PASSWORD_FILE,
-            production=GatewaySettings().environment == "production",
+            production=gateway_settings.environment == "production",
         )
     finally:
         database.dispose()
@@ -223,7 +230,6 @@ def up(
     node_url = f"http://127.0.0.1:{node_port}"
     gateway_url = f"http://{host}:{port}"
     models = models or os.environ.get("INFERENCE_MODELS", DEFAULT_MODELS)
-    node_secret = os.environ.get("INFERENCE_NODE_SECRET") or secrets.token_urlsafe(24)
     environment = {
         **os.environ,
         "INFERENCE_NODE_SECRET": node_secret,

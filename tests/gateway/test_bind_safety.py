@@ -89,6 +89,15 @@ class TestGatewayRefusesToStart:
         refused(result, "GATEWAY_ADMIN_JWT_SECRET is the built-in default")
 
 
+class TestUpRefusesToStart:
+    def test_up_beyond_loopback_with_the_development_secret(self) -> None:
+        # `up` makes a node secret of its own; the admin secret is the operator's to set.
+        ports = ("--port", str(free_port()), "--node-port", str(free_port()))
+        result = run_cli("up", "--host", "0.0.0.0", *ports)
+        refused(result, "refusing to listen on 0.0.0.0", "GATEWAY_ADMIN_JWT_SECRET")
+        assert "GATEWAY_NODE_SECRET" not in result.stderr
+
+
 class TestNodeRefusesToStart:
     def test_the_image_default_with_nothing_set(self) -> None:
         result = run_cli("node", INFERENCE_HOST="0.0.0.0")
