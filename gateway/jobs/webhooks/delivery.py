@@ -33,7 +33,7 @@ from gateway.jobs.webhooks.signing import (
     TIMESTAMP_HEADER,
     signature,
 )
-from gateway.jobs.webhooks.targets import UnsafeWebhookUrl, resolve
+from gateway.jobs.webhooks.targets import TargetPolicy, UnsafeWebhookUrl, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ async def deliver(
 
     try:
         target = await anyio.to_thread.run_sync(
-            lambda: resolve(due.url, allow_private=settings.webhook_allow_private)
+            lambda: resolve(due.url, TargetPolicy.from_settings(settings))
         )
     except UnsafeWebhookUrl as error:
         return DeliveryOutcome(None, error.message, elapsed_ms())
@@ -194,7 +194,9 @@ async def deliver(
 async def run_webhook_delivery(database: Database, settings: GatewaySettings) -> None:
     """Send due webhooks until cancelled (the app's lifespan runs this)."""
     async with (
-        httpx.AsyncClient(trust_env=False, follow_redirects=False) as client,
+        httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, proxy=settings.webhook_proxy_url or None
+        ) as client,
         anyio.create_task_group() as senders,
     ):
         for _ in range(SENDERS):
