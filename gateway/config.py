@@ -166,7 +166,10 @@ class GatewaySettings(BaseSettings):
     # refuse internal addresses itself; the gateway judges only address literals.
     webhook_deny_cidrs: str = ""
     webhook_proxy_url: str = ""
+    # The whole of one delivery: connecting, sending and the response, whose body is read up
+    # to a few KiB. Deliveries one process sends at once; one tenant has one at a time.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_senders: int = Field(default=4, ge=1)
     # Attempts per webhook; retry n waits min(base * 2^(n - 1), max) seconds.
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_retry_base_seconds: float = Field(default=5.0, ge=0)

@@ -81,9 +81,11 @@ class TestSettings:
     def test_the_environment_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("GATEWAY_WEBHOOK_DENY_CIDRS", "93.184.215.0/24")
         monkeypatch.setenv("GATEWAY_WEBHOOK_PROXY_URL", "http://egress.internal:3128")
+        monkeypatch.setenv("GATEWAY_WEBHOOK_SENDERS", "8")
         settings = GatewaySettings(nodes="http://n:1", node_secret="s" * 32)
         assert settings.webhook_deny_cidrs == "93.184.215.0/24"
         assert settings.webhook_proxy_url == "http://egress.internal:3128"
+        assert settings.webhook_senders == 8
 
 
 class TestAtSubmission:
