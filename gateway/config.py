@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator, model_validator
@@ -170,7 +171,16 @@ class GatewaySettings(BaseSettings):
     job_progress_seconds_per_audio_second: float = Field(default=0.2, gt=0)
     # Webhooks: private, loopback and link-local targets are refused unless this is set.
     webhook_allow_private: bool = False
+    # Webhook egress controls. Addresses refused besides the built-in ones, even with
+    # webhook_allow_private (comma-separated CIDRs; an IPv4 one also covers IPv6 forms carrying
+    # it). An http(s) proxy every delivery goes through: it then resolves the names and must
+    # refuse internal addresses itself; the gateway judges only address literals.
+    webhook_deny_cidrs: str = ""
+    webhook_proxy_url: str = ""
+    # The whole of one delivery: connecting, sending and the response, whose body is read up
+    # to a few KiB. Deliveries one process sends at once; one tenant has one at a time.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_senders: int = Field(default=4, ge=1)
     # Attempts per webhook; retry n waits min(base * 2^(n - 1), max) seconds.
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_retry_base_seconds: float = Field(default=5.0, ge=0)
@@ -215,6 +225,19 @@ class GatewaySettings(BaseSettings):
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError as error:
                     raise ValueError(f"GATEWAY_NODE_ALLOWED_HOSTS: {error}") from None
+        return value
+
+    @field_validator("webhook_deny_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        _networks(value)
+        return value
+
+    @field_validator("webhook_proxy_url")
+    @classmethod
+    def _proxy_is_a_url(cls, value: str) -> str:
+        if value and not (value.startswith(("http://", "https://")) and urlsplit(value).hostname):
+            raise ValueError(f"webhook proxy {value!r} must be an http:// or https:// URL")
         return value
 
     @field_validator("admin_jwks_algorithms")
@@ -291,6 +314,10 @@ class GatewaySettings(BaseSettings):
         ]
 
     @property
+    def webhook_deny_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return _networks(self.webhook_deny_cidrs)
+
+    @property
     def node_dns_entries(self) -> list[str]:
         """The ``dns+http://NAME:PORT`` entries of GATEWAY_NODES."""
         entries = (entry.strip() for entry in self.nodes.split(","))
@@ -310,3 +337,15 @@ def _check_dns_nodes_entry(entry: str) -> None:
         )
     if not url.host:
         raise ValueError(f"node DNS name {entry!r} names no host")
+
+
+def _networks(cidrs: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        # Host bits are forgiven: 10.1.2.3/8 means 10.0.0.0/8.
+        return [
+            ipaddress.ip_network(cidr.strip(), strict=False)
+            for cidr in cidrs.split(",")
+            if cidr.strip()
+        ]
+    except ValueError as error:
+        raise ValueError(f"webhook deny CIDRs: {error}") from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from billing.models import Job, JobWebhookDelivery
@@ -164,10 +164,26 @@ def unfinished_ids(session: Session, job_ids: Sequence[str]) -> set[str]:
     return set(session.exec(statement).all())
 
 
-def lock_next_webhook(session: Session, now: datetime) -> Job | None:
+def tenants_with_webhooks_due(session: Session, now: datetime, limit: int = 100) -> list[int]:
+    """Up to ``limit`` tenants with a webhook due, the one waiting longest first."""
+    statement = (
+        select(Job.tenant_id)
+        .where(
+            Job.webhook_state == WebhookStatus.pending.value,
+            col(Job.webhook_next_at) <= now,
+        )
+        .group_by(col(Job.tenant_id))
+        .order_by(func.min(Job.webhook_next_at))
+        .limit(limit)
+    )
+    return list(session.exec(statement).all())
+
+
+def lock_next_webhook(session: Session, now: datetime, tenant_id: int) -> Job | None:
     statement = (
         select(Job)
         .where(
+            Job.tenant_id == tenant_id,
             Job.webhook_state == WebhookStatus.pending.value,
             col(Job.webhook_next_at) <= now,
         )

@@ -10,7 +10,7 @@ from gateway.cache.service import ResultCache
 from gateway.config import GatewaySettings
 from gateway.jobs.maintenance import run_maintenance
 from gateway.jobs.storage import AudioStore, build_audio_store
-from gateway.jobs.webhooks.delivery import run_webhook_delivery
+from gateway.jobs.webhooks.senders import run_webhook_delivery
 from gateway.jobs.worker import JobWorker, worker_count
 from gateway.nodes import NodePool
 

@@ -37,7 +37,7 @@ from gateway.jobs.schemas import JobList, JobPublic, JobRequest, JobStatus
 from gateway.jobs.storage import AudioStore
 from gateway.jobs.views import public_job
 from gateway.jobs.webhooks.signing import new_secret
-from gateway.jobs.webhooks.targets import resolve
+from gateway.jobs.webhooks.targets import TargetPolicy, resolve
 from gateway.transcriptions.service import refuse_disallowed_model
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,8 @@ async def submit_job(
         request.audio, LengthLimit(settings.job_max_audio_seconds, "jobs")
     )
     if request.webhook_url:
-        await anyio.to_thread.run_sync(
-            lambda: resolve(request.webhook_url or "", allow_private=settings.webhook_allow_private)
-        )
+        policy = TargetPolicy.from_settings(settings)
+        await anyio.to_thread.run_sync(lambda: resolve(request.webhook_url or "", policy))
     # Hashed once, beside the event loop: a job's upload can be hundreds of megabytes.
     audio_digest = await audio_md5_digest(request.audio)
     request_fingerprint = fingerprint_md5(

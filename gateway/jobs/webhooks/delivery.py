@@ -1,7 +1,8 @@
-"""Sending due webhooks: claimed from the jobs table with SKIP LOCKED (any replica may send a
-job's webhook, never two at once), signed, POSTed, and logged per job. A failed attempt (no
-2xx within the timeout; redirects are not followed) is retried after
-``min(base * 2^(attempt - 1), max)`` seconds until ``GATEWAY_WEBHOOK_MAX_ATTEMPTS``.
+"""Due webhooks: claimed from the jobs table with SKIP LOCKED (any replica may send a job's
+webhook, never two at once), signed, POSTed (``sending.py``), and logged per job. A failed
+attempt (no 2xx within the deadline; redirects are not followed) is retried after
+``min(base * 2^(attempt - 1), max)`` seconds until ``GATEWAY_WEBHOOK_MAX_ATTEMPTS``. Which
+tenant's delivery is claimed next is the senders' choice (``senders.py``).
 
 Delivery is at least once: a gateway that dies after the receiver answered but before the
 answer was logged sends it again, with the same event id.
@@ -12,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 import httpx
 
 from billing.db import Database
@@ -26,6 +27,7 @@ from gateway.config import GatewaySettings
 from gateway.jobs import repository
 from gateway.jobs.schemas import JobStatus, WebhookStatus
 from gateway.jobs.views import public_job
+from gateway.jobs.webhooks.sending import DeliveryOutcome, post
 from gateway.jobs.webhooks.signing import (
     EVENT_HEADER,
     EVENT_ID_HEADER,
@@ -33,13 +35,11 @@ from gateway.jobs.webhooks.signing import (
     TIMESTAMP_HEADER,
     signature,
 )
-from gateway.jobs.webhooks.targets import UnsafeWebhookUrl, resolve
+from gateway.jobs.webhooks.targets import Resolver
 
 logger = logging.getLogger(__name__)
 
-# Deliveries one gateway process sends at once.
-SENDERS = 4
-# A claimed delivery is hidden from other replicas this much longer than its timeout.
+# A claimed delivery is hidden from other replicas this much longer than its deadline.
 CLAIM_MARGIN_SECONDS = 30.0
 USER_AGENT = "asr-billing-gateway-webhooks/1"
 
@@ -47,22 +47,12 @@ USER_AGENT = "asr-billing-gateway-webhooks/1"
 @dataclass(frozen=True)
 class DueWebhook:
     job_id: str
+    tenant_id: int
     url: str
     secret: str
     attempt: int
     event: str
     data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 def backoff_seconds(attempt: int, settings: GatewaySettings) -> float:
@@ -75,12 +65,27 @@ def backoff_seconds(attempt: int, settings: GatewaySettings) -> float:
     )
 
 
+def due_tenants(database: Database, now: datetime | None = None) -> list[int]:
+    """Tenants with a webhook due, the longest waiting first."""
+    with database.transaction() as session:
+        return repository.tenants_with_webhooks_due(session, now or utcnow())
+
+
 def claim_due(
-    database: Database, settings: GatewaySettings, now: datetime | None = None
+    database: Database,
+    settings: GatewaySettings,
+    tenants: Sequence[int],
+    now: datetime | None = None,
 ) -> DueWebhook | None:
+    """The next due webhook of the first of ``tenants`` that has one another replica has not
+    claimed, now claimed: hidden from the others until its deadline has passed."""
     now = now or utcnow()
     with database.transaction() as session:
-        job = repository.lock_next_webhook(session, now)
+        job = None
+        for tenant_id in tenants:
+            job = repository.lock_next_webhook(session, now, tenant_id)
+            if job is not None:
+                break
         if job is None:
             return None
         job.webhook_attempts += 1
@@ -90,6 +95,7 @@ def claim_due(
         completed = job.state == JobStatus.completed.value
         return DueWebhook(
             job_id=job.id,
+            tenant_id=job.tenant_id,
             url=job.webhook_url or "",
             secret=job.webhook_secret or "",
             attempt=job.webhook_attempts,
@@ -146,73 +152,21 @@ def payload(due: DueWebhook, timestamp: int) -> bytes:
 
 
 async def deliver(
-    client: httpx.AsyncClient, due: DueWebhook, settings: GatewaySettings
+    client: httpx.AsyncClient,
+    due: DueWebhook,
+    settings: GatewaySettings,
+    *,
+    resolver: Resolver | None = None,
 ) -> DeliveryOutcome:
     """One signed POST to the job's webhook, to the address that passed the check."""
-    started = time.monotonic()
-
-    def elapsed_ms() -> int:
-        return round((time.monotonic() - started) * 1000)
-
-    try:
-        target = await anyio.to_thread.run_sync(
-            lambda: resolve(due.url, allow_private=settings.webhook_allow_private)
-        )
-    except UnsafeWebhookUrl as error:
-        return DeliveryOutcome(None, error.message, elapsed_ms())
     timestamp = int(time.time())
     body = payload(due, timestamp)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Host": target.host_header(),
         SIGNATURE_HEADER: signature(due.secret, body),
         TIMESTAMP_HEADER: str(timestamp),
         EVENT_ID_HEADER: f"evt_{due.job_id}.{due.event}",
         EVENT_HEADER: due.event,
     }
-    extensions = {"sni_hostname": target.host} if target.url.startswith("https:") else {}
-    try:
-        response = await client.post(
-            target.pinned_url(),
-            content=body,
-            headers=headers,
-            extensions=extensions,
-            timeout=settings.webhook_timeout_seconds,
-        )
-    except httpx.HTTPError as error:
-        detail = str(error)
-        return DeliveryOutcome(
-            None,
-            f"{type(error).__name__}: {detail}" if detail else type(error).__name__,
-            elapsed_ms(),
-        )
-    error_text = None if response.is_success else f"HTTP {response.status_code}"
-    return DeliveryOutcome(response.status_code, error_text, elapsed_ms())
-
-
-async def run_webhook_delivery(database: Database, settings: GatewaySettings) -> None:
-    """Send due webhooks until cancelled (the app's lifespan runs this)."""
-    async with (
-        httpx.AsyncClient(trust_env=False, follow_redirects=False) as client,
-        anyio.create_task_group() as senders,
-    ):
-        for _ in range(SENDERS):
-            senders.start_soon(_send_due, database, settings, client)
-
-
-async def _send_due(
-    database: Database, settings: GatewaySettings, client: httpx.AsyncClient
-) -> None:
-    while True:
-        try:
-            due = await anyio.to_thread.run_sync(claim_due, database, settings)
-            if due is None:
-                await anyio.sleep(settings.job_poll_seconds)
-                continue
-            outcome = await deliver(client, due, settings)
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(record, database, settings, due, outcome)
-        except Exception:
-            logger.exception("webhook delivery failed")
-            await anyio.sleep(settings.job_poll_seconds)
+    return await post(client, due.url, body, headers, settings, resolver=resolver)
