@@ -45,6 +45,7 @@ from gateway.errors import (
 )
 from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import run_job_tasks
+from gateway.key_first import KeyFirstMiddleware
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
 from gateway.monitoring import install_monitoring
@@ -175,6 +176,8 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         path_limits={"/v1/jobs": settings.job_max_upload_bytes},
     )
+    # Outside the upload limit and the app: no key, no body read (gateway/key_first.py).
+    app.add_middleware(KeyFirstMiddleware)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)
