@@ -31,6 +31,8 @@ from gateway.admin.router import router as admin_router
 from gateway.billed.idempotency import KeyClaims
 from gateway.billed.leases import LeaseKeeper
 from gateway.cache.service import build_result_cache
+from gateway.client_secrets import endpoints as client_secrets
+from gateway.client_secrets.service import purge_client_secrets
 from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
 from gateway.console.router import console_error_page, install_console
@@ -163,6 +165,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(streaming.router)
+    app.include_router(client_secrets.router)
     streaming.redact_query_tokens()
     app.include_router(usage.router)
     app.include_router(jobs.router)
@@ -198,7 +201,8 @@ def served_app(settings: GatewaySettings | None = None) -> FastAPI:
 async def sweep_ledger(database: Database, settings: GatewaySettings) -> None:
     """Release reservations whose gateway stopped renewing them (it died mid-request), and
     forget Idempotency-Keys past their retention. Any replica may do it: each release locks
-    its tenant's account and is a no-op once the reservation is closed."""
+    its tenant's account and is a no-op once the reservation is closed. Client tokens past
+    use are forgotten too."""
     while True:
         try:
             released = await anyio.to_thread.run_sync(release_expired, database)
@@ -206,6 +210,7 @@ async def sweep_ledger(database: Database, settings: GatewaySettings) -> None:
                 logger.warning("released %d expired reservations", released)
             retention = timedelta(seconds=settings.idempotency_retention_seconds)
             await anyio.to_thread.run_sync(purge_keys, database, utcnow() - retention)
+            await anyio.to_thread.run_sync(purge_client_secrets, database)
         except Exception:
             logger.exception("ledger sweep failed")
         await anyio.sleep(settings.reservation_sweep_seconds)

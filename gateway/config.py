@@ -53,6 +53,11 @@ class GatewaySettings(BaseSettings):
     # a client event (error idle_timeout); WebSocket pings alone do not keep it open.
     realtime_max_session_seconds: float = Field(default=3_600.0, gt=0)
     realtime_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Client tokens for browser WebSockets (docs/streaming.md): POST /v1/realtime/client_secrets
+    # mints one, usable by one connection, for this long unless the request asks otherwise …
+    client_secret_seconds: int = Field(default=60, ge=1)
+    # … and never longer than this.
+    client_secret_max_seconds: int = Field(default=600, ge=1)
     node_connect_timeout_seconds: float = 5.0
     # An idle keep-alive connection to a node is reused only this long, which must stay below
     # the node's INFERENCE_KEEP_ALIVE_SECONDS: a node closing a connection as the gateway sends

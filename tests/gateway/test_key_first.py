@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from billing.config import BillingSettings
 from billing.db import Database
@@ -178,6 +181,29 @@ class TestValidKeys:
         )
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "permission_denied"
+
+
+def test_a_ledger_that_cannot_be_read_is_503_before_the_body(tmp_path: Path) -> None:
+    """The key cannot be looked up while another process holds SQLite's write lock."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    upgrade_to_head(url)
+    database = Database(url)
+    key = create_tenant_with_key(database, "acme")
+    database.dispose()
+    settings = gateway_settings("http://127.0.0.1:9", job_workers=0)
+    billing = BillingSettings(database_url=url, sqlite_busy_timeout_seconds=0.2)
+    other_writer = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        with TestClient(create_app(settings, billing)) as client:
+            other_writer.execute("BEGIN IMMEDIATE")
+            response = client.post("/v1/jobs", headers={"X-API-Key": key}, content=b"never parsed")
+            other_writer.execute("ROLLBACK")
+    finally:
+        other_writer.close()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "ledger_unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["connection"] == "close"
 
 
 def test_every_route_taking_a_body_and_a_key_is_guarded() -> None:
