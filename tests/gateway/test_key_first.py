@@ -22,7 +22,7 @@ from billing.keys.schemas import KeyScope
 from billing.keys.service import create_api_key
 from billing.migrate import upgrade_to_head
 from gateway.app import create_app
-from gateway.key_first import UPLOAD_PATHS
+from gateway.key_first import UPLOAD_METHOD, UPLOAD_PATHS
 from tests.conftest import NODE_SECRET
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key
 from tests.fixtures.processes import free_port, running
@@ -213,9 +213,11 @@ def test_every_route_taking_a_body_and_a_key_is_guarded() -> None:
     keyed_bodies = {
         path
         for path, operations in document["paths"].items()
-        for method, operation in operations.items()
-        if method in ("post", "put", "patch")
-        and "requestBody" in operation
-        and {"ApiKey": []} in operation.get("security", [])
+        for operation in operations.values()
+        if "requestBody" in operation and {"ApiKey": []} in operation.get("security", [])
     }
     assert keyed_bodies == set(UPLOAD_PATHS)
+    assert all(
+        set(document["paths"][path]) - {"get", "delete"} == {UPLOAD_METHOD.lower()}
+        for path in UPLOAD_PATHS
+    )
