@@ -50,6 +50,7 @@ from gateway.jobs.runtime import run_job_tasks
 from gateway.key_first import KeyFirstMiddleware
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
+from gateway.log_redaction import redact_url_secrets
 from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
@@ -166,7 +167,6 @@ def create_app(
     app.include_router(transcriptions.router)
     app.include_router(streaming.router)
     app.include_router(client_secrets.router)
-    streaming.redact_query_tokens()
     app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(compat.router)
@@ -184,6 +184,7 @@ def create_app(
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)
+    redact_url_secrets()
     return app
 
 

@@ -25,7 +25,7 @@ from gateway.client_secrets.service import (
     purge_client_secrets,
     redeem_client_secret,
 )
-from gateway.streaming.endpoints import RedactQueryToken
+from gateway.log_redaction import RedactUrlSecrets
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key
 from tests.gateway.conftest import gateway_settings
 
@@ -218,6 +218,6 @@ def test_a_client_secret_in_a_logged_url_is_redacted() -> None:
         "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
         ("127.0.0.1:5555", "/v1/realtime?intent=transcription&client_secret=ek_abc"), None,
     )  # fmt: skip
-    assert RedactQueryToken().filter(record)
+    assert RedactUrlSecrets().filter(record)
     assert "ek_abc" not in record.getMessage()
     assert "&client_secret=[redacted]" in record.getMessage()

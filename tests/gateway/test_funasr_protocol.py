@@ -29,7 +29,7 @@ from billing.reconcile.service import reconcile
 from billing.tokens import count_tokens
 from gateway.app import create_app
 from gateway.errors import QuotaExceeded
-from gateway.streaming.endpoints import RedactQueryToken
+from gateway.log_redaction import RedactUrlSecrets
 from gateway.streaming.live import LiveTurn, TurnOutcome
 from inference.audio import decode_audio, to_pcm16
 from inference.protocol import TranscribeParams, TranscriptionResult
@@ -204,7 +204,7 @@ def test_the_query_token_is_kept_out_of_the_logs() -> None:
         "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
         ("127.0.0.1:5555", "/funasr?token=sk-asrgw-secret&x=1"), None,
     )  # fmt: skip
-    assert RedactQueryToken().filter(record)
+    assert RedactUrlSecrets().filter(record)
     assert "sk-asrgw-secret" not in record.getMessage()
     assert "/funasr?token=[redacted]&x=1" in record.getMessage()
 
