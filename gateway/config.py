@@ -180,8 +180,9 @@ class GatewaySettings(BaseSettings):
     # Sign-in attempts per client IP that fail (wrong password, bad token, used link) before
     # 429 with Retry-After, in the `limits` notation; counted in Redis with GATEWAY_REDIS_URL.
     console_sign_in_limit: str = "5/minute"
-    # How long a customer portal link may wait before it is opened (it opens once).
-    console_portal_link_seconds: int = Field(default=24 * 3600, gt=0)
+    # How long a customer portal link may wait before it is opened (it opens once); also the
+    # most an admin may ask for when making one (a shorter lifetime may be asked).
+    console_portal_link_seconds: int = Field(default=3600, gt=0)
     # The console's public base URL (https://billing.example.com), used in portal links made
     # outside a request (the CLI); empty: the address of the gateway itself.
     console_public_url: str = ""
