@@ -35,8 +35,14 @@ from gateway.client_secrets import endpoints as client_secrets
 from gateway.client_secrets.service import purge_client_secrets
 from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
+from gateway.console.deps import CONSOLE_UPLOADS
 from gateway.console.router import console_error_page, install_console
 from gateway.context import RequestContextMiddleware
+from gateway.credentials_first import (
+    API_UPLOAD_PATHS,
+    CredentialsFirstMiddleware,
+    admit_api_key,
+)
 from gateway.errors import (
     Conflict,
     GatewayError,
@@ -47,7 +53,6 @@ from gateway.errors import (
 )
 from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import run_job_tasks
-from gateway.key_first import KeyFirstMiddleware
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
 from gateway.log_redaction import redact_url_secrets
@@ -179,8 +184,11 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         path_limits={"/v1/jobs": settings.job_max_upload_bytes},
     )
-    # Outside the upload limit and the app: no key, no body read (gateway/key_first.py).
-    app.add_middleware(KeyFirstMiddleware)
+    # Outside the upload limit and the app: no credentials, no body read.
+    uploads = dict.fromkeys(API_UPLOAD_PATHS, admit_api_key)
+    if settings.console_enabled:
+        uploads.update(CONSOLE_UPLOADS)
+    app.add_middleware(CredentialsFirstMiddleware, admissions=uploads)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)

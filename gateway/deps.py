@@ -108,7 +108,7 @@ async def caller_of(
 
 def presented_api_key(headers: Headers) -> str:
     """The key as ``api_key_bearer`` and ``api_key_header`` read it, for code that runs before
-    FastAPI resolves dependencies (``gateway.key_first``)."""
+    FastAPI resolves dependencies (``gateway.credentials_first``)."""
     scheme, _, credentials = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()

@@ -1,6 +1,6 @@
-"""Credentials before bodies: an upload with no key or a wrong one is answered 401 while its
-body is still held by the client, against a real uvicorn gateway (TestClient hands the app a
-body only once it is whole)."""
+"""Credentials before bodies: an upload with no key or a wrong one (or, to the console, no
+session) is answered 401 while its body is still held by the client, against a real uvicorn
+gateway (TestClient hands the app a body only once it is whole)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from billing.keys.schemas import KeyScope
 from billing.keys.service import create_api_key
 from billing.migrate import upgrade_to_head
 from gateway.app import create_app
-from gateway.key_first import UPLOAD_METHOD, UPLOAD_PATHS
+from gateway.console.deps import SIGN_IN_FIRST
+from gateway.credentials_first import API_UPLOAD_PATHS, UPLOAD_METHOD
 from tests.conftest import NODE_SECRET
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key
 from tests.fixtures.processes import free_port, running
@@ -117,14 +118,16 @@ def held(process: Process, path: str, credentials: str = "") -> HeldAnswer:
     return asyncio.run(answer_while_body_held(process.port, path, credentials))
 
 
-def assert_refused_unread(answer: HeldAnswer, message: str) -> None:
+def assert_refused_unread(
+    answer: HeldAnswer, message: str, *, code: str = "invalid_api_key"
+) -> None:
     assert answer.body_still_held
     assert answer.status == 401
     assert answer.body["error"] == {
         "message": message,
         "type": "invalid_request_error",
         "param": None,
-        "code": "invalid_api_key",
+        "code": code,
     }
     assert answer.headers["x-request-id"].startswith("req_")
     assert answer.headers["connection"] == "close"
@@ -138,7 +141,7 @@ UNKNOWN_KEY = "Incorrect API key provided."
 
 
 class TestRefusedBeforeTheBody:
-    @pytest.mark.parametrize("path", sorted(UPLOAD_PATHS))
+    @pytest.mark.parametrize("path", sorted(API_UPLOAD_PATHS))
     def test_no_key(self, gateway_process: Process, path: str) -> None:
         assert_refused_unread(held(gateway_process, path), NO_KEY)
 
@@ -157,6 +160,17 @@ class TestRefusedBeforeTheBody:
         assert_refused_unread(
             held(gateway_process, "/v1/audio/transcriptions", credentials), NO_KEY
         )
+
+
+class TestConsoleUploads:
+    def test_no_session(self, gateway_process: Process) -> None:
+        answer = held(gateway_process, "/console/portal/playground")
+        assert_refused_unread(answer, SIGN_IN_FIRST, code="console_sign_in_required")
+
+    def test_an_unknown_session(self, gateway_process: Process) -> None:
+        credentials = "Cookie: asrgw_console_session=not-a-session\r\n"
+        answer = held(gateway_process, "/console/portal/playground", credentials)
+        assert_refused_unread(answer, SIGN_IN_FIRST, code="console_sign_in_required")
 
 
 class TestValidKeys:
@@ -207,7 +221,7 @@ def test_a_ledger_that_cannot_be_read_is_503_before_the_body(tmp_path: Path) -> 
 
 
 def test_every_route_taking_a_body_and_a_key_is_guarded() -> None:
-    """A route added later with a body and an API key must be in ``UPLOAD_PATHS``."""
+    """A route added later with a body and an API key must be in ``API_UPLOAD_PATHS``."""
     app = create_app(gateway_settings("http://127.0.0.1:9"), BillingSettings())
     document = app.openapi()
     keyed_bodies = {
@@ -216,8 +230,8 @@ def test_every_route_taking_a_body_and_a_key_is_guarded() -> None:
         for operation in operations.values()
         if "requestBody" in operation and {"ApiKey": []} in operation.get("security", [])
     }
-    assert keyed_bodies == set(UPLOAD_PATHS)
+    assert keyed_bodies == set(API_UPLOAD_PATHS)
     assert all(
         set(document["paths"][path]) - {"get", "delete"} == {UPLOAD_METHOD.lower()}
-        for path in UPLOAD_PATHS
+        for path in API_UPLOAD_PATHS
     )
