@@ -210,9 +210,10 @@ def portal_open_page(request: Request, settings: SettingsDep) -> Response:
     return response
 
 
-@router.api_route("/portal/open/{_token}", methods=["GET", "POST"])
+@router.get("/portal/open/{_token}")
 def portal_open_old_link(request: Request, _token: str) -> Response:
-    """A link of the old form, its token in the path: refused unread and never echoed."""
+    """A link of the old form, its token in the path: refused unread and never echoed (a POST
+    there, from a page of the old form, gets 405)."""
     return render(request, "portal/open.html", {"old_link": True}, status_code=410)
 
 
