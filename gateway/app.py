@@ -31,10 +31,18 @@ from gateway.admin.router import router as admin_router
 from gateway.billed.idempotency import KeyClaims
 from gateway.billed.leases import LeaseKeeper
 from gateway.cache.service import build_result_cache
+from gateway.client_secrets import endpoints as client_secrets
+from gateway.client_secrets.service import purge_client_secrets
 from gateway.compat import endpoints as compat
 from gateway.config import GatewaySettings
+from gateway.console.deps import CONSOLE_UPLOADS
 from gateway.console.router import console_error_page, install_console
 from gateway.context import RequestContextMiddleware
+from gateway.credentials_first import (
+    API_UPLOAD_PATHS,
+    CredentialsFirstMiddleware,
+    admit_api_key,
+)
 from gateway.errors import (
     Conflict,
     GatewayError,
@@ -47,6 +55,7 @@ from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import run_job_tasks
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
+from gateway.log_redaction import redact_url_secrets
 from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
@@ -162,7 +171,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(streaming.router)
-    streaming.redact_query_tokens()
+    app.include_router(client_secrets.router)
     app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(compat.router)
@@ -175,9 +184,15 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         path_limits={"/v1/jobs": settings.job_max_upload_bytes},
     )
+    # Outside the upload limit and the app: no credentials, no body read.
+    uploads = dict.fromkeys(API_UPLOAD_PATHS, admit_api_key)
+    if settings.console_enabled:
+        uploads.update(CONSOLE_UPLOADS)
+    app.add_middleware(CredentialsFirstMiddleware, admissions=uploads)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)
+    redact_url_secrets()
     return app
 
 
@@ -195,7 +210,8 @@ def served_app(settings: GatewaySettings | None = None) -> FastAPI:
 async def sweep_ledger(database: Database, settings: GatewaySettings) -> None:
     """Release reservations whose gateway stopped renewing them (it died mid-request), and
     forget Idempotency-Keys past their retention. Any replica may do it: each release locks
-    its tenant's account and is a no-op once the reservation is closed."""
+    its tenant's account and is a no-op once the reservation is closed. Client tokens past
+    use are forgotten too."""
     while True:
         try:
             released = await anyio.to_thread.run_sync(release_expired, database)
@@ -203,6 +219,7 @@ async def sweep_ledger(database: Database, settings: GatewaySettings) -> None:
                 logger.warning("released %d expired reservations", released)
             retention = timedelta(seconds=settings.idempotency_retention_seconds)
             await anyio.to_thread.run_sync(purge_keys, database, utcnow() - retention)
+            await anyio.to_thread.run_sync(purge_client_secrets, database)
         except Exception:
             logger.exception("ledger sweep failed")
         await anyio.sleep(settings.reservation_sweep_seconds)

@@ -64,6 +64,11 @@ class GatewaySettings(BaseSettings):
     # A live session (/v1/realtime, /funasr) looks its key up again this often, past the key
     # cache: a revoked or expired key ends its sessions within this long (invalid_api_key, 4401).
     realtime_key_recheck_seconds: float = Field(default=5.0, gt=0)
+    # Client tokens for browser WebSockets (docs/streaming.md): POST /v1/realtime/client_secrets
+    # mints one, usable by one connection, for this long unless the request asks otherwise …
+    client_secret_seconds: int = Field(default=60, ge=1)
+    # … and never longer than this.
+    client_secret_max_seconds: int = Field(default=600, ge=1)
     node_connect_timeout_seconds: float = 5.0
     # An idle keep-alive connection to a node is reused only this long, which must stay below
     # the node's INFERENCE_KEEP_ALIVE_SECONDS: a node closing a connection as the gateway sends
@@ -197,8 +202,9 @@ class GatewaySettings(BaseSettings):
     # Sign-in attempts per client IP that fail (wrong password, bad token, used link) before
     # 429 with Retry-After, in the `limits` notation; counted in Redis with GATEWAY_REDIS_URL.
     console_sign_in_limit: str = "5/minute"
-    # How long a customer portal link may wait before it is opened (it opens once).
-    console_portal_link_seconds: int = Field(default=24 * 3600, gt=0)
+    # How long a customer portal link may wait before it is opened (it opens once); also the
+    # most an admin may ask for when making one (a shorter lifetime may be asked).
+    console_portal_link_seconds: int = Field(default=3600, gt=0)
     # The console's public base URL (https://billing.example.com), used in portal links made
     # outside a request (the CLI); empty: the address of the gateway itself.
     console_public_url: str = ""

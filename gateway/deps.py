@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
 from billing.db import Database
@@ -103,10 +104,25 @@ async def caller_of(
 ) -> AuthenticatedKey:
     """``require_api_key``'s work, for dependencies that resolve the key themselves."""
     presented = bearer.credentials.strip() if bearer is not None else ""
-    presented = presented or (x_api_key or "").strip()
+    return await caller_for_key(request, database, presented or (x_api_key or "").strip())
+
+
+def presented_api_key(headers: Headers) -> str:
+    """The key as ``api_key_bearer`` and ``api_key_header`` read it, for code that runs before
+    FastAPI resolves dependencies (``gateway.credentials_first``)."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return headers.get("x-api-key", "").strip()
+
+
+async def caller_for_key(
+    connection: HTTPConnection, database: Database, presented: str
+) -> AuthenticatedKey:
+    """The one lookup of a presented API key: the key cache, else the database."""
     if not presented:
         raise AuthError(MISSING_KEY_MESSAGE)
-    cache: KeyCache = request.app.state.key_cache
+    cache: KeyCache = connection.app.state.key_cache
     cached = cache.get(presented)
     if cached is not None:
         return cached

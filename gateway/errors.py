@@ -8,6 +8,7 @@ GatewayError                    500 internal_error
 │   ├── UnsupportedLanguage     400 unsupported_language
 │   └── ModelNotFound           404 model_not_found
 ├── AuthError                   401 invalid_api_key
+│   └── ApiKeyInUrl             401 api_key_in_url (a WebSocket's URL carried an API key)
 ├── AdminAuthError              401 invalid_token (+ WWW-Authenticate)
 ├── PermissionDenied            403 permission_denied
 ├── NotFoundError               404 not_found
@@ -95,6 +96,12 @@ class AuthError(GatewayError):
     status_code = 401
     code = "invalid_api_key"
     error_type = "invalid_request_error"
+
+
+class ApiKeyInUrl(AuthError):
+    """An API key in a URL's query sits in every proxy's access log: refused unread."""
+
+    code = "api_key_in_url"
 
 
 class AdminAuthError(GatewayError):

@@ -3,6 +3,7 @@
 from billing.models.admin_user import AdminUser
 from billing.models.api_key import ApiKey
 from billing.models.audit_entry import AuditEntry
+from billing.models.client_secret import ClientSecret
 from billing.models.console_session import ConsoleSession
 from billing.models.credit_entry import CreditEntry
 from billing.models.idempotency_record import IdempotencyRecord
@@ -23,6 +24,7 @@ __all__ = [
     "AdminUser",
     "ApiKey",
     "AuditEntry",
+    "ClientSecret",
     "ConsoleSession",
     "CreditEntry",
     "IdempotencyRecord",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from fastapi import APIRouter, Request, Response, status
 from sqlmodel import Session
 
@@ -15,7 +13,12 @@ from billing.tenants.service import create_tenant, describe_tenant, tenant_detai
 from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
 from gateway.admin.deps import TenantName, in_transaction
 from gateway.admin.schemas import CreditCreate, TenantChange, TenantCreate
-from gateway.console.portal_links.service import PortalLinkPublic, create_portal_link
+from gateway.console.portal_links.service import (
+    PortalLinkCreate,
+    PortalLinkPublic,
+    create_portal_link,
+    portal_link_lifetime,
+)
 from gateway.deps import DatabaseDep, RequestId, SettingsDep
 from gateway.openapi import error_responses
 
@@ -131,18 +134,18 @@ def create_portal_link_endpoint(
     settings: SettingsDep,
     claims: TenantsWrite,
     request_id: RequestId,
+    body: PortalLinkCreate | None = None,
 ) -> PortalLinkPublic:
     """A single-use link that opens the tenant's customer portal, valid for
-    ``GATEWAY_CONSOLE_PORTAL_LINK_SECONDS``; its URL is in this response only."""
+    ``GATEWAY_CONSOLE_PORTAL_LINK_SECONDS`` or the shorter ``expires_in_seconds``; its URL, whose
+    token follows ``#``, is in this response only."""
     actor = claims.actor(request_id)
     base_url = settings.console_public_url or str(request.base_url)
+    ttl = portal_link_lifetime(
+        body.expires_in_seconds if body is not None else None,
+        settings.console_portal_link_seconds,
+    )
     return in_transaction(
         database,
-        lambda session: create_portal_link(
-            session,
-            name,
-            base_url=base_url,
-            ttl=timedelta(seconds=settings.console_portal_link_seconds),
-            actor=actor,
-        ),
+        lambda session: create_portal_link(session, name, base_url=base_url, ttl=ttl, actor=actor),
     )

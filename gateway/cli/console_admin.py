@@ -3,17 +3,16 @@ straight against the ledger database, audited as ``cli:<os user>``."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import click
 
 from billing.audit.service import cli_actor
 from gateway.cli.admin import admin, print_table, run
 from gateway.config import GatewaySettings
-from gateway.console.portal_links.service import create_portal_link
+from gateway.console.portal_links.service import create_portal_link, portal_link_lifetime
 from gateway.console.roles import Role
 from gateway.console.sessions.service import list_open_sessions, revoke_session, revoke_subject
 from gateway.console.users.service import create_user, list_users, set_disabled, set_password
+from gateway.errors import InvalidRequest
 
 PASSWORD_HELP = (
     "Prompted for (twice) when not given; never pass it on a shared machine's command line."
@@ -144,13 +143,18 @@ def session_revoke(session_id: int | None, username: str | None, tenant_name: st
     "--expires-in",
     type=click.IntRange(min=1),
     default=None,
-    help="Seconds the link stays valid [default: GATEWAY_CONSOLE_PORTAL_LINK_SECONDS, 86400].",
+    help="Seconds the link stays valid, at most GATEWAY_CONSOLE_PORTAL_LINK_SECONDS "
+    "[default: that, 3600].",
 )
 def portal_link(tenant_name: str, base_url: str | None, expires_in: int | None) -> None:
-    """A single-use link that opens TENANT's customer portal (printed once, on stdout)."""
+    """A single-use link that opens TENANT's customer portal (printed once, on stdout). Its
+    token follows the "#", so it never reaches a server's or a proxy's access log."""
     settings = GatewaySettings()
     base = base_url or settings.console_public_url or f"http://{settings.host}:{settings.port}"
-    ttl = timedelta(seconds=expires_in or settings.console_portal_link_seconds)
+    try:
+        ttl = portal_link_lifetime(expires_in, settings.console_portal_link_seconds)
+    except InvalidRequest as error:
+        raise click.BadParameter(error.message, param_hint="--expires-in") from None
     link = run(
         lambda db: create_portal_link(db, tenant_name, base_url=base, ttl=ttl, actor=cli_actor())
     )

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Form, Header, Request, Response
+from starlette.requests import HTTPConnection
 
 from billing.db import Database
 from gateway.admin.auth import Scope
@@ -66,24 +67,46 @@ def _read(database: Database, token: str, idle_seconds: int) -> ConsoleCaller | 
         return read_session(session, token, idle=timedelta(seconds=idle_seconds))
 
 
+async def session_caller(
+    connection: HTTPConnection, database: Database, settings: GatewaySettings
+) -> ConsoleCaller | None:
+    """The one lookup of the session behind the cookie."""
+    token = connection.cookies.get(cookie_name(SESSION_COOKIE, settings))
+    if not token:
+        return None
+    return await anyio.to_thread.run_sync(
+        _read, database, token, settings.console_session_idle_seconds
+    )
+
+
 async def optional_caller(
     request: Request, database: DatabaseDep, settings: SettingsDep
 ) -> ConsoleCaller | None:
-    token = request.cookies.get(cookie_name(SESSION_COOKIE, settings))
-    if not token:
-        return None
-    caller = await anyio.to_thread.run_sync(
-        _read, database, token, settings.console_session_idle_seconds
-    )
+    caller = await session_caller(request, database, settings)
     request.state.console_caller = caller
     return caller
+
+
+SIGN_IN_FIRST = "Sign in to the console first; your session may have ended."
+
+
+async def admit_console_session(connection: HTTPConnection) -> None:
+    """A console upload's session, looked up before its body is read
+    (``gateway.credentials_first``); the route's dependency then checks its kind and CSRF."""
+    state = connection.app.state
+    if await session_caller(connection, state.database, state.settings) is None:
+        raise SignInRequired(SIGN_IN_FIRST)
+
+
+# The console's routes that take an upload.
+CONSOLE_UPLOADS = {"/console/portal/playground": admit_console_session}
 
 
 async def require_caller(
     caller: Annotated[ConsoleCaller | None, Depends(optional_caller)],
 ) -> ConsoleCaller:
     if caller is None:
-        raise SignInRequired("Sign in to the console first; your session may have ended.")
+        raise SignInRequired(SIGN_IN_FIRST)
     return caller
 
 

@@ -199,33 +199,41 @@ def sign_out(caller: SignedInWrite, database: DatabaseDep, settings: SettingsDep
     return response
 
 
-@router.get("/portal/open/{token}")
-def portal_open_page(request: Request, token: str, settings: SettingsDep) -> Response:
+@router.get("/portal/open")
+def portal_open_page(request: Request, settings: SettingsDep) -> Response:
     """The page a portal link shows: a button that opens the portal (a link previewer that
-    fetches the URL does not use it up)."""
+    fetches the URL does not use it up). The link's token is in its fragment, which no request
+    carries: the page's script moves it into the form, or the customer pastes it."""
     form_token = presession_token(request, settings)
-    response = render(
-        request, "portal/open.html", {"presession_token": form_token, "link_token": token}
-    )
+    response = render(request, "portal/open.html", {"presession_token": form_token})
     set_cookie(response, PRESESSION_COOKIE, form_token, settings, PRESESSION_MAX_AGE)
     return response
 
 
-@router.post("/portal/open/{token}")
+@router.get("/portal/open/{_token}")
+def portal_open_old_link(request: Request, _token: str) -> Response:
+    """A link of the old form, its token in the path: refused unread and never echoed (a POST
+    there, from a page of the old form, gets 405)."""
+    return render(request, "portal/open.html", {"old_link": True}, status_code=410)
+
+
+@router.post("/portal/open")
 def portal_open(
     request: Request,
-    token: str,
     _csrf: PresessionCsrf,
     database: DatabaseDep,
     settings: SettingsDep,
     throttle: ThrottleDep,
+    token: Annotated[str, Form()] = "",
 ) -> Response:
     """Redeem a single-use portal link: a session scoped to its tenant alone."""
     throttle.refuse_if_throttled(request)
     max_age = settings.console_session_max_seconds
+    # Pasted links may come whole: the token is what follows the "#".
+    token = token.rpartition("#")[2].strip()
 
     def redeem(session: Session) -> str | None:
-        tenant = redeem_portal_link(session, token)
+        tenant = redeem_portal_link(session, token) if token else None
         if tenant is None:
             return None
         opened, _record = start_session(

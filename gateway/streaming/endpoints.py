@@ -3,44 +3,25 @@ protocol (``/funasr``)."""
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, WebSocket
 
 from billing.keys.schemas import AuthenticatedKey, KeyScope
-from gateway.deps import caller_of, refuse_without_scope
-from gateway.errors import AuthError, GatewayError, InvalidRequest, error_response
+from gateway.deps import refuse_without_scope
+from gateway.errors import GatewayError, InvalidRequest, error_response
+from gateway.streaming.credentials import (
+    offered_subprotocols,
+    presented_credential,
+    streaming_caller,
+)
 from gateway.streaming.funasr import FunasrSession
 from gateway.streaming.realtime import RealtimeSession
 
 router = APIRouter()
 
-# Browsers cannot set headers on a WebSocket: OpenAI's clients put the key in a subprotocol.
-KEY_SUBPROTOCOL = "openai-insecure-api-key."
 REALTIME_SUBPROTOCOL = "realtime"
-
-
-def presented_key(websocket: WebSocket) -> tuple[str, str | None]:
-    """The API key (``Authorization: Bearer``, ``X-API-Key`` or the key subprotocol) and the
-    subprotocol to accept."""
-    offered = [
-        part.strip()
-        for part in websocket.headers.get("sec-websocket-protocol", "").split(",")
-        if part.strip()
-    ]
-    accepted = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
-    authorization = websocket.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip(), accepted
-    if websocket.headers.get("x-api-key"):
-        return websocket.headers["x-api-key"].strip(), accepted
-    for part in offered:
-        if part.startswith(KEY_SUBPROTOCOL):
-            return part.removeprefix(KEY_SUBPROTOCOL), accepted
-    return "", accepted
 
 
 async def refuse(websocket: WebSocket, error: GatewayError) -> None:
@@ -54,7 +35,7 @@ async def refuse(websocket: WebSocket, error: GatewayError) -> None:
 
 @asynccontextmanager
 async def admitted_session(
-    websocket: WebSocket, key: str, missing_key: str, refusal: GatewayError | None = None
+    websocket: WebSocket, missing_key: str, refusal: GatewayError | None = None
 ) -> AsyncIterator[AuthenticatedKey | None]:
     """The session's caller, holding one of its key's concurrent-request slots until the block
     ends; ``None`` once the upgrade was refused with its HTTP error."""
@@ -62,9 +43,8 @@ async def admitted_session(
     try:
         if refusal is not None:
             raise refusal
-        if not key:
-            raise AuthError(missing_key)
-        caller: AuthenticatedKey = await caller_of(websocket, state.database, None, key)
+        presented = presented_credential(websocket)
+        caller = await streaming_caller(websocket, presented, missing_key)
         refuse_without_scope(caller, KeyScope.transcribe)
         admission = await state.rate_limits.admit(caller)
     except GatewayError as error:
@@ -80,61 +60,38 @@ async def admitted_session(
 @router.websocket("/v1/realtime")
 async def realtime_transcription(websocket: WebSocket, intent: str | None = None) -> None:
     """A realtime transcription session in OpenAI's realtime protocol."""
-    key, subprotocol = presented_key(websocket)
+    offered = offered_subprotocols(websocket)
+    subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
     wrong_intent = None
     if intent not in (None, "transcription"):
         wrong_intent = InvalidRequest(
             "This gateway serves realtime transcription only: intent=transcription.",
             param="intent",
         )
-    missing = "No API key: send Authorization: Bearer <key>."
-    async with admitted_session(websocket, key, missing, wrong_intent) as caller:
+    missing = (
+        "No API key: send Authorization: Bearer <key>, or a client token from "
+        "POST /v1/realtime/client_secrets in the subprotocol openai-insecure-api-key.<token>."
+    )
+    async with admitted_session(websocket, missing, wrong_intent) as caller:
         if caller is not None:
             await websocket.accept(subprotocol=subprotocol)
-            await RealtimeSession(websocket, caller, "transcription_session.created", key).run()
+            await RealtimeSession(websocket, caller, "transcription_session.created").run()
 
 
-# FunASR's clients cannot set headers: they may put the key in the query, ?token=<key>.
+# FunASR's clients cannot set headers: they put a client token in the query, ?token=<token>.
 FUNASR_SUBPROTOCOL = "binary"
 
 
 @router.websocket("/funasr")
-async def funasr_protocol(websocket: WebSocket, token: str | None = None) -> None:
+async def funasr_protocol(websocket: WebSocket) -> None:
     """A FunASR WebSocket session (offline, online and 2pass modes) behind an API key."""
-    key, _ = presented_key(websocket)
-    offered = websocket.headers.get("sec-websocket-protocol", "")
-    subprotocol = FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered.split(", ") else None
+    offered = offered_subprotocols(websocket)
+    subprotocol = FUNASR_SUBPROTOCOL if FUNASR_SUBPROTOCOL in offered else None
     missing = (
-        "No API key: send Authorization: Bearer <key>, or ?token=<key> from a client that "
-        "cannot set headers."
+        "No API key: send Authorization: Bearer <key>, or ?token=<client token> (minted with "
+        "POST /v1/realtime/client_secrets) from a client that cannot set headers."
     )
-    key = key or (token or "").strip()
-    async with admitted_session(websocket, key, missing) as caller:
+    async with admitted_session(websocket, missing) as caller:
         if caller is not None:
             await websocket.accept(subprotocol=subprotocol)
-            await FunasrSession(websocket, caller, key).run()
-
-
-class RedactQueryToken(logging.Filter):
-    """Keeps ``?token=<key>`` out of the server's logs (uvicorn logs WebSocket paths with their
-    query)."""
-
-    pattern = re.compile(r"([?&]token=)[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
-        if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1[redacted]", record.msg)
-        return True
-
-
-def redact_query_tokens() -> None:
-    """Install the filter on uvicorn's loggers (once)."""
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, RedactQueryToken) for existing in logger.filters):
-            logger.addFilter(RedactQueryToken())
+            await FunasrSession(websocket, caller).run()

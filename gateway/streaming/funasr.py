@@ -136,10 +136,9 @@ class OfflineChunk:
 
 
 class FunasrSession:
-    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey, key: str) -> None:
+    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey) -> None:
         self.websocket = websocket
         self.caller = caller
-        self.key = key  # as presented: checked again while the session lasts (keycheck.py)
         self.key_refusal: AuthError | None = None
         self.state: State = websocket.app.state
         self.settings: GatewaySettings = self.state.settings
@@ -215,7 +214,7 @@ class FunasrSession:
     async def _end_when_key_refused(self, session: anyio.CancelScope) -> None:
         """A revoked or expired key ends the session: text delivered stays billed, the work in
         flight is cancelled and undelivered text given back (``_settle_undelivered``)."""
-        self.key_refusal = await key_refused(self.state, self.caller, self.key)
+        self.key_refusal = await key_refused(self.state, self.caller)
         self.closing = (KEY_REFUSED_CLOSE_CODE, self.key_refusal.code)
         session.cancel()
 

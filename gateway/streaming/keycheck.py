@@ -17,8 +17,10 @@ import anyio
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import State
 
+from billing.db import Database
+from billing.errors import InvalidApiKey, NotFound
 from billing.keys.schemas import AuthenticatedKey
-from gateway.deps import authenticate_uncached
+from billing.keys.service import caller_for_tenant_key
 from gateway.errors import AuthError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +29,19 @@ logger = logging.getLogger(__name__)
 KEY_REFUSED_CLOSE_CODE = 4401
 
 
-async def key_refused(state: State, caller: AuthenticatedKey, presented: str) -> AuthError:
+def _look_up_again(database: Database, caller: AuthenticatedKey) -> None:
+    """The session's key by its prefix (a session opened with a client token never saw the
+    secret): revoked, expired or deleted raises ``AuthError``."""
+    try:
+        with database.transaction() as session:
+            caller_for_tenant_key(session, caller.tenant_id, caller.key_prefix)
+    except (InvalidApiKey, NotFound) as error:
+        raise AuthError(
+            error.message if isinstance(error, InvalidApiKey) else "This API key no longer exists."
+        ) from None
+
+
+async def key_refused(state: State, caller: AuthenticatedKey) -> AuthError:
     """Returns, with the refusal, once the session's key is no longer valid; runs until
     cancelled otherwise. A ledger that cannot be reached keeps the session going: the check
     is tried again next interval."""
@@ -35,7 +49,7 @@ async def key_refused(state: State, caller: AuthenticatedKey, presented: str) ->
     while True:
         await anyio.sleep(interval)
         try:
-            await anyio.to_thread.run_sync(authenticate_uncached, state.database, presented)
+            await anyio.to_thread.run_sync(_look_up_again, state.database, caller)
         except AuthError as refusal:
             # New requests with the key are refused at once on this replica too.
             state.key_cache.evict(caller.key_prefix)

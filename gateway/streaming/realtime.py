@@ -121,12 +121,9 @@ class Committed:
 class RealtimeSession:
     """One WebSocket's session: reads client events, cuts items, transcribes them in order."""
 
-    def __init__(
-        self, websocket: WebSocket, caller: AuthenticatedKey, created_type: str, key: str
-    ) -> None:
+    def __init__(self, websocket: WebSocket, caller: AuthenticatedKey, created_type: str) -> None:
         self.websocket = websocket
         self.caller = caller
-        self.key = key  # as presented: checked again while the session lasts (keycheck.py)
         self.created_type = created_type
         state = websocket.app.state
         self.settings: GatewaySettings = state.settings
@@ -182,7 +179,7 @@ class RealtimeSession:
     async def _end_when_key_refused(self, session: anyio.CancelScope) -> None:
         """A revoked or expired key ends the session: items delivered stay billed, the one in
         flight is cancelled (its hold given back) and the queued ones never start."""
-        refusal = await key_refused(self.websocket.app.state, self.caller, self.key)
+        refusal = await key_refused(self.websocket.app.state, self.caller)
         self.closing = (KEY_REFUSED_CLOSE_CODE, refusal.code)
         await self.error(refusal.message, refusal.code)
         session.cancel()

@@ -17,6 +17,7 @@ TABLES = {
     "admin_users",
     "console_sessions",
     "portal_links",
+    "client_secrets",
 }
 
 

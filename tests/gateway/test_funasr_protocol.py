@@ -1,7 +1,7 @@
 """FunASR's WebSocket protocol at ``/funasr``: a client sending 16 kHz PCM in real-time-sized
 chunks (60 ms, as FunASR's own client does with ``chunk_size`` [5, 10, 5]) gets ``2pass-offline``
 results per turn or one ``offline`` result, each item billed on its own ledger row; keys by
-header or ``?token=`` (kept out of the logs); refusals."""
+header or a client token in ``?token=`` (kept out of the logs); refusals."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
@@ -27,7 +29,7 @@ from billing.reconcile.service import reconcile
 from billing.tokens import count_tokens
 from gateway.app import create_app
 from gateway.errors import QuotaExceeded
-from gateway.streaming.endpoints import RedactQueryToken
+from gateway.log_redaction import RedactUrlSecrets
 from gateway.streaming.live import LiveTurn, TurnOutcome
 from inference.audio import decode_audio, to_pcm16
 from inference.protocol import TranscribeParams, TranscriptionResult
@@ -168,7 +170,7 @@ class TestRefusals:
         key = create_tenant_with_key(database, "acme")
         with (
             gateway(database, node_url) as client,
-            client.websocket_connect(f"/funasr?token={key}") as ws,
+            client.websocket_connect("/funasr", headers={"X-API-Key": key}) as ws,
         ):
             ws.send_text(first_message("3pass"))
             error = json.loads(ws.receive_text())
@@ -202,16 +204,17 @@ def test_the_query_token_is_kept_out_of_the_logs() -> None:
         "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" [accepted]',
         ("127.0.0.1:5555", "/funasr?token=sk-asrgw-secret&x=1"), None,
     )  # fmt: skip
-    assert RedactQueryToken().filter(record)
+    assert RedactUrlSecrets().filter(record)
     assert "sk-asrgw-secret" not in record.getMessage()
     assert "/funasr?token=[redacted]&x=1" in record.getMessage()
 
 
 @pytest.mark.e2e
-def test_a_websockets_client_with_the_key_in_the_query(
+def test_a_websockets_client_with_a_client_token_in_the_query(
     node_url: str, database: Database, weather_wav: Path, tmp_path: Path
 ) -> None:
-    """As FunASR's own client connects: ``websockets``, subprotocol ``binary``, no headers."""
+    """As FunASR's own client connects: ``websockets``, subprotocol ``binary``, no headers; a
+    client token minted with the key in the query, where the key itself would be refused."""
     key = create_tenant_with_key(database, "acme")
     port = free_port()
     environment = {
@@ -226,22 +229,36 @@ def test_a_websockets_client_with_the_key_in_the_query(
     pcm = pcm16k(weather_wav.read_bytes())
     log = tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"
-    with (
-        running(["gateway", "--port", str(port)], environment, f"{url}/health/ready", log),
-        connect(f"ws://127.0.0.1:{port}/funasr?token={key}", subprotocols=[BINARY]) as ws,
-    ):
-        ws.send(first_message("offline"))
-        for start in range(0, len(pcm), CHUNK_BYTES):
-            ws.send(pcm[start : start + CHUNK_BYTES])
-        ws.send(json.dumps({"is_speaking": False}))
-        result = json.loads(ws.recv(timeout=120))
-        accepted = ws.subprotocol
+    with running(["gateway", "--port", str(port)], environment, f"{url}/health/ready", log):
+        minted = httpx.post(
+            f"{url}/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {key}"}
+        )
+        token = minted.json()["value"]
+        with connect(f"ws://127.0.0.1:{port}/funasr?token={token}", subprotocols=[BINARY]) as ws:
+            result = transcribed(ws, pcm)
+            accepted = ws.subprotocol
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"ws://127.0.0.1:{port}/funasr?token={key}", subprotocols=[BINARY])
     assert accepted == "binary"
     assert result["is_final"] is True
     assert result["text"]
     (row,) = usage_rows(database)
     assert row.billed_tokens == count_tokens(result["text"], "char")
-    assert key not in log.read_text()
+    assert refused.value.response.status_code == 401
+    assert b"api_key_in_url" in refused.value.response.body
+    logged = log.read_text()
+    assert key not in logged
+    assert token not in logged
+    assert "/funasr?token=[redacted]" in logged
+
+
+def transcribed(ws: Any, pcm: bytes) -> dict[str, Any]:
+    ws.send(first_message("offline"))
+    for start in range(0, len(pcm), CHUNK_BYTES):
+        ws.send(pcm[start : start + CHUNK_BYTES])
+    ws.send(json.dumps({"is_speaking": False}))
+    result: dict[str, Any] = json.loads(ws.recv(timeout=120))
+    return result
 
 
 def online_gateway(database: Database, node_url: str) -> TestClient:

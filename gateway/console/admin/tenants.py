@@ -35,7 +35,7 @@ from gateway.console.deps import (
     TenantsPage,
     TenantsWrite,
 )
-from gateway.console.portal_links.service import create_portal_link
+from gateway.console.portal_links.service import create_portal_link, portal_link_lifetime
 from gateway.console.usage import daily_usage, month_start
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, KeyCacheDep, RequestId, SettingsDep
@@ -114,7 +114,13 @@ def create_tenant_form(
 
 
 @router.get("/tenants/{name}")
-def tenant(request: Request, name: str, database: DatabaseDep, caller: TenantsPage) -> Response:
+def tenant(
+    request: Request,
+    name: str,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    caller: TenantsPage,
+) -> Response:
     """One tenant: balance, keys, this month's usage per day, invoices, credit entries."""
     today = utcnow().date()
 
@@ -136,6 +142,7 @@ def tenant(request: Request, name: str, database: DatabaseDep, caller: TenantsPa
             "key_scopes": list(KeyScope),
             "credit_idempotency_key": f"console-{secrets.token_hex(8)}",
             "can": {scope.value for scope in caller.scopes},
+            "portal_link_max_minutes": max(1, settings.console_portal_link_seconds // 60),
         },
     )
 
@@ -257,19 +264,16 @@ def create_portal_link_form(
     settings: SettingsDep,
     caller: TenantsWrite,
     request_id: RequestId,
+    expires_in_minutes: Annotated[int | None, Form(gt=0)] = None,
 ) -> Response:
     """A single-use, expiring link to the tenant's portal, shown once."""
     actor = caller.actor(request_id)
     base_url = settings.console_public_url or str(request.base_url)
+    requested = expires_in_minutes * 60 if expires_in_minutes is not None else None
+    ttl = portal_link_lifetime(requested, settings.console_portal_link_seconds)
     link = in_transaction(
         database,
-        lambda session: create_portal_link(
-            session,
-            name,
-            base_url=base_url,
-            ttl=timedelta(seconds=settings.console_portal_link_seconds),
-            actor=actor,
-        ),
+        lambda session: create_portal_link(session, name, base_url=base_url, ttl=ttl, actor=actor),
     )
     return render(request, "admin/portal_link.html", {"link": link})
 

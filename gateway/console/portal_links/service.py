@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from billing.audit import service as audit
@@ -14,8 +14,11 @@ from billing.models.types import utcnow
 from billing.tenants.service import require_tenant
 from gateway.console.portal_links import repository
 from gateway.console.sessions.service import hash_token, new_token
+from gateway.errors import InvalidRequest
 
-OPEN_PATH = "/console/portal/open/"
+# The token follows "#": a fragment is never sent in a request, so no access log, proxy or
+# Referer header sees it; the page's script posts it (gateway/console/signin.py).
+OPEN_PATH = "/console/portal/open"
 
 
 class PortalLinkPublic(BaseModel):
@@ -26,6 +29,12 @@ class PortalLinkPublic(BaseModel):
     expires_at: datetime
 
 
+class PortalLinkCreate(BaseModel):
+    """A shorter lifetime than ``GATEWAY_CONSOLE_PORTAL_LINK_SECONDS``, if wanted."""
+
+    expires_in_seconds: int | None = Field(default=None, gt=0)
+
+
 class PortalLinkRecord(BaseModel):
     """What the audit log keeps of a link: never its token."""
 
@@ -34,7 +43,20 @@ class PortalLinkRecord(BaseModel):
 
 
 def portal_url(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}{OPEN_PATH}{token}"
+    return f"{base_url.rstrip('/')}{OPEN_PATH}#{token}"
+
+
+def portal_link_lifetime(requested_seconds: int | None, max_seconds: int) -> timedelta:
+    """The lifetime asked for, or the longest allowed when none was; ``InvalidRequest`` past
+    the longest allowed."""
+    if requested_seconds is not None and requested_seconds > max_seconds:
+        raise InvalidRequest(
+            f"A portal link lives at most {max_seconds} seconds "
+            "(GATEWAY_CONSOLE_PORTAL_LINK_SECONDS).",
+            param="expires_in_seconds",
+            code="invalid_value",
+        )
+    return timedelta(seconds=requested_seconds or max_seconds)
 
 
 def create_portal_link(

@@ -209,6 +209,10 @@ class TestConsoleInABrowser:
         customer = new_page(browser)
         customer.goto(link)
         check_page(customer, console, "08-portal-open")
+        # The page moved the token from the fragment into its form and out of the address bar.
+        assert "#" in link
+        assert customer.url == f"{console.url}/console/portal/open"
+        assert customer.get_by_label("Portal link code").is_hidden()
         customer.get_by_role("button", name="Open the portal").click()
         assert customer.get_by_role("heading", name="acme").is_visible()
         assert customer.locator('[data-field="available"]').inner_text() == "5.000000 USD"

@@ -3,13 +3,16 @@ another tenant's ids."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from sqlmodel import select
 
 from billing.db import Database
 from billing.invoices.service import finalize
@@ -19,29 +22,49 @@ from billing.models import PortalLink
 from billing.models.types import utcnow
 from billing.periods import billing_period
 from gateway.cli.main import cli
+from gateway.log_redaction import RedactUrlSecrets
 from tests.fixtures.factories import TEST_ACTOR, bill, create_tenant_with_key, usage_rows
 from tests.gateway.admin_client import bearer, token
-from tests.gateway.console.client import HTML, JSON, console_client, console_settings, csrf_of
+from tests.gateway.console.client import (
+    HTML,
+    JSON,
+    add_user,
+    console_client,
+    console_settings,
+    csrf_of,
+    sign_in,
+)
 
-LINK = re.compile(r"/console/portal/open/[A-Za-z0-9_-]+")
+LINK = re.compile(r"^http://testserver/console/portal/open#([A-Za-z0-9_-]{40,})$")
 
 
-def portal_link(client: TestClient, tenant: str) -> str:
+def portal_link(client: TestClient, tenant: str, **body: object) -> str:
+    """A new link, as the path and fragment a browser opens."""
     settings = client.app.state.settings  # type: ignore[attr-defined]
-    response = client.post(f"/admin/tenants/{tenant}/portal-links", headers=bearer(token(settings)))
+    response = client.post(
+        f"/admin/tenants/{tenant}/portal-links",
+        headers=bearer(token(settings)),
+        json=body or None,
+    )
     assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["tenant"] == tenant
-    assert body["url"].startswith("http://testserver/console/portal/open/")
-    return str(body["url"]).removeprefix("http://testserver")
+    url = response.json()["url"]
+    assert response.json()["tenant"] == tenant
+    assert LINK.match(url), url
+    return str(url).removeprefix("http://testserver")
 
 
-def open_portal(client: TestClient, path: str) -> object:
+def open_portal(client: TestClient, link: str, *, pasted: str | None = None) -> httpx.Response:
+    """What the page does: its script moves the fragment into the form, which is posted (or
+    the customer pastes the link into the form's field)."""
+    path, _, link_token = link.partition("#")
     client.cookies.pop("asrgw_console_session", None)
-    page = client.get(path, headers=HTML)
+    page = client.get(path, headers=HTML)  # a browser never sends the fragment
     assert page.status_code == 200
     return client.post(
-        path, data={"csrf_token": csrf_of(page)}, headers=HTML, follow_redirects=False
+        path,
+        data={"csrf_token": csrf_of(page), "token": link_token if pasted is None else pasted},
+        headers=HTML,
+        follow_redirects=False,
     )
 
 
@@ -72,11 +95,11 @@ class TestPortalLinks:
             opened = open_portal(client, path)
             home = client.get("/console/portal", headers=HTML)
             reused = open_portal(client, path)
-        assert opened.status_code == 303  # type: ignore[attr-defined]
-        assert opened.headers["location"] == "/console/portal"  # type: ignore[attr-defined]
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/console/portal"
         assert "<h1>acme</h1>" in home.text
-        assert reused.status_code == 410  # type: ignore[attr-defined]
-        assert "portal_link_invalid" in reused.text  # type: ignore[attr-defined]
+        assert reused.status_code == 410
+        assert "portal_link_invalid" in reused.text
 
     def test_an_expired_or_unknown_link_opens_nothing(self, database: Database) -> None:
         with console_client(database, console_settings()) as client:
@@ -86,10 +109,10 @@ class TestPortalLinks:
                     update(PortalLink).values(expires_at=utcnow() - timedelta(seconds=1))
                 )
             expired = open_portal(client, path)
-            unknown = open_portal(client, "/console/portal/open/not-a-real-token")
+            unknown = open_portal(client, "/console/portal/open#not-a-real-token")
             after = client.get("/console/portal", headers=JSON)
-        assert expired.status_code == 410  # type: ignore[attr-defined]
-        assert unknown.status_code == 410  # type: ignore[attr-defined]
+        assert expired.status_code == 410
+        assert unknown.status_code == 410
         assert after.status_code == 401
 
     def test_the_cli_prints_a_link_that_opens_the_portal(
@@ -100,12 +123,121 @@ class TestPortalLinks:
         result = CliRunner().invoke(cli, ["admin", "portal-link", "globex"])
         assert result.exit_code == 0, result.output
         url = result.output.strip().splitlines()[-1]
-        assert url.startswith("https://billing.example.com/console/portal/open/")
+        assert url.startswith("https://billing.example.com/console/portal/open#")
         with console_client(database, console_settings()) as client:
             opened = open_portal(client, url.removeprefix("https://billing.example.com"))
             home = client.get("/console/portal", headers=HTML)
-        assert opened.status_code == 303  # type: ignore[attr-defined]
+        assert opened.status_code == 303
         assert "<h1>globex</h1>" in home.text
+
+
+@pytest.mark.usefixtures("two_tenants")
+class TestLinkTokensStayOutOfUrls:
+    def test_the_page_carries_no_token_and_offers_a_field_to_paste_it(
+        self, database: Database
+    ) -> None:
+        with console_client(database, console_settings()) as client:
+            link = portal_link(client, "acme")
+            page = client.get("/console/portal/open", headers=HTML)
+        assert link.partition("#")[2] not in page.text
+        assert 'action="/console/portal/open"' in page.text
+        assert 'name="token"' in page.text
+        assert "/console/static/portal_open.js" in page.text
+
+    def test_a_pasted_whole_link_opens_the_portal(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            link = portal_link(client, "acme")
+            opened = open_portal(client, link, pasted=f"  http://testserver{link}  ")
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/console/portal"
+
+    def test_no_token_opens_nothing(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            refused = open_portal(client, "/console/portal/open")
+        assert refused.status_code == 410
+        assert "portal_link_invalid" in refused.text
+
+    def test_opening_needs_the_pages_csrf_token(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            link_token = portal_link(client, "acme").partition("#")[2]
+            forged = client.post("/console/portal/open", data={"token": link_token}, headers=JSON)
+            opened = open_portal(client, f"/console/portal/open#{link_token}")
+        assert forged.status_code == 403
+        assert forged.json()["error"]["code"] == "csrf_token_invalid"
+        assert opened.status_code == 303
+
+    def test_an_old_form_link_is_refused_unread_and_unechoed(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            link_token = portal_link(client, "acme").partition("#")[2]
+            old = client.get(f"/console/portal/open/{link_token}", headers=HTML)
+            posted = client.post(f"/console/portal/open/{link_token}", headers=JSON)
+            still_unused = open_portal(client, f"/console/portal/open#{link_token}")
+        assert old.status_code == 410
+        assert "no longer accepted" in old.text
+        assert link_token not in old.text
+        assert posted.status_code == 405
+        assert link_token not in posted.text
+        assert still_unused.status_code == 303
+
+    def test_an_old_form_link_leaves_no_token_in_the_access_log(self) -> None:
+        record = logging.LogRecord(
+            "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+            ("127.0.0.1:5555", "GET", "/console/portal/open/abcDEF123_-x", "1.1", 410), None,
+        )  # fmt: skip
+        assert RedactUrlSecrets().filter(record)
+        assert record.getMessage() == (
+            '127.0.0.1:5555 - "GET /console/portal/open/[redacted] HTTP/1.1" 410'
+        )
+
+
+@pytest.mark.usefixtures("two_tenants")
+class TestLinkLifetime:
+    def test_an_hour_by_default(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            portal_link(client, "acme")
+        assert 59 * 60 < seconds_left(database) <= 3600
+
+    def test_an_admin_may_ask_for_less(self, database: Database) -> None:
+        with console_client(database, console_settings()) as client:
+            portal_link(client, "acme", expires_in_seconds=600)
+        assert 590 < seconds_left(database) <= 600
+
+    def test_not_for_more(self, database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        with console_client(database, console_settings()) as client:
+            response = client.post(
+                "/admin/tenants/acme/portal-links",
+                headers=bearer(token(client.app.state.settings)),  # type: ignore[attr-defined]
+                json={"expires_in_seconds": 3601},
+            )
+        monkeypatch.setenv("BILLING_DATABASE_URL", database.url)
+        cli_refusal = CliRunner().invoke(
+            cli, ["admin", "portal-link", "acme", "--expires-in", "3601"]
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_value"
+        assert response.json()["error"]["param"] == "expires_in_seconds"
+        assert cli_refusal.exit_code == 2
+        assert "at most 3600 seconds" in cli_refusal.output
+
+    def test_the_console_form_takes_minutes(self, database: Database) -> None:
+        add_user(database, "ada", "owner")
+        with console_client(database, console_settings()) as client:
+            sign_in(client, "ada")
+            page = client.get("/console/tenants/acme", headers=HTML)
+            created = client.post(
+                "/console/tenants/acme/portal-links",
+                data={"csrf_token": csrf_of(page), "expires_in_minutes": "5"},
+                headers=HTML,
+            )
+        assert created.status_code == 200
+        assert "data-portal-url" in created.text
+        assert 290 < seconds_left(database) <= 300
+
+
+def seconds_left(database: Database) -> float:
+    with database.transaction() as session:
+        (link,) = session.exec(select(PortalLink)).all()
+    return (link.expires_at - utcnow()).total_seconds()
 
 
 @pytest.mark.usefixtures("two_tenants")
