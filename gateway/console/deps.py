@@ -95,7 +95,13 @@ async def presented_csrf_token(
 
 
 def check_csrf(expected: str | None, presented: str) -> None:
-    if not expected or not presented or not hmac.compare_digest(expected, presented):
+    # Compared as bytes: compare_digest raises TypeError on a str that is not ASCII, and a
+    # form field is whatever the client typed.
+    if (
+        not expected
+        or not presented
+        or not hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
+    ):
         raise CsrfRejected(
             "This request lacks the console's CSRF token (or carries a stale one); reload the "
             "page and try again."
