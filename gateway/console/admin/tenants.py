@@ -26,14 +26,16 @@ from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant, describe_tenant, tenant_detail
 from billing.tokens import TokenUnit
 from gateway.admin.deps import in_transaction
+from gateway.admin.scopes import Data, may_read
 from gateway.console.deps import (
-    BillingPage,
-    BillingWrite,
+    CreditWrite,
     KeysWrite,
     PlansPage,
     PlansWrite,
+    PortalLinksWrite,
     TenantsPage,
     TenantsWrite,
+    UsagePage,
 )
 from gateway.console.portal_links.service import create_portal_link
 from gateway.console.usage import daily_usage, month_start
@@ -60,7 +62,7 @@ def parse_amount_micros(amount: str) -> int:
 
 
 @router.get("")
-def overview(request: Request, database: DatabaseDep, _caller: BillingPage) -> Response:
+def overview(request: Request, database: DatabaseDep, _caller: UsagePage) -> Response:
     """Today and this month: requests, audio hours, output tokens, revenue; a chart per day."""
     today = utcnow().date()
     month = in_transaction(
@@ -115,16 +117,21 @@ def create_tenant_form(
 
 @router.get("/tenants/{name}")
 def tenant(request: Request, name: str, database: DatabaseDep, caller: TenantsPage) -> Response:
-    """One tenant: balance, keys, this month's usage per day, invoices, credit entries."""
+    """One tenant: balance, and what the viewer's scopes may read of it: this month's usage per
+    day, keys, invoices, credit entries."""
     today = utcnow().date()
+    held = caller.scopes
 
     def load(session: Session) -> dict[str, object]:
+        # Only what the viewer may read is loaded at all, as the admin API would answer it.
         return {
             "detail": tenant_detail(session, name),
-            "keys": list_api_keys(session, name),
-            "usage": daily_usage(session, month_start(today), today + timedelta(days=1), name),
-            "invoices": list_invoices(session, name),
-            "credits": list_credit_entries(session, name),
+            "keys": list_api_keys(session, name) if may_read(held, Data.keys) else [],
+            "usage": daily_usage(session, month_start(today), today + timedelta(days=1), name)
+            if may_read(held, Data.usage)
+            else None,
+            "invoices": list_invoices(session, name) if may_read(held, Data.invoices) else [],
+            "credits": list_credit_entries(session, name) if may_read(held, Data.credit) else [],
         }
 
     context = in_transaction(database, load)
@@ -135,7 +142,6 @@ def tenant(request: Request, name: str, database: DatabaseDep, caller: TenantsPa
             **context,
             "key_scopes": list(KeyScope),
             "credit_idempotency_key": f"console-{secrets.token_hex(8)}",
-            "can": {scope.value for scope in caller.scopes},
         },
     )
 
@@ -144,7 +150,7 @@ def tenant(request: Request, name: str, database: DatabaseDep, caller: TenantsPa
 def add_credit_form(
     name: str,
     database: DatabaseDep,
-    caller: BillingWrite,
+    caller: CreditWrite,
     request_id: RequestId,
     amount: Annotated[str, Form()],
     idempotency_key: Annotated[str, Form()],
@@ -255,10 +261,11 @@ def create_portal_link_form(
     name: str,
     database: DatabaseDep,
     settings: SettingsDep,
-    caller: TenantsWrite,
+    caller: PortalLinksWrite,
     request_id: RequestId,
 ) -> Response:
-    """A single-use, expiring link to the tenant's portal, shown once."""
+    """A single-use, expiring link to the tenant's portal, shown once; it needs every scope
+    of what the portal does (``gateway.admin.scopes.WRITE[Data.portal_links]``)."""
     actor = caller.actor(request_id)
     base_url = settings.console_public_url or str(request.base_url)
     link = in_transaction(
