@@ -61,9 +61,13 @@ def clear_cookie(response: Response, base: str, settings: GatewaySettings) -> No
     )
 
 
-def _read(database: Database, token: str, idle_seconds: int) -> ConsoleCaller | None:
+def _read(
+    database: Database, token: str, idle_seconds: int, user_agent: str | None
+) -> ConsoleCaller | None:
     with database.transaction() as session:
-        return read_session(session, token, idle=timedelta(seconds=idle_seconds))
+        return read_session(
+            session, token, idle=timedelta(seconds=idle_seconds), user_agent=user_agent
+        )
 
 
 async def optional_caller(
@@ -73,7 +77,11 @@ async def optional_caller(
     if not token:
         return None
     caller = await anyio.to_thread.run_sync(
-        _read, database, token, settings.console_session_idle_seconds
+        _read,
+        database,
+        token,
+        settings.console_session_idle_seconds,
+        request.headers.get("user-agent"),
     )
     request.state.console_caller = caller
     return caller
@@ -207,6 +215,7 @@ NodesWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.nodes))]
 AuditPage = Annotated[ConsoleCaller, Depends(admin_page(Data.audit))]
 PortalPage = Annotated[ConsoleCaller, Depends(require_portal)]
 PortalWrite = Annotated[ConsoleCaller, Depends(require_portal_write)]
+SignedIn = Annotated[ConsoleCaller, Depends(require_caller)]
 SignedInWrite = Annotated[ConsoleCaller, Depends(require_any_write)]
 PresessionCsrf = Annotated[None, Depends(require_presession_csrf)]
 ThrottleDep = Annotated[SignInThrottle, Depends(get_throttle)]

@@ -31,6 +31,8 @@ NOTICES = {
     "invoice-finalized": "The invoice is finalized and will not change again.",
     "node-drained": "The node takes no new requests.",
     "node-undrained": "The node takes requests again.",
+    "session-ended": "The session was ended.",
+    "sessions-ended": "Every other session was ended.",
 }
 
 

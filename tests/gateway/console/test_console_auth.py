@@ -55,6 +55,7 @@ def console_posts() -> list[str]:
                         .replace("{period}", "2026-11")
                         .replace("{node}", "node_x")
                         .replace("{token}", "t")
+                        .replace("{session_id}", "1")
                     )
     return sorted(set(paths))
 
@@ -222,7 +223,7 @@ class TestCsrf:
                 path: client.post(path, data={"csrf_token": "forged"}, headers=JSON)
                 for path in posts
             }
-        assert len(posts) == 19
+        assert len(posts) == 21
         for path, response in (missing | {f"{k} (forged)": v for k, v in wrong.items()}).items():
             assert response.status_code == 403, (path, response.text)
             assert response.json()["error"]["code"] == "csrf_token_invalid", path
