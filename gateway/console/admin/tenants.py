@@ -38,6 +38,7 @@ from gateway.console.deps import (
     UsagePage,
 )
 from gateway.console.portal_links.service import create_portal_link
+from gateway.console.reauth import RecentlyAuthenticated
 from gateway.console.usage import daily_usage, month_start
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, KeyCacheDep, RequestId, SettingsDep
@@ -152,6 +153,7 @@ def add_credit_form(
     database: DatabaseDep,
     caller: CreditWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     amount: Annotated[str, Form()],
     idempotency_key: Annotated[str, Form()],
     kind: Annotated[str, Form()] = "topup",
@@ -184,6 +186,7 @@ def create_key_form(
     database: DatabaseDep,
     caller: KeysWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     key_name: Annotated[str, Form()] = "default",
     scopes: Annotated[list[KeyScope] | None, Form()] = None,
     expires_in_days: Annotated[int | None, Form(gt=0)] = None,
@@ -233,6 +236,7 @@ def rotate_key_form(
     key_cache: KeyCacheDep,
     caller: KeysWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     grace_seconds: Annotated[int, Form(ge=0)] = 86_400,
 ) -> Response:
     """Issue a successor key (secret shown once); the old one works for the grace period."""
@@ -300,6 +304,7 @@ def create_plan_form(
     database: DatabaseDep,
     caller: PlansWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     name: Annotated[str, Form(min_length=1, max_length=64)],
     price_per_1k_tokens_micros: Annotated[int, Form(ge=0)],
     token_unit: Annotated[TokenUnit, Form()] = TokenUnit.char,
