@@ -65,6 +65,7 @@ from gateway.openapi import build_openapi
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
+from gateway.security_headers import SecurityHeadersMiddleware
 from gateway.shutdown import Drain, DrainMiddleware
 from gateway.streaming import endpoints as streaming
 from gateway.transcriptions import endpoints as transcriptions
@@ -193,6 +194,8 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     install_monitoring(app)
     redact_url_secrets()
+    # Added last, so outermost: it stamps the responses every other layer makes.
+    app.add_middleware(SecurityHeadersMiddleware, strict_transport=settings.console_cookie_secure)
     return app
 
 

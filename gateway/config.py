@@ -208,6 +208,9 @@ class GatewaySettings(BaseSettings):
     # The console's public base URL (https://billing.example.com), used in portal links made
     # outside a request (the CLI); empty: the address of the gateway itself.
     console_public_url: str = ""
+    # Step-up authentication: creating or rotating API keys, adding credit and creating plans
+    # ask for the password (or a fresh SSO token) again unless it was given within this long.
+    console_reauth_seconds: int = Field(default=300, gt=0)
 
     @field_validator("nodes")
     @classmethod

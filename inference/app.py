@@ -58,6 +58,7 @@ from inference.protocol import (
     TranscriptionResult,
     Word,
 )
+from inference.security_headers import NoSniffMiddleware
 from inference.shutdown import Drain, DrainMiddleware
 from inference.vad import Span, VadSegmenter
 
@@ -140,6 +141,7 @@ def create_app(settings: InferenceSettings, engines: list[Engine] | None = None)
     app.state.pool = pool
     app.state.settings = settings
     app.add_middleware(DrainMiddleware, drain=drain)
+    app.add_middleware(NoSniffMiddleware)  # added last: outermost
     app.include_router(live_router(settings, pool, drain))
 
     @app.exception_handler(InferenceError)

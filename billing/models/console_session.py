@@ -53,3 +53,8 @@ class ConsoleSession(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     client_ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    # The browser's User-Agent (cut to the column), shown in the user's list of their sessions.
+    user_agent: str | None = Field(default=None, sa_column=Column(String(300)))
+    # When the user last proved who they are again (password, fresh SSO token) for an action
+    # that asks it; None: only at sign-in (``created_at``).
+    reauthenticated_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import httpx
@@ -29,25 +28,14 @@ from pydantic import BaseModel
 
 from billing.audit.schemas import Actor
 from gateway.admin.jwks import JwksKeys
+from gateway.admin.scopes import READ, WRITE, Data, missing_scopes
+from gateway.admin.scopes import Scope as Scope  # where the rest of the gateway imports it from
+from gateway.admin.scopes import parse_scopes as parse_scopes
 from gateway.config import GatewaySettings
 from gateway.errors import AdminAuthError, PermissionDenied
 
 HS256 = "HS256"
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
-
-
-class Scope(StrEnum):
-    tenants_read = "tenants:read"
-    tenants_write = "tenants:write"
-    plans_read = "plans:read"
-    plans_write = "plans:write"
-    keys_read = "keys:read"
-    keys_write = "keys:write"
-    billing_read = "billing:read"
-    billing_write = "billing:write"
-    nodes_read = "nodes:read"
-    nodes_write = "nodes:write"
-    audit_read = "audit:read"
 
 
 class AdminClaims(BaseModel):
@@ -57,17 +45,6 @@ class AdminClaims(BaseModel):
 
     def actor(self, request_id: str | None = None) -> Actor:
         return Actor(name=self.subject, request_id=request_id)
-
-
-def parse_scopes(claims: dict[str, Any]) -> frozenset[Scope]:
-    raw: Iterable[Any]
-    if isinstance(claims.get("scope"), str):
-        raw = claims["scope"].split()
-    else:
-        listed = claims.get("scp", claims.get("scopes", []))
-        raw = listed if isinstance(listed, list) else []
-    known = {scope.value for scope in Scope}
-    return frozenset(Scope(item) for item in raw if isinstance(item, str) and item in known)
 
 
 class TokenVerifier:
@@ -188,7 +165,7 @@ def require_scopes(*needed: Scope) -> Callable[..., AdminClaims]:
         verifier: TokenVerifier = request.app.state.token_verifier
         presented = f"Bearer {credentials.credentials}" if credentials is not None else None
         claims = verifier.verify(bearer_token(presented))
-        missing = sorted(scope.value for scope in needed if scope not in claims.scopes)
+        missing = missing_scopes(claims.scopes, needed)
         if missing:
             raise PermissionDenied(f"This admin token lacks the scope {', '.join(missing)}.")
         return claims
@@ -196,14 +173,19 @@ def require_scopes(*needed: Scope) -> Callable[..., AdminClaims]:
     return admit
 
 
-TenantsRead = Annotated[AdminClaims, Depends(require_scopes(Scope.tenants_read))]
-TenantsWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.tenants_write))]
-PlansRead = Annotated[AdminClaims, Depends(require_scopes(Scope.plans_read))]
-PlansWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.plans_write))]
-KeysRead = Annotated[AdminClaims, Depends(require_scopes(Scope.keys_read))]
-KeysWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.keys_write))]
-BillingRead = Annotated[AdminClaims, Depends(require_scopes(Scope.billing_read))]
-BillingWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.billing_write))]
-NodesRead = Annotated[AdminClaims, Depends(require_scopes(Scope.nodes_read))]
-NodesWrite = Annotated[AdminClaims, Depends(require_scopes(Scope.nodes_write))]
-AuditRead = Annotated[AdminClaims, Depends(require_scopes(Scope.audit_read))]
+# Each route needs the scopes of the data it reads or writes (``gateway.admin.scopes``).
+TenantsRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.tenants]))]
+TenantsWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.tenants]))]
+PlansRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.plans]))]
+PlansWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.plans]))]
+KeysRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.keys]))]
+KeysWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.keys]))]
+CreditRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.credit]))]
+CreditWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.credit]))]
+BillingRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.invoices]))]
+BillingWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.invoices]))]
+UsageRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.usage]))]
+NodesRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.nodes]))]
+NodesWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.nodes]))]
+AuditRead = Annotated[AdminClaims, Depends(require_scopes(*READ[Data.audit]))]
+PortalLinksWrite = Annotated[AdminClaims, Depends(require_scopes(*WRITE[Data.portal_links]))]

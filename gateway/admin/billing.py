@@ -15,7 +15,7 @@ from billing.periods import PERIOD_PATTERN
 from billing.reconcile.service import reconcile
 from billing.reports.schemas import ReportRow
 from billing.reports.service import parse_group_by, report_csv, usage_report
-from gateway.admin.auth import BillingRead, BillingWrite
+from gateway.admin.auth import BillingRead, BillingWrite, UsageRead
 from gateway.admin.deps import Period, PeriodFilter, TenantFilter, TenantName, in_transaction
 from gateway.admin.schemas import FindingPublic, ReconcileReport
 from gateway.deps import DatabaseDep, RequestId
@@ -40,7 +40,7 @@ def _midnight(day: date) -> datetime:
 )
 def usage(
     database: DatabaseDep,
-    _claims: BillingRead,
+    _claims: UsageRead,
     start: Annotated[date, Query(alias="from", description="First day (UTC), 2026-11-01.")],
     end: Annotated[date, Query(alias="to", description="Day after the last (UTC).")],
     group_by: Annotated[

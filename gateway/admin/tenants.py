@@ -10,7 +10,13 @@ from billing.credits.service import add_credit, list_credit_entries
 from billing.tenants import repository
 from billing.tenants.schemas import TenantDetail, TenantPublic
 from billing.tenants.service import create_tenant, describe_tenant, tenant_detail, update_tenant
-from gateway.admin.auth import BillingRead, BillingWrite, TenantsRead, TenantsWrite
+from gateway.admin.auth import (
+    CreditRead,
+    CreditWrite,
+    PortalLinksWrite,
+    TenantsRead,
+    TenantsWrite,
+)
 from gateway.admin.deps import TenantName, in_transaction
 from gateway.admin.schemas import CreditCreate, TenantChange, TenantCreate
 from gateway.console.portal_links.service import (
@@ -82,7 +88,7 @@ def update(
 
 @router.get("/{name}/credits")
 def list_credits(
-    name: TenantName, database: DatabaseDep, _claims: BillingRead
+    name: TenantName, database: DatabaseDep, _claims: CreditRead
 ) -> list[CreditEntryPublic]:
     """The tenant's credit entries, oldest first."""
     return in_transaction(database, lambda session: list_credit_entries(session, name))
@@ -103,7 +109,7 @@ def add_credits(
     body: CreditCreate,
     response: Response,
     database: DatabaseDep,
-    claims: BillingWrite,
+    claims: CreditWrite,
     request_id: RequestId,
 ) -> CreditEntryPublic:
     """Apply a top-up or adjustment once per idempotency key: a repeat answers 200 with the
@@ -132,13 +138,15 @@ def create_portal_link_endpoint(
     request: Request,
     database: DatabaseDep,
     settings: SettingsDep,
-    claims: TenantsWrite,
+    claims: PortalLinksWrite,
     request_id: RequestId,
     body: PortalLinkCreate | None = None,
 ) -> PortalLinkPublic:
     """A single-use link that opens the tenant's customer portal, valid for
     ``GATEWAY_CONSOLE_PORTAL_LINK_SECONDS`` or the shorter ``expires_in_seconds``; its URL, whose
-    token follows ``#``, is in this response only."""
+    token follows ``#``, is in this response only. The portal shows the tenant, its usage, keys
+    and invoices and creates keys, so the link needs every scope that takes: tenants:write,
+    tenants:read, keys:read, keys:write, billing:read."""
     actor = claims.actor(request_id)
     base_url = settings.console_public_url or str(request.base_url)
     ttl = portal_link_lifetime(

@@ -53,12 +53,17 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
 
     from gateway.app import served_app
     from gateway.config import GatewaySettings
+    from gateway.streaming.frames import websocket_max_message_bytes
 
     settings = settings_or_exit(GatewaySettings)
     host, port = host or settings.host, port or settings.port
     refuse_unsafe_bind(host, settings.unsafe_to_bind(host))
+    # No WebSocket message larger than one item's audio (uvicorn's default is 16 MiB).
+    ws_max_size = websocket_max_message_bytes(settings)
     if workers == 1:
-        uvicorn.run(served_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(
+            served_app(settings), host=host, port=port, log_level="info", ws_max_size=ws_max_size
+        )
         return
     if not settings.redis_url:
         # Each worker is a process with its own memory: counters kept there would let every
@@ -84,6 +89,7 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
             host=host,
             port=port,
             log_level="info",
+            ws_max_size=ws_max_size,
         )
 
 

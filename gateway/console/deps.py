@@ -19,7 +19,7 @@ from fastapi import Depends, Form, Header, Request, Response
 from starlette.requests import HTTPConnection
 
 from billing.db import Database
-from gateway.admin.auth import Scope
+from gateway.admin.scopes import READ, WRITE, Data, Scope, missing_scopes
 from gateway.config import GatewaySettings
 from gateway.console.errors import CsrfRejected, SignInRequired
 from gateway.console.sessions.schemas import ConsoleCaller
@@ -62,9 +62,13 @@ def clear_cookie(response: Response, base: str, settings: GatewaySettings) -> No
     )
 
 
-def _read(database: Database, token: str, idle_seconds: int) -> ConsoleCaller | None:
+def _read(
+    database: Database, token: str, idle_seconds: int, user_agent: str | None
+) -> ConsoleCaller | None:
     with database.transaction() as session:
-        return read_session(session, token, idle=timedelta(seconds=idle_seconds))
+        return read_session(
+            session, token, idle=timedelta(seconds=idle_seconds), user_agent=user_agent
+        )
 
 
 async def session_caller(
@@ -75,7 +79,11 @@ async def session_caller(
     if not token:
         return None
     return await anyio.to_thread.run_sync(
-        _read, database, token, settings.console_session_idle_seconds
+        _read,
+        database,
+        token,
+        settings.console_session_idle_seconds,
+        connection.headers.get("user-agent"),
     )
 
 
@@ -118,7 +126,13 @@ async def presented_csrf_token(
 
 
 def check_csrf(expected: str | None, presented: str) -> None:
-    if not expected or not presented or not hmac.compare_digest(expected, presented):
+    # Compared as bytes: compare_digest raises TypeError on a str that is not ASCII, and a
+    # form field is whatever the client typed.
+    if (
+        not expected
+        or not presented
+        or not hmac.compare_digest(expected.encode(), presented.encode("utf-8", "surrogatepass"))
+    ):
         raise CsrfRejected(
             "This request lacks the console's CSRF token (or carries a stale one); reload the "
             "page and try again."
@@ -138,7 +152,7 @@ def require_admin(
             check_csrf(caller.csrf_token, presented)
         if caller.kind != "admin":
             raise PermissionDenied("This page belongs to the admin console.")
-        missing = sorted(scope.value for scope in needed if scope not in caller.scopes)
+        missing = missing_scopes(caller.scopes, needed)
         if missing:
             raise PermissionDenied(f"Your console role lacks the scope {', '.join(missing)}.")
         return caller
@@ -199,18 +213,32 @@ async def get_throttle(request: Request) -> SignInThrottle:
     return throttle
 
 
-TenantsPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.tenants_read))]
-TenantsWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.tenants_write, write=True))]
-PlansPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.plans_read))]
-PlansWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.plans_write, write=True))]
-KeysWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.keys_write, write=True))]
-BillingPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.billing_read))]
-BillingWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.billing_write, write=True))]
-NodesPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.nodes_read))]
-NodesWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.nodes_write, write=True))]
-AuditPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.audit_read))]
+def admin_page(data: Data) -> Callable[..., Coroutine[Any, Any, ConsoleCaller]]:
+    """A page showing ``data``: the scopes the admin API reads it with."""
+    return require_admin(*READ[data])
+
+
+def admin_form(data: Data) -> Callable[..., Coroutine[Any, Any, ConsoleCaller]]:
+    """A form changing ``data``: the scopes the admin API writes it with, and the CSRF token."""
+    return require_admin(*WRITE[data], write=True)
+
+
+TenantsPage = Annotated[ConsoleCaller, Depends(admin_page(Data.tenants))]
+TenantsWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.tenants))]
+PlansPage = Annotated[ConsoleCaller, Depends(admin_page(Data.plans))]
+PlansWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.plans))]
+KeysWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.keys))]
+CreditWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.credit))]
+PortalLinksWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.portal_links))]
+UsagePage = Annotated[ConsoleCaller, Depends(admin_page(Data.usage))]
+BillingPage = Annotated[ConsoleCaller, Depends(admin_page(Data.invoices))]
+BillingWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.invoices))]
+NodesPage = Annotated[ConsoleCaller, Depends(admin_page(Data.nodes))]
+NodesWrite = Annotated[ConsoleCaller, Depends(admin_form(Data.nodes))]
+AuditPage = Annotated[ConsoleCaller, Depends(admin_page(Data.audit))]
 PortalPage = Annotated[ConsoleCaller, Depends(require_portal)]
 PortalWrite = Annotated[ConsoleCaller, Depends(require_portal_write)]
+SignedIn = Annotated[ConsoleCaller, Depends(require_caller)]
 SignedInWrite = Annotated[ConsoleCaller, Depends(require_any_write)]
 PresessionCsrf = Annotated[None, Depends(require_presession_csrf)]
 ThrottleDep = Annotated[SignInThrottle, Depends(get_throttle)]

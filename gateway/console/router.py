@@ -9,9 +9,9 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from gateway.config import GatewaySettings
-from gateway.console import signin
+from gateway.console import account, signin
 from gateway.console.admin import invoices, operations, tenants
-from gateway.console.errors import SignInRequired
+from gateway.console.errors import ReauthRequired, SignInRequired
 from gateway.console.portal import pages, playground
 from gateway.console.throttle import SignInThrottle
 from gateway.console.views import render
@@ -20,7 +20,7 @@ from gateway.errors import GatewayError
 STATIC = Path(__file__).parent / "static"
 
 ROUTERS = tuple(
-    module.router for module in (signin, tenants, invoices, operations, pages, playground)
+    module.router for module in (signin, account, tenants, invoices, operations, pages, playground)
 )
 router = APIRouter()
 for module_router in ROUTERS:
@@ -50,6 +50,14 @@ def console_error_page(request: Request, error: GatewayError) -> Response | None
         if request.method != "GET":
             target = "/console/portal" if target.startswith("/console/portal") else "/console"
         return RedirectResponse(f"/console/sign-in?next={target}", status_code=303)
+    if isinstance(error, ReauthRequired):
+        # The same write again, with the proof asked for: its fields ride along hidden.
+        return render(
+            request,
+            "reauth.html",
+            {"error": error, "action": request.url.path},
+            status_code=error.status_code,
+        )
     return render(
         request,
         "error.html",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from billing.money import MICROS_PER_UNIT, format_micros
+from gateway.admin.scopes import Data, Scope, may_read, may_write
 from gateway.console.charts import bar_chart
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -29,7 +31,23 @@ NOTICES = {
     "invoice-finalized": "The invoice is finalized and will not change again.",
     "node-drained": "The node takes no new requests.",
     "node-undrained": "The node takes requests again.",
+    "session-ended": "The session was ended.",
+    "sessions-ended": "Every other session was ended.",
 }
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What the viewer may see and do, for the templates (``may.write("keys")``): the admin
+    API's table of scopes, so a page offers exactly what its routes would allow."""
+
+    scopes: frozenset[Scope]
+
+    def read(self, data: str) -> bool:
+        return may_read(self.scopes, Data(data))
+
+    def write(self, data: str) -> bool:
+        return may_write(self.scopes, Data(data))
 
 
 def money(amount_micros: int, currency: str) -> str:
@@ -93,6 +111,7 @@ def render(
         request=request,
         viewer=caller,
         csrf_token=caller.csrf_token if caller is not None else None,
+        may=Permissions(caller.scopes if caller is not None else frozenset()),
         notice=notice,
         **(context or {}),
     )

@@ -27,7 +27,8 @@ chunks whose text it sent and gives the rest back. A client gone before an item'
 billed for the partial text it was sent (none: nothing); the session reads its client while
 items wait (``inbox.py``), so that is noticed at once. An item whose hold does not fit ends the
 session with an ``insufficient_quota`` error and close code 1008; one the ledger cannot hold or
-bill gets an error message (``ledger_unavailable``) and the session goes on.
+bill gets an error message (``ledger_unavailable``) and the session goes on. A message larger
+than one item's audio ends it with ``message_too_large`` and close code 1009 (``frames.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from billing.keys.schemas import AuthenticatedKey
 from gateway.billed.stream import DeliveryMeter
 from gateway.config import GatewaySettings
 from gateway.errors import AuthError, GatewayError, QuotaExceeded
-from gateway.streaming.inbox import Inbox
+from gateway.streaming.frames import MESSAGE_TOO_BIG, funasr_max_message_bytes
+from gateway.streaming.inbox import Inbox, message_bytes
 from gateway.streaming.items import (
     open_item,
     pcm_ms,
@@ -176,8 +178,9 @@ class FunasrSession:
             and self.config.audio_fs == LIVE_SAMPLE_RATE
         )
         # Read ahead up to one item's audio: a client that leaves while items wait is noticed.
-        item_bytes = self.settings.realtime_max_item_seconds * 1000 * self.bytes_per_ms
-        self.inbox = Inbox(self.websocket, budget_bytes=int(item_bytes))
+        self.item_bytes = int(self.settings.realtime_max_item_seconds * 1000 * self.bytes_per_ms)
+        self.max_message_bytes = funasr_max_message_bytes(self.settings, self.config.audio_fs)
+        self.inbox = Inbox(self.websocket, budget_bytes=self.item_bytes)
         try:
             async with anyio.create_task_group() as session:
                 self.scope = session.cancel_scope
@@ -227,6 +230,16 @@ class FunasrSession:
             if message is None:
                 self.gone = True
                 return
+            if message_bytes(message) > self.max_message_bytes:
+                # Checked here too, whatever cap the server runs with.
+                await self.send_error(
+                    "message_too_large",
+                    f"A message holds at most {self.max_message_bytes} bytes (one item of "
+                    f"{self.settings.realtime_max_item_seconds:g} s of audio at "
+                    f"{self.config.audio_fs} Hz); send smaller frames.",
+                )
+                self.closing = (MESSAGE_TOO_BIG, "message_too_large")
+                return
             if message.get("bytes") is not None:
                 await self._audio(message["bytes"])
             elif message.get("text") is not None:
@@ -238,6 +251,14 @@ class FunasrSession:
                     return
 
     async def _audio(self, pcm: bytes) -> None:
+        # Taken in pieces that fit the item: no item holds more than the limit, however the
+        # client cut its frames.
+        while pcm:
+            room = self.item_bytes - len(self.buffer)
+            piece, pcm = (pcm[:room], pcm[room:]) if room > 0 else (pcm, b"")
+            await self._audio_piece(piece)
+
+    async def _audio_piece(self, pcm: bytes) -> None:
         bytes_per_ms = self.bytes_per_ms
         self.received_ms += len(pcm) // bytes_per_ms
         if self.config.mode == "offline":
@@ -254,7 +275,7 @@ class FunasrSession:
                 dropped = max(0, len(self.buffer) - keep)
                 del self.buffer[:dropped]
                 self.buffer_offset_ms += dropped // bytes_per_ms
-        if len(self.buffer) >= self.settings.realtime_max_item_seconds * 1000 * bytes_per_ms:
+        if len(self.buffer) >= self.item_bytes:
             await self._commit()
 
     def _decode_live(self, pcm: bytes) -> None:

@@ -11,6 +11,7 @@ input_audio_buffer.commit (or VAD turn end,  ──▶ committed ──▶ hold 
         ◀── ...transcription.completed (usage = the item's ledger row)
         ◀── ...transcription.failed (node failed, ledger unreachable: nothing billed)
         ◀── error + close 1008 (402)
+an event larger than one item's audio ──▶ error message_too_large + close 1009 (frames.py)
 ```
 
 Billing: one ledger row per committed item, through the streamed money sequence
@@ -46,7 +47,12 @@ from gateway.billed.responses import usage_body
 from gateway.config import GatewaySettings
 from gateway.errors import GatewayError, QuotaExceeded
 from gateway.languages import LANGUAGE_CODES
-from gateway.streaming.inbox import Inbox
+from gateway.streaming.frames import (
+    MESSAGE_TOO_BIG,
+    item_pcm_bytes,
+    realtime_max_message_bytes,
+)
+from gateway.streaming.inbox import Inbox, message_bytes
 from gateway.streaming.items import send_json, transcribe_item
 from gateway.streaming.keycheck import KEY_REFUSED_CLOSE_CODE, key_refused
 from gateway.streaming.vad import EnergyVad, Turn
@@ -137,8 +143,9 @@ class RealtimeSession:
         self.items: asyncio.Queue[Committed | None] = asyncio.Queue(maxsize=2)
         # Read ahead up to one item's audio (base64 in JSON): a client that leaves while its
         # items wait is noticed.
-        item_bytes = int(self.settings.realtime_max_item_seconds * 1000 * BYTES_PER_MS)
-        self.inbox = Inbox(websocket, budget_bytes=item_bytes * 4 // 3)
+        self.item_bytes = item_pcm_bytes(self.settings, SAMPLE_RATE)
+        self.max_message_bytes = realtime_max_message_bytes(self.settings)
+        self.inbox = Inbox(websocket, budget_bytes=self.item_bytes * 4 // 3)
         self.gone = False
         self.closing: tuple[int, str] | None = None
 
@@ -194,6 +201,17 @@ class RealtimeSession:
                 return
             if message is None:
                 self.gone = True
+                return
+            if message_bytes(message) > self.max_message_bytes:
+                # Checked here too, whatever cap the server runs with: one message holds at
+                # most one item's audio.
+                await self.error(
+                    f"An event holds at most {self.max_message_bytes} bytes (one item of "
+                    f"{self.settings.realtime_max_item_seconds:g} s of audio); send audio in "
+                    "smaller appends.",
+                    "message_too_large",
+                )
+                self.closing = (MESSAGE_TOO_BIG, "message_too_large")
                 return
             try:
                 await self._handle(message.get("text"))
@@ -283,11 +301,19 @@ class RealtimeSession:
             raise EventError("'audio' is not base64.", "invalid_value", "audio") from None
         if len(pcm) % 2:
             raise EventError("pcm16 audio has an even number of bytes.", "invalid_value", "audio")
+        # Taken in pieces that fit the item: no item holds more than the limit, however the
+        # client cut its appends.
+        while pcm:
+            room = self.item_bytes - len(self.buffer)
+            piece, pcm = pcm[:room], pcm[room:]
+            await self._append_piece(piece)
+
+    async def _append_piece(self, pcm: bytes) -> None:
         if self.config.turn_detection is None:
             self.buffer += pcm
         else:
             await self._detect_turns(pcm)
-        if len(self.buffer) >= self.settings.realtime_max_item_seconds * 1000 * BYTES_PER_MS:
+        if len(self.buffer) >= self.item_bytes:
             # The reservation increment: a long turn is committed in pieces.
             await self._commit(self.speech_item or item_id())
             self.speech_item = None

@@ -55,6 +55,7 @@ class TestAsr:
             assert response.headers["content-disposition"] == (
                 f'attachment; filename="speech.wav.{output}"'
             )
+            assert response.headers["x-content-type-options"] == "nosniff"
             assert response.headers["asr-engine"] == "pocketsphinx-en"
             assert int(response.headers["x-billing-output-tokens"]) > 0
         as_json = responses["json"].json()

@@ -58,6 +58,27 @@ class TestHealthAndModels:
         assert "broken" in response.json()["error"]
 
 
+class TestSecurityHeaders:
+    def test_every_response_is_nosniff(self, node: TestClient, weather_wav: Path) -> None:
+        responses = {
+            "health": node.get("/health/ready"),
+            "metrics": node.get("/metrics"),
+            "401": node.post("/v1/transcribe"),
+            "404": node.get("/no/such/path"),
+        }
+        with node.stream(
+            "POST",
+            "/v1/transcribe/stream",
+            headers=AUTH,
+            files={"file": ("weather.wav", weather_wav.read_bytes(), "audio/wav")},
+        ) as streamed:
+            lines = [json.loads(line) for line in streamed.iter_lines() if line]
+        assert responses["401"].status_code == 401
+        assert lines[-1]["type"] == "result"  # the streamed body passes through whole
+        for what, response in {**responses, "stream": streamed}.items():
+            assert response.headers["x-content-type-options"] == "nosniff", what
+
+
 class TestTranscribe:
     def test_canonical_result(self, node: TestClient, weather_wav: Path) -> None:
         response = node.post(

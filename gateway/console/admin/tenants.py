@@ -26,16 +26,19 @@ from billing.tenants import repository as tenants_repository
 from billing.tenants.service import create_tenant, describe_tenant, tenant_detail
 from billing.tokens import TokenUnit
 from gateway.admin.deps import in_transaction
+from gateway.admin.scopes import Data, may_read
 from gateway.console.deps import (
-    BillingPage,
-    BillingWrite,
+    CreditWrite,
     KeysWrite,
     PlansPage,
     PlansWrite,
+    PortalLinksWrite,
     TenantsPage,
     TenantsWrite,
+    UsagePage,
 )
 from gateway.console.portal_links.service import create_portal_link, portal_link_lifetime
+from gateway.console.reauth import RecentlyAuthenticated
 from gateway.console.usage import daily_usage, month_start
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, KeyCacheDep, RequestId, SettingsDep
@@ -60,7 +63,7 @@ def parse_amount_micros(amount: str) -> int:
 
 
 @router.get("")
-def overview(request: Request, database: DatabaseDep, _caller: BillingPage) -> Response:
+def overview(request: Request, database: DatabaseDep, _caller: UsagePage) -> Response:
     """Today and this month: requests, audio hours, output tokens, revenue; a chart per day."""
     today = utcnow().date()
     month = in_transaction(
@@ -115,22 +118,23 @@ def create_tenant_form(
 
 @router.get("/tenants/{name}")
 def tenant(
-    request: Request,
-    name: str,
-    database: DatabaseDep,
-    settings: SettingsDep,
-    caller: TenantsPage,
+    request: Request, name: str, database: DatabaseDep, settings: SettingsDep, caller: TenantsPage
 ) -> Response:
-    """One tenant: balance, keys, this month's usage per day, invoices, credit entries."""
+    """One tenant: balance, and what the viewer's scopes may read of it: this month's usage per
+    day, keys, invoices, credit entries."""
     today = utcnow().date()
+    held = caller.scopes
 
     def load(session: Session) -> dict[str, object]:
+        # Only what the viewer may read is loaded at all, as the admin API would answer it.
         return {
             "detail": tenant_detail(session, name),
-            "keys": list_api_keys(session, name),
-            "usage": daily_usage(session, month_start(today), today + timedelta(days=1), name),
-            "invoices": list_invoices(session, name),
-            "credits": list_credit_entries(session, name),
+            "keys": list_api_keys(session, name) if may_read(held, Data.keys) else [],
+            "usage": daily_usage(session, month_start(today), today + timedelta(days=1), name)
+            if may_read(held, Data.usage)
+            else None,
+            "invoices": list_invoices(session, name) if may_read(held, Data.invoices) else [],
+            "credits": list_credit_entries(session, name) if may_read(held, Data.credit) else [],
         }
 
     context = in_transaction(database, load)
@@ -141,7 +145,6 @@ def tenant(
             **context,
             "key_scopes": list(KeyScope),
             "credit_idempotency_key": f"console-{secrets.token_hex(8)}",
-            "can": {scope.value for scope in caller.scopes},
             "portal_link_max_minutes": max(1, settings.console_portal_link_seconds // 60),
         },
     )
@@ -151,8 +154,9 @@ def tenant(
 def add_credit_form(
     name: str,
     database: DatabaseDep,
-    caller: BillingWrite,
+    caller: CreditWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     amount: Annotated[str, Form()],
     idempotency_key: Annotated[str, Form()],
     kind: Annotated[str, Form()] = "topup",
@@ -185,6 +189,7 @@ def create_key_form(
     database: DatabaseDep,
     caller: KeysWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     key_name: Annotated[str, Form()] = "default",
     scopes: Annotated[list[KeyScope] | None, Form()] = None,
     expires_in_days: Annotated[int | None, Form(gt=0)] = None,
@@ -234,6 +239,7 @@ def rotate_key_form(
     key_cache: KeyCacheDep,
     caller: KeysWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     grace_seconds: Annotated[int, Form(ge=0)] = 86_400,
 ) -> Response:
     """Issue a successor key (secret shown once); the old one works for the grace period."""
@@ -262,11 +268,12 @@ def create_portal_link_form(
     name: str,
     database: DatabaseDep,
     settings: SettingsDep,
-    caller: TenantsWrite,
+    caller: PortalLinksWrite,
     request_id: RequestId,
     expires_in_minutes: Annotated[int | None, Form(gt=0)] = None,
 ) -> Response:
-    """A single-use, expiring link to the tenant's portal, shown once."""
+    """A single-use, expiring link to the tenant's portal, shown once; it needs every scope
+    of what the portal does (``gateway.admin.scopes.WRITE[Data.portal_links]``)."""
     actor = caller.actor(request_id)
     base_url = settings.console_public_url or str(request.base_url)
     requested = expires_in_minutes * 60 if expires_in_minutes is not None else None
@@ -297,6 +304,7 @@ def create_plan_form(
     database: DatabaseDep,
     caller: PlansWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     name: Annotated[str, Form(min_length=1, max_length=64)],
     price_per_1k_tokens_micros: Annotated[int, Form(ge=0)],
     token_unit: Annotated[TokenUnit, Form()] = TokenUnit.char,

@@ -25,6 +25,7 @@ from billing.tenants.service import tenant_detail
 from gateway.admin.deps import in_transaction
 from gateway.console.deps import PortalPage, PortalWrite
 from gateway.console.downloads import attachment, invoice_pdf_response
+from gateway.console.reauth import RecentlyAuthenticated
 from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.usage import daily_usage, month_start, usage_by_day_and_model
 from gateway.console.views import render
@@ -139,6 +140,7 @@ def create_key(
     database: DatabaseDep,
     caller: PortalWrite,
     request_id: RequestId,
+    _recent: RecentlyAuthenticated,
     key_name: Annotated[str, Form(min_length=1, max_length=128)] = "default",
     scopes: Annotated[list[KeyScope] | None, Form()] = None,
     expires_in_days: Annotated[int | None, Form(gt=0)] = None,

@@ -24,6 +24,9 @@ class ConsoleCaller:
     tenant_name: str | None
     csrf_token: str
     expires_at: datetime
+    # When the caller last proved who they are: sign-in, or the last step-up.
+    authenticated_at: datetime | None = None
+    admin_user_id: int | None = None
 
     def claims(self) -> AdminClaims:
         """The admin API's view of this caller, for the services the two share."""
@@ -33,6 +36,17 @@ class ConsoleCaller:
         """Who the audit log names: the admin, or ``portal:<tenant>`` for a customer."""
         name = self.subject if self.kind == "admin" else f"portal:{self.tenant_name}"
         return Actor(name=name, request_id=request_id)
+
+
+class OwnSession(BaseModel):
+    """One of the signed-in user's sessions, as their sessions page lists it."""
+
+    id: int
+    created_at: datetime
+    last_seen_at: datetime
+    client_ip: str | None
+    user_agent: str | None
+    current: bool
 
 
 class ConsoleSessionPublic(BaseModel):

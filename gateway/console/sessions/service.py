@@ -23,10 +23,11 @@ from billing.models.types import utcnow
 from gateway.admin.auth import Scope, parse_scopes
 from gateway.console.roles import scopes_of
 from gateway.console.sessions import repository
-from gateway.console.sessions.schemas import ConsoleCaller, ConsoleSessionPublic
+from gateway.console.sessions.schemas import ConsoleCaller, ConsoleSessionPublic, OwnSession
 
 # last_seen_at is written at most this often: enough for an idle limit counted in minutes.
 TOUCH_EVERY = timedelta(seconds=10)
+USER_AGENT_LENGTH = 300
 
 
 def hash_token(token: str) -> str:
@@ -72,10 +73,15 @@ def start_session(
 
 
 def read_session(
-    session: Session, token: str, *, idle: timedelta, now: datetime | None = None
+    session: Session,
+    token: str,
+    *,
+    idle: timedelta,
+    now: datetime | None = None,
+    user_agent: str | None = None,
 ) -> ConsoleCaller | None:
     """The caller of an open session, else None (unknown, revoked, idle, past its end, or its
-    user disabled)."""
+    user disabled). The first request after sign-in records the browser's ``user_agent``."""
     now = now or utcnow()
     found = repository.find_by_token_hash(session, hash_token(token))
     if found is None:
@@ -100,6 +106,8 @@ def read_session(
     assert record.id is not None
     if now - record.last_seen_at >= TOUCH_EVERY:
         repository.touch(session, record.id, now)
+    if record.user_agent is None and user_agent:
+        repository.set_user_agent(session, record.id, user_agent[:USER_AGENT_LENGTH])
     return ConsoleCaller(
         session_id=record.id,
         kind="admin" if record.kind == "admin" else "portal",
@@ -109,6 +117,8 @@ def read_session(
         tenant_name=tenant.name if tenant is not None else None,
         csrf_token=record.csrf_token,
         expires_at=min(record.expires_at, record.last_seen_at + idle),
+        authenticated_at=record.reauthenticated_at or record.created_at,
+        admin_user_id=record.admin_user_id,
     )
 
 
@@ -139,3 +149,57 @@ def list_open_sessions(session: Session) -> list[ConsoleSessionPublic]:
         ConsoleSessionPublic.model_validate(record, from_attributes=True)
         for record in repository.list_open_sessions(session, utcnow())
     ]
+
+
+def _own_record(session: Session, caller: ConsoleCaller) -> ConsoleSession:
+    record = repository.get_session(session, caller.session_id)
+    if record is None:
+        raise NotFound("this console session no longer exists")
+    return record
+
+
+def list_own_sessions(
+    session: Session, caller: ConsoleCaller, *, idle: timedelta
+) -> list[OwnSession]:
+    """The caller's open sessions (the same user, SSO subject or portal tenant), most recently
+    used first, the current one marked."""
+    now = utcnow()
+    records = repository.list_owned_sessions(
+        session, _own_record(session, caller), now, seen_since=now - idle
+    )
+    return [
+        OwnSession.model_validate(
+            {
+                **record.model_dump(include=set(OwnSession.model_fields) - {"current"}),
+                "current": record.id == caller.session_id,
+            }
+        )
+        for record in records
+    ]
+
+
+def end_own_session(session: Session, caller: ConsoleCaller, session_id: int) -> None:
+    """End one of the caller's sessions; another person's (or an unknown) id is not found."""
+    record = _own_record(session, caller)
+    if repository.revoke_owned(session, record, utcnow(), only=session_id, keep=None) == 0:
+        raise NotFound(f"no open session of yours with id {session_id}")
+    audit.record(session, caller.actor(), "console_session.revoke", "console_session", session_id)
+
+
+def end_other_sessions(session: Session, caller: ConsoleCaller) -> int:
+    """End every session of the caller but this one; returns how many ended."""
+    record = _own_record(session, caller)
+    ended = repository.revoke_owned(session, record, utcnow(), only=None, keep=caller.session_id)
+    if ended:
+        audit.record(
+            session,
+            caller.actor(),
+            "console_session.revoke_others",
+            "console_session",
+            caller.session_id,
+        )
+    return ended
+
+
+def record_reauthentication(session: Session, session_id: int, now: datetime) -> None:
+    repository.set_reauthenticated(session, session_id, now)

@@ -56,6 +56,7 @@ def console_posts() -> list[str]:
                         .replace("{period}", "2026-11")
                         .replace("{node}", "node_x")
                         .replace("{token}", "t")
+                        .replace("{session_id}", "1")
                     )
     return sorted(set(paths))
 
@@ -225,10 +226,31 @@ class TestCsrf:
                 path: client.post(path, data={"csrf_token": "forged"}, headers=JSON)
                 for path in posts
             }
-        assert len(posts) == 19
+        assert len(posts) == 21
         for path, response in (missing | {f"{k} (forged)": v for k, v in wrong.items()}).items():
             assert response.status_code == 403, (path, response.text)
             assert response.json()["error"]["code"] == "csrf_token_invalid", path
+
+    def test_a_token_that_is_not_ascii_is_refused_not_a_server_error(
+        self, database: Database
+    ) -> None:
+        add_user(database, "olivia", "owner")
+        with console_client(database, console_settings()) as client:
+            client.get("/console/sign-in", headers=HTML)  # sets the double-submit cookie
+            at_sign_in = client.post(
+                "/console/sign-in",
+                data={"username": "olivia", "password": PASSWORD, "csrf_token": "jeton-été-✓"},
+                headers=JSON,
+            )
+            sign_in(client, "olivia")
+            signed_in = client.post(
+                "/console/tenants", data={"name": "acme", "csrf_token": "ключ"}, headers=JSON
+            )
+            listed = client.get("/console/tenants", headers=HTML)
+        for response in (at_sign_in, signed_in):
+            assert response.status_code == 403, response.text
+            assert response.json()["error"]["code"] == "csrf_token_invalid"
+        assert "acme" not in listed.text
 
     def test_a_page_shows_the_refusal_with_its_code(self, database: Database) -> None:
         add_user(database, "olivia", "owner")

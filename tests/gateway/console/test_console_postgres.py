@@ -16,7 +16,17 @@ from gateway.console.portal_links.service import create_portal_link, redeem_port
 from gateway.console.sessions.service import read_session, start_session
 from gateway.console.users.service import check_password
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key
-from tests.gateway.console.client import HTML, console_client, console_settings, sign_in
+from tests.gateway.console.client import (
+    HTML,
+    PASSWORD,
+    add_user,
+    console_client,
+    console_settings,
+    sign_in,
+    signed_in_token,
+)
+from tests.gateway.console.test_console_account import SESSIONS, as_browser, browser, listed
+from tests.gateway.console.test_console_reauth import signed_in_long_ago
 
 pytestmark = pytest.mark.postgres
 
@@ -91,3 +101,35 @@ def test_a_portal_link_is_claimed_once_and_its_session_reads_its_tenant(
     assert caller.kind == "portal"
     assert caller.tenant_name == "acme"
     assert caller.actor().name == "portal:acme"
+
+
+def test_a_user_lists_and_ends_their_own_sessions_and_steps_up(pg_database: Database) -> None:
+    add_user(pg_database, "olivia", "owner")
+    add_user(pg_database, "otto", "operator")
+    create_tenant_with_key(pg_database, "acme")
+    with console_client(pg_database, console_settings()) as client:
+        otto = browser(client, "otto", "OttoBrowser/1")
+        laptop = browser(client, "olivia", "Firefox/128")
+        browser(client, "olivia", "Chrome/131")
+        page = client.get(SESSIONS, headers=HTML)
+        ended = client.post(
+            f"{SESSIONS}/end-others",
+            data={"csrf_token": signed_in_token(client, SESSIONS)},
+            headers=HTML,
+            follow_redirects=False,
+        )
+        signed_in_long_ago(pg_database)
+        form = {"key_name": "ci", "csrf_token": signed_in_token(client)}
+        prompt = client.post("/console/tenants/acme/keys", data=form, headers=HTML)
+        confirmed = client.post(
+            "/console/tenants/acme/keys", data={**form, "reauth_password": PASSWORD}, headers=HTML
+        )
+        laptop_after = as_browser(client, laptop, SESSIONS)
+        otto_after = as_browser(client, otto, SESSIONS)
+    assert sorted(listed(page).values()) == [False, True]
+    assert ended.status_code == 303
+    assert prompt.status_code == 401
+    assert confirmed.status_code == 200
+    assert "sk-asrgw-" in confirmed.text
+    assert laptop_after.status_code == 401
+    assert otto_after.status_code == 200
