@@ -21,6 +21,7 @@ from billing.db import Database
 from gateway.admin.auth import Scope
 from gateway.config import GatewaySettings
 from gateway.console.errors import CsrfRejected, SignInRequired
+from gateway.console.password_attempts import PasswordAttempts
 from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.sessions.service import read_session
 from gateway.console.throttle import SignInThrottle
@@ -176,6 +177,11 @@ async def get_throttle(request: Request) -> SignInThrottle:
     return throttle
 
 
+async def get_password_attempts(request: Request) -> PasswordAttempts:
+    attempts: PasswordAttempts = request.app.state.console_password_attempts
+    return attempts
+
+
 TenantsPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.tenants_read))]
 TenantsWrite = Annotated[ConsoleCaller, Depends(require_admin(Scope.tenants_write, write=True))]
 PlansPage = Annotated[ConsoleCaller, Depends(require_admin(Scope.plans_read))]
@@ -191,3 +197,4 @@ PortalWrite = Annotated[ConsoleCaller, Depends(require_portal_write)]
 SignedInWrite = Annotated[ConsoleCaller, Depends(require_any_write)]
 PresessionCsrf = Annotated[None, Depends(require_presession_csrf)]
 ThrottleDep = Annotated[SignInThrottle, Depends(get_throttle)]
+PasswordAttemptsDep = Annotated[PasswordAttempts, Depends(get_password_attempts)]

@@ -7,7 +7,8 @@ GatewayError
 ├── CsrfRejected       403 csrf_token_invalid
 ├── PortalLinkInvalid  410 portal_link_invalid (unknown, used or expired)
 └── RetryLater
-    └── SignInThrottled  429 sign_in_throttled (+ Retry-After)
+    ├── SignInThrottled  429 sign_in_throttled (+ Retry-After; the address or the account)
+    └── SignInBusy       503 sign_in_busy (+ Retry-After; every password-check slot taken)
 ```
 A console caller without the scope of a page or write gets ``PermissionDenied`` (403
 ``permission_denied``), as on the admin API.
@@ -46,3 +47,9 @@ class SignInThrottled(RetryLater):
     status_code = 429
     code = "sign_in_throttled"
     error_type = "requests"
+
+
+class SignInBusy(RetryLater):
+    status_code = 503
+    code = "sign_in_busy"
+    error_type = "server_error"

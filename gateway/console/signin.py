@@ -14,6 +14,7 @@ from gateway.admin.deps import in_transaction
 from gateway.console.deps import (
     PRESESSION_COOKIE,
     SESSION_COOKIE,
+    PasswordAttemptsDep,
     PresessionCsrf,
     SignedInWrite,
     ThrottleDep,
@@ -28,7 +29,6 @@ from gateway.console.errors import PortalLinkInvalid, SignInFailed
 from gateway.console.portal_links.service import redeem_portal_link
 from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.sessions.service import end_session, start_session
-from gateway.console.users.service import check_password
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, SettingsDep
 from gateway.errors import AdminAuthError, NotFoundError
@@ -101,17 +101,16 @@ def sign_in(
     _csrf: PresessionCsrf,
     database: DatabaseDep,
     settings: SettingsDep,
-    throttle: ThrottleDep,
+    attempts: PasswordAttemptsDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/console",
 ) -> Response:
     """Check a password; a session cookie and a redirect on success, the form again on failure."""
-    throttle.refuse_if_throttled(request)
     max_age = settings.console_session_max_seconds
 
     def attempt(session: Session) -> str | None:
-        user = check_password(session, username.strip(), password)
+        user = attempts.verify_password_attempt(session, username, password, client_ip(request))
         if user is None:
             return None
         token, _record = start_session(
@@ -126,7 +125,6 @@ def sign_in(
 
     token = in_transaction(database, attempt)
     if token is None:
-        throttle.count_failure(request)
         failed = SignInFailed("Wrong username or password, or the user is disabled.")
         return _sign_in_page(
             request,
@@ -161,15 +159,15 @@ def sign_in_with_sso(
     else:
         check_csrf(request.cookies.get(cookie_name(PRESESSION_COOKIE, settings)), csrf_token)
         presented = token.strip()
-    throttle.refuse_if_throttled(request)
+    reservation = throttle.reserve(client_ip(request))
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         claims: AdminClaims = verifier.verify(presented)
     except AdminAuthError as error:
-        throttle.count_failure(request)
         return _sign_in_page(
             request, settings, error=error.message, status_code=SignInFailed.status_code
         )
+    reservation.give_back()
     remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds())
     max_age = max(1, min(settings.console_session_max_seconds, remaining))
 
@@ -221,7 +219,7 @@ def portal_open(
     throttle: ThrottleDep,
 ) -> Response:
     """Redeem a single-use portal link: a session scoped to its tenant alone."""
-    throttle.refuse_if_throttled(request)
+    reservation = throttle.reserve(client_ip(request))
     max_age = settings.console_session_max_seconds
 
     def redeem(session: Session) -> str | None:
@@ -238,10 +236,14 @@ def portal_open(
         )
         return opened
 
-    opened = in_transaction(database, redeem)
+    try:
+        opened = in_transaction(database, redeem)
+    except BaseException:
+        reservation.give_back()
+        raise
     if opened is None:
-        throttle.count_failure(request)
         raise PortalLinkInvalid(
             "This portal link is unknown, was used already or has expired; ask for a new one."
         )
+    reservation.give_back()
     return _open_session("/console/portal", opened, settings, max_age)
