@@ -47,6 +47,7 @@ from gateway.jobs import endpoints as jobs
 from gateway.jobs.runtime import run_job_tasks
 from gateway.keycache import KeyCache
 from gateway.ledger import Ledger
+from gateway.log_redaction import redact_url_secrets
 from gateway.monitoring import install_monitoring
 from gateway.nodes import NodePool
 from gateway.nodes.client import AiohttpNodeClient, HttpxNodeClient, NodeClient
@@ -162,7 +163,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(transcriptions.router)
     app.include_router(streaming.router)
-    streaming.redact_query_tokens()
+    redact_url_secrets()
     app.include_router(usage.router)
     app.include_router(jobs.router)
     app.include_router(compat.router)

@@ -51,8 +51,19 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
 
     settings = GatewaySettings()
     host, port = host or settings.host, port or settings.port
+    # X-Forwarded-For is believed from GATEWAY_FORWARDED_ALLOW_IPS only, never from uvicorn's
+    # own default (127.0.0.1) or its FORWARDED_ALLOW_IPS: the sign-in throttle counts what
+    # this says.
+    proxies = settings.trusted_proxies
     if workers == 1:
-        uvicorn.run(served_app(settings), host=host, port=port, log_level="info")
+        uvicorn.run(
+            served_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
+        )
         return
     if not settings.redis_url:
         # Each worker is a process with its own memory: counters kept there would let every
@@ -78,6 +89,8 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
             host=host,
             port=port,
             log_level="info",
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
 
 

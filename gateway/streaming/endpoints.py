@@ -3,8 +3,6 @@ protocol (``/funasr``)."""
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -112,28 +110,3 @@ async def funasr_protocol(websocket: WebSocket, token: str | None = None) -> Non
         if caller is not None:
             await websocket.accept(subprotocol=subprotocol)
             await FunasrSession(websocket, caller).run()
-
-
-class RedactQueryToken(logging.Filter):
-    """Keeps ``?token=<key>`` out of the server's logs (uvicorn logs WebSocket paths with their
-    query)."""
-
-    pattern = re.compile(r"([?&]token=)[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.pattern.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
-                for arg in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
-        if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1[redacted]", record.msg)
-        return True
-
-
-def redact_query_tokens() -> None:
-    """Install the filter on uvicorn's loggers (once)."""
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, RedactQueryToken) for existing in logger.filters):
-            logger.addFilter(RedactQueryToken())
