@@ -108,23 +108,8 @@ def sign_in(
 ) -> Response:
     """Check a password; a session cookie and a redirect on success, the form again on failure."""
     max_age = settings.console_session_max_seconds
-
-    def attempt(session: Session) -> str | None:
-        user = attempts.verify_password_attempt(session, username, password, client_ip(request))
-        if user is None:
-            return None
-        token, _record = start_session(
-            session,
-            kind="admin",
-            subject=user.username,
-            user=user,
-            max_age=timedelta(seconds=max_age),
-            client_ip=client_ip(request),
-        )
-        return token
-
-    token = in_transaction(database, attempt)
-    if token is None:
+    user = attempts.verify_password_attempt(database, username, password, client_ip(request))
+    if user is None:
         failed = SignInFailed("Wrong username or password, or the user is disabled.")
         return _sign_in_page(
             request,
@@ -134,7 +119,21 @@ def sign_in(
             next_path=safe_next(next),
             username=username,
         )
-    return _open_session(safe_next(next), token, settings, max_age)
+
+    signed_in = user
+
+    def start(session: Session) -> str:
+        token, _record = start_session(
+            session,
+            kind="admin",
+            subject=signed_in.username,
+            user=signed_in,
+            max_age=timedelta(seconds=max_age),
+            client_ip=client_ip(request),
+        )
+        return token
+
+    return _open_session(safe_next(next), in_transaction(database, start), settings, max_age)
 
 
 @router.post("/sign-in/sso")
