@@ -8,6 +8,7 @@ waits on an event, so the bounds are driven without timing.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +18,16 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from billing.db import Database
 from billing.migrate import upgrade_to_head
 from gateway.console import passwords
+from gateway.console.attempt_windows import RedisAttemptWindows, Window
 from gateway.console.errors import SignInThrottled
 from gateway.console.password_attempts import PasswordAttempts
-from gateway.console.throttle import address_group
+from gateway.console.throttle import Reservation, address_group
+from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
 from tests.gateway.console.client import (
     PASSWORD,
@@ -253,3 +257,15 @@ class TestVerifyPasswordAttempt:
         assert wrong == [None, None]
         assert refused.value.code == "sign_in_throttled"
         assert refused.value.status_code == 429
+
+
+class TestStoreOutage:
+    def test_a_place_that_cannot_be_given_back_is_logged_not_raised(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+        windows = [Window("asrgw-test:console-sign-in:address:192.0.2.1", 5, 60)]
+        reservation = Reservation(RedisAttemptWindows(dead), windows)
+        with caplog.at_level(logging.WARNING, logger="gateway.console.throttle"):
+            reservation.give_back()
+        assert "the sign-in throttle's store failed to give back" in caplog.text
