@@ -166,6 +166,10 @@ def sign_in_with_sso(
         return _sign_in_page(
             request, settings, error=error.message, status_code=SignInFailed.status_code
         )
+    except BaseException:
+        # Only a refused token counts, not a provider that could not be asked.
+        reservation.give_back()
+        raise
     reservation.give_back()
     remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds())
     max_age = max(1, min(settings.console_session_max_seconds, remaining))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import jwt
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
@@ -30,12 +31,14 @@ from gateway.console.throttle import Reservation, address_group
 from tests.fixtures.processes import free_port
 from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
 from tests.gateway.console.client import (
+    JSON,
     PASSWORD,
     add_user,
     console_client,
     console_settings,
     sign_in,
 )
+from tests.gateway.test_admin_auth import ISSUER, JwksServer, claims
 
 WRONG = "not the password at all"
 
@@ -173,6 +176,34 @@ class TestPerAddress:
     def test_an_ipv4_address_mapped_into_ipv6_is_the_ipv4_address(self) -> None:
         assert address_group("::ffff:192.0.2.7") == address_group("192.0.2.7") == "192.0.2.7"
         assert address_group("2001:db8::1") == "2001:db8::/64"
+
+
+class TestSingleSignOnAttempts:
+    def test_only_a_refused_token_counts_not_a_provider_out_of_reach(
+        self, database: Database
+    ) -> None:
+        provider = JwksServer()
+        provider.close()  # its keys cannot be fetched
+        signed = jwt.encode(
+            claims(scope="tenants:read"), provider.rsa_key, algorithm="RS256",
+            headers={"kid": "rsa-1"},
+        )  # fmt: skip
+        settings = console_settings(
+            admin_jwks_url=provider.url, admin_jwt_issuer=ISSUER, console_sign_in_limit="1/minute"
+        )
+
+        def sso(token: str) -> Any:
+            return client.post(
+                "/console/sign-in/sso", headers={"Authorization": f"Bearer {token}", **JSON}
+            )
+
+        with console_client(database, settings) as client:
+            unreachable = [sso(signed), sso(signed)]
+            refused = [sso("not-a-token"), sso("not-a-token")]
+        assert statuses(unreachable) == [503, 503]
+        assert unreachable[0].json()["error"]["code"] == "auth_unavailable"
+        assert statuses(refused) == [401, 429]
+        assert refused[1].json()["error"]["code"] == "sign_in_throttled"
 
 
 class TestConcurrentAttempts:
