@@ -180,8 +180,9 @@ class GatewaySettings(BaseSettings):
     # A session ends after this long without a request, and this long after sign-in at most.
     console_session_idle_seconds: int = Field(default=30 * 60, gt=0)
     console_session_max_seconds: int = Field(default=12 * 3600, gt=0)
-    # Sign-in attempts per client IP that fail (wrong password, bad token, used link) before
-    # 429 with Retry-After, in the `limits` notation; counted in Redis with GATEWAY_REDIS_URL.
+    # Sign-in attempts per client address (an IPv4 address, an IPv6 /64) that fail (wrong
+    # password, bad token, used link) before 429 with Retry-After, in the `limits` notation;
+    # counted in Redis with GATEWAY_REDIS_URL.
     console_sign_in_limit: str = "5/minute"
     # Failed password sign-ins per account name (any address) before 429, a longer and looser
     # moving window that stops guesses spread over many addresses (docs/console.md).
