@@ -7,6 +7,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
+import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +34,12 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Trusted proxies: comma-separated addresses and networks (10.0.0.5, 10.42.0.0/16) whose
+    # X-Forwarded-For and X-Forwarded-Proto the gateway believes. The client's address is then
+    # the right-most X-Forwarded-For entry that is not itself trusted, so what a client writes
+    # there cannot pass it for someone else. Empty (the default) trusts no one: the address
+    # is the connection's, as it must be when clients reach the gateway directly.
+    forwarded_allow_ips: str = ""
     # Comma-separated inference nodes: base URLs, and DNS names standing for every address they
     # resolve to, written dns+http://NAME:PORT (a Kubernetes headless Service; docs/node.md).
     nodes: str = "http://127.0.0.1:8001"
@@ -199,9 +206,17 @@ class GatewaySettings(BaseSettings):
     # A session ends after this long without a request, and this long after sign-in at most.
     console_session_idle_seconds: int = Field(default=30 * 60, gt=0)
     console_session_max_seconds: int = Field(default=12 * 3600, gt=0)
-    # Sign-in attempts per client IP that fail (wrong password, bad token, used link) before
-    # 429 with Retry-After, in the `limits` notation; counted in Redis with GATEWAY_REDIS_URL.
+    # Sign-in attempts per client address (an IPv4 address, an IPv6 /64) that fail (wrong
+    # password, bad token, used link) before 429 with Retry-After, in the `limits` notation;
+    # counted in Redis with GATEWAY_REDIS_URL.
     console_sign_in_limit: str = "5/minute"
+    # Failed password sign-ins per account name (any address) before 429, a longer and looser
+    # moving window that stops guesses spread over many addresses (docs/console.md).
+    console_sign_in_account_limit: str = "10/15 minutes"
+    # Password checks (argon2, 64 MiB each) running at once per process; a sign-in that finds
+    # none free within the wait is refused (503 sign_in_busy) rather than queued.
+    console_password_checks: int = Field(default=2, ge=1)
+    console_password_check_wait_seconds: float = Field(default=2.0, ge=0)
     # How long a customer portal link may wait before it is opened (it opens once); also the
     # most an admin may ask for when making one (a shorter lifetime may be asked).
     console_portal_link_seconds: int = Field(default=3600, gt=0)
@@ -247,6 +262,28 @@ class GatewaySettings(BaseSettings):
     def _proxy_is_a_url(cls, value: str) -> str:
         if value and not (value.startswith(("http://", "https://")) and urlsplit(value).hostname):
             raise ValueError(f"webhook proxy {value!r} must be an http:// or https:// URL")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        for entry in (entry.strip() for entry in value.split(",")):
+            try:
+                if entry:
+                    ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f"trusted proxy {entry!r} is not an IP address or network (10.0.0.0/8)"
+                ) from None
+        return value
+
+    @field_validator("console_sign_in_limit", "console_sign_in_account_limit")
+    @classmethod
+    def _limits_notation(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a limit like 5/minute or 10/15 minutes") from None
         return value
 
     @field_validator("admin_jwks_algorithms")
@@ -307,6 +344,11 @@ class GatewaySettings(BaseSettings):
         if self.console_secure_cookies is not None:
             return self.console_secure_cookies
         return self.environment == "production"
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """GATEWAY_FORWARDED_ALLOW_IPS as uvicorn's ``forwarded_allow_ips`` takes it."""
+        return [entry.strip() for entry in self.forwarded_allow_ips.split(",") if entry.strip()]
 
     @property
     def admin_jwks_algorithm_list(self) -> list[str]:

@@ -60,9 +60,19 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     refuse_unsafe_bind(host, settings.unsafe_to_bind(host))
     # No WebSocket message larger than one item's audio (uvicorn's default is 16 MiB).
     ws_max_size = websocket_max_message_bytes(settings)
+    # X-Forwarded-For is believed from GATEWAY_FORWARDED_ALLOW_IPS only, never from uvicorn's
+    # own default (127.0.0.1) or its FORWARDED_ALLOW_IPS: the sign-in throttle counts what
+    # this says.
+    proxies = settings.trusted_proxies
     if workers == 1:
         uvicorn.run(
-            served_app(settings), host=host, port=port, log_level="info", ws_max_size=ws_max_size
+            served_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            ws_max_size=ws_max_size,
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
         return
     if not settings.redis_url:
@@ -90,6 +100,8 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
             port=port,
             log_level="info",
             ws_max_size=ws_max_size,
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=proxies or None,
         )
 
 

@@ -22,6 +22,7 @@ from billing.db import Database
 from gateway.admin.scopes import READ, WRITE, Data, Scope, missing_scopes
 from gateway.config import GatewaySettings
 from gateway.console.errors import CsrfRejected, SignInRequired
+from gateway.console.password_attempts import PasswordAttempts
 from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.sessions.service import read_session
 from gateway.console.throttle import SignInThrottle
@@ -30,6 +31,12 @@ from gateway.errors import PermissionDenied
 
 SESSION_COOKIE = "asrgw_console_session"
 PRESESSION_COOKIE = "asrgw_console_csrf"
+
+
+def client_ip(request: Request) -> str | None:
+    """The client's address: the connection's peer, or what a trusted proxy says it is
+    (``GATEWAY_FORWARDED_ALLOW_IPS``); the sign-in throttle counts attempts under it."""
+    return request.client.host if request.client else None
 
 
 def cookie_name(base: str, settings: GatewaySettings) -> str:
@@ -213,6 +220,11 @@ async def get_throttle(request: Request) -> SignInThrottle:
     return throttle
 
 
+async def get_password_attempts(request: Request) -> PasswordAttempts:
+    attempts: PasswordAttempts = request.app.state.console_password_attempts
+    return attempts
+
+
 def admin_page(data: Data) -> Callable[..., Coroutine[Any, Any, ConsoleCaller]]:
     """A page showing ``data``: the scopes the admin API reads it with."""
     return require_admin(*READ[data])
@@ -242,3 +254,4 @@ SignedIn = Annotated[ConsoleCaller, Depends(require_caller)]
 SignedInWrite = Annotated[ConsoleCaller, Depends(require_any_write)]
 PresessionCsrf = Annotated[None, Depends(require_presession_csrf)]
 ThrottleDep = Annotated[SignInThrottle, Depends(get_throttle)]
+PasswordAttemptsDep = Annotated[PasswordAttempts, Depends(get_password_attempts)]

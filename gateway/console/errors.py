@@ -9,7 +9,8 @@ GatewayError
 ├── ReauthRequired     401 reauthentication_required (a page asks for the password again)
 │   └── ReauthFailed   401 reauthentication_failed (wrong; counted as a failed sign-in)
 └── RetryLater
-    └── SignInThrottled  429 sign_in_throttled (+ Retry-After)
+    ├── SignInThrottled  429 sign_in_throttled (+ Retry-After; the address or the account)
+    └── SignInBusy       503 sign_in_busy (+ Retry-After; every password-check slot taken)
 ```
 A console caller without the scope of a page or write gets ``PermissionDenied`` (403
 ``permission_denied``), as on the admin API.
@@ -68,3 +69,9 @@ class ReauthRequired(GatewayError):
 
 class ReauthFailed(ReauthRequired):
     code = "reauthentication_failed"
+
+
+class SignInBusy(RetryLater):
+    status_code = 503
+    code = "sign_in_busy"
+    error_type = "server_error"

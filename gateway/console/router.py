@@ -12,6 +12,7 @@ from gateway.config import GatewaySettings
 from gateway.console import account, signin
 from gateway.console.admin import invoices, operations, tenants
 from gateway.console.errors import ReauthRequired, SignInRequired
+from gateway.console.password_attempts import PasswordAttempts
 from gateway.console.portal import pages, playground
 from gateway.console.throttle import SignInThrottle
 from gateway.console.views import render
@@ -28,7 +29,9 @@ for module_router in ROUTERS:
 
 
 def install_console(app: FastAPI, settings: GatewaySettings) -> None:
-    app.state.console_throttle = SignInThrottle(settings)
+    throttle = SignInThrottle(settings)
+    app.state.console_throttle = throttle
+    app.state.console_password_attempts = PasswordAttempts(settings, throttle)
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
 

@@ -14,11 +14,13 @@ from gateway.admin.deps import in_transaction
 from gateway.console.deps import (
     PRESESSION_COOKIE,
     SESSION_COOKIE,
+    PasswordAttemptsDep,
     PresessionCsrf,
     SignedInWrite,
     ThrottleDep,
     check_csrf,
     clear_cookie,
+    client_ip,
     cookie_name,
     optional_caller,
     presession_token,
@@ -28,7 +30,6 @@ from gateway.console.errors import PortalLinkInvalid, SignInFailed
 from gateway.console.portal_links.service import redeem_portal_link
 from gateway.console.sessions.schemas import ConsoleCaller
 from gateway.console.sessions.service import end_session, start_session
-from gateway.console.users.service import check_password
 from gateway.console.views import render
 from gateway.deps import DatabaseDep, SettingsDep
 from gateway.errors import AdminAuthError, NotFoundError
@@ -43,10 +44,6 @@ def safe_next(target: str | None, default: str = "/console") -> str:
     if target and target.startswith("/console") and not target.startswith("//"):
         return target
     return default
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _sign_in_page(
@@ -101,32 +98,15 @@ def sign_in(
     _csrf: PresessionCsrf,
     database: DatabaseDep,
     settings: SettingsDep,
-    throttle: ThrottleDep,
+    attempts: PasswordAttemptsDep,
     username: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/console",
 ) -> Response:
     """Check a password; a session cookie and a redirect on success, the form again on failure."""
-    throttle.refuse_if_throttled(request)
     max_age = settings.console_session_max_seconds
-
-    def attempt(session: Session) -> str | None:
-        user = check_password(session, username.strip(), password)
-        if user is None:
-            return None
-        token, _record = start_session(
-            session,
-            kind="admin",
-            subject=user.username,
-            user=user,
-            max_age=timedelta(seconds=max_age),
-            client_ip=client_ip(request),
-        )
-        return token
-
-    token = in_transaction(database, attempt)
-    if token is None:
-        throttle.count_failure(request)
+    user = attempts.verify_password_attempt(database, username, password, client_ip(request))
+    if user is None:
         failed = SignInFailed("Wrong username or password, or the user is disabled.")
         return _sign_in_page(
             request,
@@ -136,7 +116,21 @@ def sign_in(
             next_path=safe_next(next),
             username=username,
         )
-    return _open_session(safe_next(next), token, settings, max_age)
+
+    signed_in = user
+
+    def start(session: Session) -> str:
+        token, _record = start_session(
+            session,
+            kind="admin",
+            subject=signed_in.username,
+            user=signed_in,
+            max_age=timedelta(seconds=max_age),
+            client_ip=client_ip(request),
+        )
+        return token
+
+    return _open_session(safe_next(next), in_transaction(database, start), settings, max_age)
 
 
 @router.post("/sign-in/sso")
@@ -161,15 +155,19 @@ def sign_in_with_sso(
     else:
         check_csrf(request.cookies.get(cookie_name(PRESESSION_COOKIE, settings)), csrf_token)
         presented = token.strip()
-    throttle.refuse_if_throttled(request)
+    reservation = throttle.reserve(client_ip(request))
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
         claims: AdminClaims = verifier.verify(presented)
     except AdminAuthError as error:
-        throttle.count_failure(request)
         return _sign_in_page(
             request, settings, error=error.message, status_code=SignInFailed.status_code
         )
+    except BaseException:
+        # Only a refused token counts, not a provider that could not be asked.
+        reservation.give_back()
+        raise
+    reservation.give_back()
     remaining = int((claims.expires_at - datetime.now(UTC)).total_seconds())
     max_age = max(1, min(settings.console_session_max_seconds, remaining))
 
@@ -227,7 +225,7 @@ def portal_open(
     token: Annotated[str, Form()] = "",
 ) -> Response:
     """Redeem a single-use portal link: a session scoped to its tenant alone."""
-    throttle.refuse_if_throttled(request)
+    reservation = throttle.reserve(client_ip(request))
     max_age = settings.console_session_max_seconds
     # Pasted links may come whole: the token is what follows the "#".
     token = token.rpartition("#")[2].strip()
@@ -246,10 +244,14 @@ def portal_open(
         )
         return opened
 
-    opened = in_transaction(database, redeem)
+    try:
+        opened = in_transaction(database, redeem)
+    except BaseException:
+        reservation.give_back()
+        raise
     if opened is None:
-        throttle.count_failure(request)
         raise PortalLinkInvalid(
             "This portal link is unknown, was used already or has expired; ask for a new one."
         )
+    reservation.give_back()
     return _open_session("/console/portal", opened, settings, max_age)

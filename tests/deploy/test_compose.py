@@ -1,7 +1,9 @@
 """deploy/compose.yaml, built and run offline: the images, the stack up, transcriptions with the
 official OpenAI SDK through the load balancer, one gateway replica SIGKILLed while requests are
-in flight on it, the ledger and ``asrgw admin reconcile`` afterwards, Prometheus scraping with
-the repository's rules, and a teardown that leaves nothing behind.
+in flight on it, the ledger and ``asrgw admin reconcile`` afterwards, console sign-in counted
+under the client address the load balancer saw (whatever X-Forwarded-For a client sends) and
+its log free of query strings and portal-link tokens, Prometheus scraping with the
+repository's rules, and a teardown that leaves nothing behind.
 
 Grafana is the one service left out: it has no Debian package and no registry is reachable.
 What it would use is checked instead: the Prometheus URL its datasource is given answers inside
@@ -248,7 +250,7 @@ def left_behind(daemon: DockerDaemon) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """The stack up (images built first), torn down afterwards with its daemon."""
-    for tool in ("dockerd", "docker", "debootstrap", "iptables", "make"):
+    for tool in ("dockerd", "docker", "debootstrap", "iptables", "ip", "make"):
         require_tool(tool)
     if os.geteuid() != 0:
         skip_or_fail("the Compose test starts a Docker daemon of its own, which needs root")
@@ -384,6 +386,72 @@ class TestStack:
         reconciled = stack.asrgw("admin", "reconcile", "--period", period)
         assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
         assert "all reconcile" in reconciled.stdout
+
+    def test_the_gateways_count_the_client_the_balancer_saw_and_its_log_keeps_no_secret(
+        self, stack: Stack
+    ) -> None:
+        password = secrets.token_hex(16)
+        created = stack.asrgw("admin", "user", "create", "ops", "--role", "owner",
+                              "--password", password)  # fmt: skip
+        assert created.returncode == 0, created.stdout + created.stderr
+
+        def sign_in(username: str, attempt: str, forwarded_for: str) -> httpx.Response:
+            # Production cookies are Secure: over this plain-http port they go back by hand.
+            html = {"Accept": "text/html", "X-Forwarded-For": forwarded_for}
+            form = httpx.get(f"{stack.api_url}/console/sign-in", headers=html)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert token is not None, form.text
+            return httpx.post(
+                f"{stack.api_url}/console/sign-in",
+                data={"username": username, "password": attempt, "csrf_token": token[1]},
+                headers={**html, "Cookie": form.headers["set-cookie"].split(";")[0]},
+            )
+
+        assert sign_in("ops", password, "198.51.100.99").status_code == 303
+        # What a client writes in X-Forwarded-For is replaced by the address HAProxy saw (here
+        # the bridge's, where the published port enters), and that is what the gateway counts.
+        network = f"{PROJECT}_default"
+        shown = run(["ip", "-o", "-4", "address", "show", "dev", BRIDGE]).stdout
+        seen = shown.split()[3].split("/")[0]
+        listed = stack.asrgw("admin", "session", "list")
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [line.split() for line in listed.stdout.splitlines() if " ops " in line]
+        assert row[-1] == seen
+        (balancer,) = stack.containers("loadbalancer")
+        networks = stack.daemon.docker(
+            "inspect", balancer, "--format", "{{json .NetworkSettings.Networks}}"
+        )
+        balancer_address = json.loads(networks)[network]["IPAddress"]
+        assert seen != balancer_address
+        # Wrong passwords under ever new X-Forwarded-For values (and names, below the account
+        # limit) are one client to the gateways: refused after GATEWAY_CONSOLE_SIGN_IN_LIMIT.
+        answers = [
+            sign_in(f"guess-{n}", "wrong password!", f"203.0.113.{n}").status_code
+            for n in range(1, 7)
+        ]
+        assert answers == [401] * 5 + [429]
+
+        portal = httpx.get(f"{stack.api_url}/console/portal/open/compose-portal-secret")
+        funasr = httpx.get(f"{stack.api_url}/funasr", params={"token": "sk-asrgw-compose-secret"})
+        assert (portal.status_code, funasr.status_code) == (200, 404)
+        eventually(
+            lambda: "GET /funasr HTTP/1.1" in stack.compose("logs", "--no-color", "loadbalancer"),
+            "the balancer logged the requests",
+            timeout=30,
+        )
+        balancer_log = stack.compose("logs", "--no-color", "loadbalancer")
+        gateway_log = stack.compose("logs", "--no-color", "gateway")
+        # Each line ends with the request: "METHOD PATH VERSION", the path without its query.
+        requests = [
+            line.rsplit('"', 2)[-2] for line in balancer_log.splitlines() if line.endswith('"')
+        ]
+        assert "GET /console/portal/open/[redacted] HTTP/1.1" in requests
+        assert "POST /console/sign-in HTTP/1.1" in requests
+        assert "GET /funasr HTTP/1.1" in requests
+        assert [request for request in requests if "?" in request] == []
+        for log in (balancer_log, gateway_log):
+            assert "compose-portal-secret" not in log
+            assert "sk-asrgw-compose-secret" not in log
 
     def test_grafanas_ledger_role_reads_and_cannot_write(self, stack: Stack) -> None:
         assert int(stack.ledger("SELECT count(*) FROM tenants")) >= 1

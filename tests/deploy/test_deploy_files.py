@@ -4,6 +4,7 @@ without one."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -114,6 +115,33 @@ def test_every_image_runs_in_production_mode(dockerfile: str, setting: str) -> N
     text = (ROOT / "deploy" / "docker" / dockerfile).read_text()
     environment = text[text.rindex("\nENV ") :].split("\nWORKDIR", 1)[0]
     assert f"    {setting} \\\n" in environment
+
+
+def test_the_gateways_believe_x_forwarded_for_from_the_load_balancer_alone(
+    tmp_path: Path,
+) -> None:
+    environment_file = tmp_path / ".env"
+    environment_file.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    rendered = json.loads(render(environment_file).stdout)
+    balancer = rendered["services"]["loadbalancer"]["networks"]["default"]["ipv4_address"]
+    trusted = rendered["services"]["gateway"]["environment"]["GATEWAY_FORWARDED_ALLOW_IPS"]
+    (pool,) = rendered["networks"]["default"]["ipam"]["config"]
+    assert trusted == balancer
+    assert ipaddress.ip_address(balancer) in ipaddress.ip_network(pool["subnet"])
+    # Docker gives no other container the balancer's address: it is outside their range.
+    assert ipaddress.ip_address(balancer) not in ipaddress.ip_network(pool["ip_range"])
+
+
+def test_the_balancer_sets_x_forwarded_for_and_logs_no_query() -> None:
+    config = (ROOT / "deploy" / "compose" / "haproxy.cfg").read_text()
+    directives = [line.split("#")[0].strip() for line in config.splitlines()]
+    assert "http-request set-header X-Forwarded-For %[src]" in directives
+    assert "option forwardfor" not in directives  # it would append to the client's value
+    (log_format,) = [line for line in directives if line.startswith("log-format ")]
+    # %r, %HU and %HQ carry the query; the request is logged as %HM, a path set aside, %HV.
+    assert not {"%r", "%{+Q}r", "%HU", "%HQ", "%HP"} & set(log_format.replace('"', " ").split())
+    assert "%[var(txn.logged_path)]" in log_format
+    assert "option httplog" not in directives
 
 
 @pytest.mark.parametrize("missing", sorted(SECRETS))

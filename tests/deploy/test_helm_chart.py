@@ -257,6 +257,7 @@ class TestGateway:
         assert secret_ref(env["GATEWAY_NODE_SECRET"]) == (FULLNAME, "node-secret")
         assert secret_ref(env["GATEWAY_ADMIN_JWT_SECRET"]) == (FULLNAME, "admin-jwt-secret")
         assert secret_ref(env["GATEWAY_METRICS_TOKEN"]) == (FULLNAME, "metrics-token")
+        assert "GATEWAY_FORWARDED_ALLOW_IPS" not in env  # no proxy is believed unless named
         service = one(manifests, "Service", GATEWAY)
         assert service["spec"]["ports"][0]["targetPort"] == "http"
 
@@ -272,6 +273,7 @@ class TestGateway:
         assert env["GATEWAY_ADMIN_JWKS_URL"].startswith("https://sso.example.com/")
         assert env["GATEWAY_ADMIN_JWT_SECRET"] == ""  # HS256 off: SSO tokens only
         assert env["GATEWAY_ADMIN_JWT_ISSUER"] == "https://sso.example.com/realms/ops"
+        assert env["GATEWAY_FORWARDED_ALLOW_IPS"] == "10.42.0.0/16"
         assert secret_ref(env["BILLING_DATABASE_URL"]) == ("asrgw-ledger", "database-url")
         assert "admin-jwt-secret" not in one(manifests, "Secret", FULLNAME)["data"]
         assert f"{FULLNAME}-database" not in by_kind(manifests, "Secret")

@@ -96,7 +96,16 @@ def set_disabled(session: Session, username: str, disabled: bool, *, actor: Acto
 
 def check_password(session: Session, username: str, password: str) -> AdminUser | None:
     """The active user these credentials belong to, else None (same work either way)."""
-    user = repository.get_user(session, username)
+    return user_if_password_matches(find_user(session, username), password)
+
+
+def find_user(session: Session, username: str) -> AdminUser | None:
+    return repository.get_user(session, username)
+
+
+def user_if_password_matches(user: AdminUser | None, password: str) -> AdminUser | None:
+    """``user`` when ``password`` is theirs and they are active, else None; a missing user is
+    checked against a decoy, so the time taken does not tell which names exist."""
     matches = verify_password(user.password_hash if user is not None else None, password)
     if user is None or not matches or user.disabled_at is not None:
         return None
