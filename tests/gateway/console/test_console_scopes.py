@@ -135,4 +135,4 @@ class TestPortalLinks:
         assert "keys:write" in tenants_only.json()["error"]["message"]
         assert enough.status_code == 201
         assert in_console.status_code == 200
-        assert "/console/portal/open/" in in_console.text
+        assert "/console/portal/open#" in in_console.text
