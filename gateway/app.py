@@ -63,6 +63,7 @@ from gateway.nodes.discovery import NodeDiscovery, Resolver
 from gateway.nodes.membership import run_membership_sync
 from gateway.openapi import build_openapi
 from gateway.ratelimits.headers import RateLimitHeadersMiddleware
+from gateway.ratelimits.key_guesses import KeyGuessThrottle
 from gateway.ratelimits.service import RateLimits
 from gateway.ratelimits.store import open_redis
 from gateway.security_headers import SecurityHeadersMiddleware
@@ -166,6 +167,7 @@ def create_app(
     app.state.billing_settings = billing_settings
     app.state.token_verifier = TokenVerifier(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.key_guesses = KeyGuessThrottle(settings)
     # The document tells what FastAPI cannot see: the error envelope and every status.
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     install_error_handlers(app)

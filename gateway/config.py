@@ -121,6 +121,10 @@ class GatewaySettings(BaseSettings):
     # How long a valid API key is remembered per process: the most a revocation or the end of a
     # rotation's grace period takes to reach every replica (0 looks every key up every time).
     key_cache_seconds: float = Field(default=2.0, ge=0, le=5)
+    # Failed authentications (an unknown, revoked or expired API key) per client address (an
+    # IPv4 address, an IPv6 /64) before its keys are no longer looked up (429), in the `limits`
+    # notation; counted in Redis with GATEWAY_REDIS_URL (gateway/ratelimits/key_guesses.py).
+    api_key_failure_limit: str = "30/minute"
     # "development" (the embedded default) or "production": production refuses default secrets.
     environment: Literal["development", "production"] = "development"
     # Admin API (docs/admin.md): HS256 tokens signed with this secret ("" turns HS256 off) …
@@ -277,7 +281,9 @@ class GatewaySettings(BaseSettings):
                 ) from None
         return value
 
-    @field_validator("console_sign_in_limit", "console_sign_in_account_limit")
+    @field_validator(
+        "console_sign_in_limit", "console_sign_in_account_limit", "api_key_failure_limit"
+    )
     @classmethod
     def _limits_notation(cls, value: str) -> str:
         try:

@@ -20,6 +20,7 @@ from gateway.config import GatewaySettings
 from gateway.errors import AuthError, PermissionDenied
 from gateway.keycache import KeyCache
 from gateway.nodes import NodePool
+from gateway.ratelimits.key_guesses import KeyGuessThrottle
 
 MISSING_KEY_MESSAGE = (
     "You didn't provide an API key. Provide it in an Authorization header using Bearer auth "
@@ -119,14 +120,22 @@ def presented_api_key(headers: Headers) -> str:
 async def caller_for_key(
     connection: HTTPConnection, database: Database, presented: str
 ) -> AuthenticatedKey:
-    """The one lookup of a presented API key: the key cache, else the database."""
+    """The one lookup of a presented API key: the key cache, else the database, unless the
+    client's address is past its failed authentications (gateway/ratelimits/key_guesses.py)."""
     if not presented:
         raise AuthError(MISSING_KEY_MESSAGE)
     cache: KeyCache = connection.app.state.key_cache
     cached = cache.get(presented)
     if cached is not None:
         return cached
-    caller = await anyio.to_thread.run_sync(authenticate_uncached, database, presented)
+    guesses: KeyGuessThrottle = connection.app.state.key_guesses
+    address = connection.client.host if connection.client else None
+    await guesses.refuse_if_throttled_async(address)
+    try:
+        caller = await anyio.to_thread.run_sync(authenticate_uncached, database, presented)
+    except AuthError:
+        await guesses.count_failure_async(address)
+        raise
     cache.put(presented, caller)
     return caller
 

@@ -20,6 +20,7 @@ GatewayError                    500 internal_error
 │   └── AudioTooLong            413 audio_too_long
 └── RetryLater                  (+ Retry-After)
     ├── RateLimited             429 rate_limit_exceeded (+ x-ratelimit-*)
+    ├── TooManyFailedAuthentications 429 too_many_failed_authentications (per address)
     ├── RateLimiterUnavailable  503 rate_limiter_unavailable (store down, mode closed)
     ├── UpstreamUnavailable     503 upstream_unavailable
     ├── IdempotencyInProgress   409 idempotency_request_in_progress
@@ -191,6 +192,15 @@ class RateLimited(RetryLater):
 
     def headers(self) -> dict[str, str]:
         return {**self.rate_limit_headers, **super().headers()}
+
+
+class TooManyFailedAuthentications(RetryLater):
+    """An address past ``GATEWAY_API_KEY_FAILURE_LIMIT`` failed authentications: its keys are
+    not looked up until the window moves on (gateway/ratelimits/key_guesses.py)."""
+
+    status_code = 429
+    code = "too_many_failed_authentications"
+    error_type = "requests"
 
 
 class RateLimiterUnavailable(RetryLater):

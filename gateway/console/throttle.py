@@ -15,7 +15,6 @@ the account limit's worth per window, which the address windows also count.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import secrets
@@ -36,22 +35,9 @@ from gateway.console.attempt_windows import (
 )
 from gateway.console.errors import SignInThrottled
 from gateway.errors import RateLimiterUnavailable
+from gateway.ratelimits.addresses import address_group
 
 logger = logging.getLogger(__name__)
-
-
-def address_group(address: str | None) -> str:
-    """What one client's attempts count under: an IPv4 address (also when mapped into IPv6),
-    or an IPv6 address's /64."""
-    try:
-        parsed = ipaddress.ip_address(address or "")
-    except ValueError:
-        return address or "unknown"
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        parsed = parsed.ipv4_mapped
-    if isinstance(parsed, ipaddress.IPv4Address):
-        return str(parsed)
-    return str(ipaddress.IPv6Network(f"{parsed}/64", strict=False))
 
 
 def account_group(username: str) -> str:
