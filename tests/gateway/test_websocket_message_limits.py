@@ -114,7 +114,7 @@ class TestFunasrInApp:
         key = create_tenant_with_key(database, "acme")
         with (
             gateway(database, realtime_max_item_seconds=1) as client,
-            client.websocket_connect(f"/funasr?token={key}") as ws,
+            client.websocket_connect("/funasr", headers={"Authorization": f"Bearer {key}"}) as ws,
         ):
             ws.send_text(json.dumps({"mode": "offline", "audio_fs": 16_000, "is_speaking": True}))
             ws.send_bytes(b"\x00\x01" * 16_000 * 3)  # three seconds at 16 kHz

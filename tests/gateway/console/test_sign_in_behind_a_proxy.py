@@ -83,7 +83,7 @@ class TestRequestLog:
         with gateway(database, log) as client:
             portal = client.get("/console/portal/open/portal-link-secret-1234", headers=HTML)
             funasr = client.get("/funasr", params={"token": "sk-asrgw-query-secret", "x": "1"})
-        assert portal.status_code == 200
+        assert portal.status_code == 410  # an old-form link: refused, never redeemed
         assert funasr.status_code == 404  # a WebSocket route; logged all the same
         written = log.read_text()
         assert "GET /console/portal/open/[redacted] HTTP/1.1" in written
