@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 KEY_REFUSED_CLOSE_CODE = 4401
 
 
-def _look_up_again(database: Database, caller: AuthenticatedKey) -> None:
+def look_up_again(database: Database, caller: AuthenticatedKey) -> None:
     """The session's key by its prefix (a session opened with a client token never saw the
     secret): revoked, expired or deleted raises ``AuthError``."""
     try:
@@ -49,7 +49,7 @@ async def key_refused(state: State, caller: AuthenticatedKey) -> AuthError:
     while True:
         await anyio.sleep(interval)
         try:
-            await anyio.to_thread.run_sync(_look_up_again, state.database, caller)
+            await anyio.to_thread.run_sync(look_up_again, state.database, caller)
         except AuthError as refusal:
             # New requests with the key are refused at once on this replica too.
             state.key_cache.evict(caller.key_prefix)

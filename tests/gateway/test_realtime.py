@@ -32,7 +32,7 @@ from gateway.app import create_app
 from inference.audio import decode_audio
 from inference.protocol import READY_PATH
 from tests.fixtures import standin_node
-from tests.fixtures.factories import account, create_tenant_with_key, usage_rows
+from tests.fixtures.factories import TEST_ACTOR, account, create_tenant_with_key, usage_rows
 from tests.gateway.conftest import gateway_settings
 
 URL = "/v1/realtime?intent=transcription"
@@ -407,8 +407,26 @@ class TestLimits:
 
 
 class TestKeyRevocation:
+    def test_the_check_finds_the_key_by_its_prefix_alone(self, database: Database) -> None:
+        # A session opened with a client token holds no secret to present again.
+        from billing.keys.service import authenticate, revoke_api_key
+        from gateway.errors import AuthError
+        from gateway.streaming.keycheck import look_up_again
+
+        key = create_tenant_with_key(database, "acme")
+        with database.transaction() as session:
+            caller = authenticate(session, key)
+        look_up_again(database, caller)  # valid: nothing raised
+        with database.transaction() as session:
+            revoke_api_key(session, key, actor=TEST_ACTOR)
+        with pytest.raises(AuthError, match="revoked"):
+            look_up_again(database, caller)
+
+    # A browser's session never saw the key, only a client token minted with it: the key is
+    # checked again all the same.
+    @pytest.mark.parametrize("opened_with", ["key", "client_token"])
     def test_a_revoked_key_ends_its_session_and_what_was_delivered_stays_billed(
-        self, database: Database
+        self, database: Database, opened_with: str
     ) -> None:
         from billing.keys.service import split_key
         from gateway.admin.auth import Scope, mint_token
@@ -422,26 +440,35 @@ class TestKeyRevocation:
             # Checked again this often: the test waits for the close, not for the clock.
             "realtime_key_recheck_seconds": 0.05,
         }
-        with (
-            gateway(database, "http://standin", **options) as client,
-            client.websocket_connect(URL, headers={"Authorization": f"Bearer {key}"}) as ws,
-        ):
-            commit_one_second(ws)
-            delivered = events_until(ws, "conversation.item.input_audio_transcription.completed")
-            admin = mint_token(
-                client.app.state.settings,  # type: ignore[attr-defined]
-                "ops@example.com",
-                [Scope.keys_write],
-                ttl_seconds=300,
-            )
-            revoked = client.post(
-                f"/admin/keys/{split_key(key)}/revoke",
-                headers={"Authorization": f"Bearer {admin}"},
-            )
-            assert revoked.status_code == 200, revoked.text
-            ended = events_until(ws, "error")
-            with pytest.raises(WebSocketDisconnect) as closed:
-                ws.receive_text()
+        with gateway(database, "http://standin", **options) as client:
+            if opened_with == "key":
+                handshake: dict[str, Any] = {"headers": {"Authorization": f"Bearer {key}"}}
+            else:
+                minted = client.post(
+                    "/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {key}"}
+                )
+                assert minted.status_code == 200, minted.text
+                secret = minted.json()["value"]
+                handshake = {"subprotocols": ["realtime", f"openai-insecure-api-key.{secret}"]}
+            with client.websocket_connect(URL, **handshake) as ws:
+                commit_one_second(ws)
+                delivered = events_until(
+                    ws, "conversation.item.input_audio_transcription.completed"
+                )
+                admin = mint_token(
+                    client.app.state.settings,  # type: ignore[attr-defined]
+                    "ops@example.com",
+                    [Scope.keys_write],
+                    ttl_seconds=300,
+                )
+                revoked = client.post(
+                    f"/admin/keys/{split_key(key)}/revoke",
+                    headers={"Authorization": f"Bearer {admin}"},
+                )
+                assert revoked.status_code == 200, revoked.text
+                ended = events_until(ws, "error")
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_text()
             refused = client.post(
                 "/v1/audio/transcriptions",
                 headers={"Authorization": f"Bearer {key}"},
