@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from typing import Any
 
 import click
 
@@ -58,22 +59,21 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     settings = settings_or_exit(GatewaySettings)
     host, port = host or settings.host, port or settings.port
     refuse_unsafe_bind(host, settings.unsafe_to_bind(host))
-    # No WebSocket message larger than one item's audio (uvicorn's default is 16 MiB).
-    ws_max_size = websocket_max_message_bytes(settings)
-    # X-Forwarded-For is believed from GATEWAY_FORWARDED_ALLOW_IPS only, never from uvicorn's
-    # own default (127.0.0.1) or its FORWARDED_ALLOW_IPS: the sign-in throttle counts what
-    # this says.
     proxies = settings.trusted_proxies
+    served: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        # No WebSocket message larger than one item's audio (uvicorn's default is 16 MiB).
+        "ws_max_size": websocket_max_message_bytes(settings),
+        # X-Forwarded-For is believed from GATEWAY_FORWARDED_ALLOW_IPS only, never from
+        # uvicorn's own default (127.0.0.1) or its FORWARDED_ALLOW_IPS: the sign-in and API key
+        # throttles count what this says.
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": proxies or None,
+    }
     if workers == 1:
-        uvicorn.run(
-            served_app(settings),
-            host=host,
-            port=port,
-            log_level="info",
-            ws_max_size=ws_max_size,
-            proxy_headers=bool(proxies),
-            forwarded_allow_ips=proxies or None,
-        )
+        uvicorn.run(served_app(settings), **served)
         return
     if not settings.redis_url:
         # Each worker is a process with its own memory: counters kept there would let every
@@ -92,17 +92,7 @@ def gateway(host: str | None, port: int | None, workers: int) -> None:
     # Every worker counts its metrics into files here; any worker's /metrics serves them all.
     with tempfile.TemporaryDirectory(prefix="asrgw-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        uvicorn.run(
-            "gateway.app:served_app",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="info",
-            ws_max_size=ws_max_size,
-            proxy_headers=bool(proxies),
-            forwarded_allow_ips=proxies or None,
-        )
+        uvicorn.run("gateway.app:served_app", factory=True, workers=workers, **served)
 
 
 @cli.command()

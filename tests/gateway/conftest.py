@@ -12,6 +12,7 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from tests.conftest import NODE_SECRET
 from tests.fixtures.factories import create_tenant_with_key
+from tests.fixtures.redis import delete_prefixed, shared_redis_url, unique_prefix
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 
@@ -42,3 +43,16 @@ def gateway(node_url: str, database: Database) -> Iterator[Gateway]:
     app = create_app(gateway_settings(node_url), BillingSettings(database_url=database.url))
     with TestClient(app) as client:
         yield Gateway(client=client, database=database, key=key)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limit_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Gateway settings for the rate-limit stores: process memory, or the shared Redis under a
+    prefix of this test's own (deleted afterwards)."""
+    if request.param == "memory":
+        yield {}
+        return
+    url = shared_redis_url()
+    prefix = unique_prefix()
+    yield {"redis_url": url, "rate_limit_key_prefix": prefix}
+    delete_prefixed(url, prefix)

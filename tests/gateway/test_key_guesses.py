@@ -23,17 +23,6 @@ from tests.gateway.admin_client import admin_settings, bearer
 GUESS = "sk-asrgw-guess0000_00000000000000000000000000000000"
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
-    if request.param == "memory":
-        yield {}
-        return
-    url = shared_redis_url()
-    prefix = unique_prefix()
-    yield {"redis_url": url, "rate_limit_key_prefix": prefix}
-    delete_prefixed(url, prefix)
-
-
 @contextmanager
 def client_at(database: Database, settings: GatewaySettings, address: str) -> Iterator[TestClient]:
     app = create_app(settings, BillingSettings(database_url=database.url))
@@ -49,10 +38,12 @@ def models(client: TestClient, key: str) -> tuple[int, str, str | None]:
 
 class TestFailedAuthenticationsPerAddress:
     def test_an_address_past_the_limit_gets_429_before_its_keys_are_looked_up(
-        self, database: Database, store: dict[str, Any]
+        self, database: Database, limit_store: dict[str, Any]
     ) -> None:
         valid = create_tenant_with_key(database, "acme")
-        settings = admin_settings(api_key_failure_limit="3/minute", key_cache_seconds=0, **store)
+        settings = admin_settings(
+            api_key_failure_limit="3/minute", key_cache_seconds=0, **limit_store
+        )
         with client_at(database, settings, "198.51.100.7") as client:
             answers = [models(client, GUESS) for _ in range(4)]
             # A valid key from the throttled address is not looked up either: it must not learn
@@ -66,10 +57,10 @@ class TestFailedAuthenticationsPerAddress:
         assert valid_from_there[:2] == (429, "too_many_failed_authentications")
 
     def test_other_addresses_and_a_cached_valid_key_are_not_slowed(
-        self, database: Database, store: dict[str, Any]
+        self, database: Database, limit_store: dict[str, Any]
     ) -> None:
         valid = create_tenant_with_key(database, "acme")
-        settings = admin_settings(api_key_failure_limit="2/minute", **store)
+        settings = admin_settings(api_key_failure_limit="2/minute", **limit_store)
         app = create_app(settings, BillingSettings(database_url=database.url))
         with (
             TestClient(app, client=("198.51.100.7", 50000)) as guesser,

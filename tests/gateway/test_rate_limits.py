@@ -40,7 +40,7 @@ from gateway.ratelimits.store import LoopMemoryStorage
 from inference.protocol import READY_PATH
 from tests.fixtures.factories import TEST_ACTOR, create_tenant_with_key, usage_rows
 from tests.fixtures.processes import free_port
-from tests.fixtures.redis import delete_prefixed, redis_server, shared_redis_url, unique_prefix
+from tests.fixtures.redis import redis_server
 from tests.gateway.conftest import gateway_settings
 
 FAKE_NODE = "http://fake-node"
@@ -131,19 +131,6 @@ def ledger(sqlite_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
-    """Gateway settings for the rate-limit store: process memory, or the shared Redis under a
-    prefix of this test's own (deleted afterwards)."""
-    if request.param == "memory":
-        yield {}
-        return
-    url = shared_redis_url()
-    prefix = unique_prefix()
-    yield {"redis_url": url, "rate_limit_key_prefix": prefix}
-    delete_prefixed(url, prefix)
-
-
 @contextmanager
 def open_gateway(database: Database, settings: dict[str, Any], **plan: Any) -> Iterator[Gateway]:
     """The gateway in-process on a fake node, with one tenant on a plan of ``plan``."""
@@ -197,8 +184,10 @@ class TestOpenAIDuration:
 
 
 class TestRequestsPerMinute:
-    def test_headers_count_down_then_429(self, ledger: Database, store: dict[str, str]) -> None:
-        with open_gateway(ledger, store, requests_per_minute=3) as gateway:
+    def test_headers_count_down_then_429(
+        self, ledger: Database, limit_store: dict[str, str]
+    ) -> None:
+        with open_gateway(ledger, limit_store, requests_per_minute=3) as gateway:
             admitted = [gateway.transcribe() for _ in range(2)]
             # An error raised after admission still counts and still carries the headers.
             invalid = gateway.transcribe(audio=b"not audio at all")
@@ -219,8 +208,8 @@ class TestRequestsPerMinute:
         assert "Limit 3" in refused.json()["error"]["message"]
         assert gateway.node.arrived == 2
 
-    def test_limits_are_per_key(self, ledger: Database, store: dict[str, str]) -> None:
-        with open_gateway(ledger, store, requests_per_minute=1) as gateway:
+    def test_limits_are_per_key(self, ledger: Database, limit_store: dict[str, str]) -> None:
+        with open_gateway(ledger, limit_store, requests_per_minute=1) as gateway:
             with ledger.transaction() as session:
                 second = create_api_key(session, "acme", name="second", actor=TEST_ACTOR).secret
             first_key = [gateway.transcribe(), gateway.transcribe()]
@@ -233,17 +222,19 @@ class TestRequestsPerMinute:
         assert_rate_limited(second_key[1])
 
     def test_plan_without_limits_is_never_refused(
-        self, ledger: Database, store: dict[str, str]
+        self, ledger: Database, limit_store: dict[str, str]
     ) -> None:
-        with open_gateway(ledger, store) as gateway:
+        with open_gateway(ledger, limit_store) as gateway:
             responses = [gateway.transcribe() for _ in range(12)]
 
         assert [response.status_code for response in responses] == [200] * 12
         for header in RATE_LIMIT_HEADERS:
             assert header not in responses[0].headers
 
-    def test_a_refused_request_bills_nothing(self, ledger: Database, store: dict[str, str]) -> None:
-        with open_gateway(ledger, store, requests_per_minute=1) as gateway:
+    def test_a_refused_request_bills_nothing(
+        self, ledger: Database, limit_store: dict[str, str]
+    ) -> None:
+        with open_gateway(ledger, limit_store, requests_per_minute=1) as gateway:
             billed = gateway.transcribe()
             refused = gateway.transcribe()
 
@@ -260,10 +251,10 @@ class TestRequestsPerMinute:
 
 class TestConcurrency:
     def test_one_over_the_cap_is_refused_while_the_others_run(
-        self, ledger: Database, store: dict[str, str]
+        self, ledger: Database, limit_store: dict[str, str]
     ) -> None:
         with (
-            open_gateway(ledger, store, concurrency_limit=2) as gateway,
+            open_gateway(ledger, limit_store, concurrency_limit=2) as gateway,
             ThreadPoolExecutor(max_workers=2) as senders,
         ):
             gateway.node.hold.set()
@@ -285,9 +276,9 @@ class TestConcurrency:
         assert len(usage_rows(ledger)) == 3
 
     def test_the_slot_is_given_back_after_a_failure(
-        self, ledger: Database, store: dict[str, str]
+        self, ledger: Database, limit_store: dict[str, str]
     ) -> None:
-        with open_gateway(ledger, store, concurrency_limit=1) as gateway:
+        with open_gateway(ledger, limit_store, concurrency_limit=1) as gateway:
             gateway.node.status = 503
             upstream_failed = gateway.transcribe()
             invalid = gateway.transcribe(audio=b"not audio at all")
