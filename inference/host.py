@@ -284,7 +284,11 @@ class ModelHost:
                 self._drop_abandoned()
                 batch = self._choose_batch()
                 remaining = deadline - time.perf_counter()
-                full = len(batch) >= self.batching.max_batch or isinstance(batch[0], LiveItem)
+                # Every item pending may have been abandoned (its caller gone): an empty batch
+                # ends the wait, and the serving loop goes back to waiting for work.
+                full = bool(batch) and (
+                    len(batch) >= self.batching.max_batch or isinstance(batch[0], LiveItem)
+                )
                 if not batch or full or remaining <= 0 or self._stopping:
                     break
                 self._condition.wait(remaining)

@@ -66,6 +66,26 @@ def test_a_cancelled_item_never_reaches_the_engine(host: ModelHost, weather_wav:
     assert host_dropped(host) == dropped + 1
 
 
+def test_a_queue_of_only_abandoned_items_leaves_the_host_serving(
+    host: ModelHost, weather_wav: Path
+) -> None:
+    # As when a gateway is killed with its requests queued: the batcher wakes to nothing but
+    # abandoned items, drops them, and must go on serving.
+    audio = decode_audio(weather_wav.read_bytes())
+    dropped = host_dropped(host)
+
+    async def run() -> None:
+        with host._condition:
+            future = host._submit(audio, TranscribeParams())
+            future.cancel()
+        while host_dropped(host) == dropped:
+            await asyncio.sleep(0.01)
+        survivor = await asyncio.wait_for(host.transcribe_many([audio], TranscribeParams()), 120)
+        assert survivor[0].text
+
+    asyncio.run(run())
+
+
 def host_dropped(host: ModelHost) -> float:
     return (
         REGISTRY.get_sample_value(
